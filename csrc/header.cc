@@ -1,0 +1,847 @@
+#include "header.h"
+
+#include <algorithm>
+#include <cstring>
+#include <numeric>
+
+namespace ckptscan {
+namespace {
+
+constexpr uint64_t kPrefixLen = 8;
+
+std::string format_u64(uint64_t v) { return std::to_string(v); }
+
+// ---- UTF-8 ----------------------------------------------------------------
+
+// Returns the index of the first byte that starts an invalid sequence, or n.
+// Rejects overlongs, surrogates (ED A0..BF) and code points above U+10FFFF.
+size_t first_invalid_utf8(const uint8_t* s, size_t n) {
+  size_t i = 0;
+  while (i < n) {
+    // ASCII fast path, 8 bytes at a time.
+    if (i + 8 <= n) {
+      uint64_t w;
+      std::memcpy(&w, s + i, 8);
+      if ((w & 0x8080808080808080ULL) == 0) {
+        i += 8;
+        continue;
+      }
+    }
+    const uint8_t c = s[i];
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    size_t len;
+    uint8_t lo = 0x80, hi = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF) {
+      len = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      len = 3;
+      if (c == 0xE0) lo = 0xA0;
+      if (c == 0xED) hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      len = 4;
+      if (c == 0xF0) lo = 0x90;
+      if (c == 0xF4) hi = 0x8F;
+    } else {
+      return i;
+    }
+    if (i + len > n) return i;
+    if (s[i + 1] < lo || s[i + 1] > hi) return i;
+    for (size_t k = 2; k < len; ++k) {
+      if ((s[i + k] & 0xC0) != 0x80) return i;
+    }
+    i += len;
+  }
+  return n;
+}
+
+void append_utf8(std::string* out, uint32_t cp) {
+  if (cp < 0x80) {
+    out->push_back(static_cast<char>(cp));
+  } else if (cp < 0x800) {
+    out->push_back(static_cast<char>(0xC0 | (cp >> 6)));
+    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  } else if (cp < 0x10000) {
+    out->push_back(static_cast<char>(0xE0 | (cp >> 12)));
+    out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  } else {
+    out->push_back(static_cast<char>(0xF0 | (cp >> 18)));
+    out->push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
+    out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+  }
+}
+
+// True when any byte of w is '"', '\\' or below 0x20 (may also flag a few
+// neighbours of such a byte: callers then go byte by byte).
+inline bool word_needs_care(uint64_t w) {
+  constexpr uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+  const uint64_t q = w ^ (ones * '"'), b = w ^ (ones * '\\');
+  const uint64_t has_q = (q - ones) & ~q & highs;
+  const uint64_t has_b = (b - ones) & ~b & highs;
+  const uint64_t has_ctl = (w - ones * 0x20) & ~w & highs;
+  return (has_q | has_b | has_ctl) != 0;
+}
+
+// ---- the tensor table under construction ----------------------------------
+
+struct Entry {
+  bool has_dtype = false, has_shape = false, has_offsets = false;
+  bool valid = true;  // false once a field is present but unusable
+  Dtype dtype = Dtype::U8;
+  std::vector<uint64_t> shape;
+  uint64_t begin = 0, end = 0;
+};
+
+// Open-addressing set of names. It keeps its own copy of every name, stored
+// as (start, length) so that slots stay valid while the buffer grows.
+class NameSet {
+ public:
+  // Returns false if the name was already present.
+  bool insert(std::string_view key) {
+    if ((count_ + 1) * 2 > slots_.size()) grow();
+    const uint64_t h = std::hash<std::string_view>{}(key);
+    const size_t mask = slots_.size() - 1;
+    size_t i = h & mask;
+    while (slots_[i].len != kEmpty) {
+      const Slot& s = slots_[i];
+      if (s.hash == h && std::string_view(buf_).substr(s.start, s.len) == key) return false;
+      i = (i + 1) & mask;
+    }
+    slots_[i] = {h, buf_.size(), key.size()};
+    buf_ += key;
+    ++count_;
+    return true;
+  }
+
+ private:
+  static constexpr uint64_t kEmpty = UINT64_MAX;
+  struct Slot {
+    uint64_t hash = 0, start = 0, len = kEmpty;
+  };
+  void grow() {
+    std::vector<Slot> old(std::max<size_t>(64, slots_.size() * 2));
+    old.swap(slots_);
+    const size_t mask = slots_.size() - 1;
+    for (const Slot& s : old) {
+      if (s.len == kEmpty) continue;
+      size_t i = s.hash & mask;
+      while (slots_[i].len != kEmpty) i = (i + 1) & mask;
+      slots_[i] = s;
+    }
+  }
+  std::vector<Slot> slots_;
+  std::string buf_;
+  size_t count_ = 0;
+};
+
+// ---- the JSON parser -------------------------------------------------------
+
+class Parser {
+ public:
+  Parser(const uint8_t* json, size_t n, ParsedHeader* out) : p_(json), n_(n), out_(out) {}
+
+  void run();
+
+ private:
+  // A fatal syntax problem: parsing stops; semantic ones are collected.
+  struct Stop {};
+
+  uint64_t file_offset(size_t pos) const { return kPrefixLen + pos; }
+  void problem_at(ErrorCode code, uint64_t offset, std::string_view tensor, std::string msg) {
+    out_->problems.push_back({code, offset, std::string(tensor), std::move(msg)});
+  }
+  void problem(ErrorCode code, size_t pos, std::string_view tensor, std::string msg) {
+    problem_at(code, file_offset(pos), tensor, std::move(msg));
+  }
+  [[noreturn]] void fatal(ErrorCode code, size_t pos, std::string msg) {
+    problem(code, pos, {}, std::move(msg));
+    throw Stop{};
+  }
+  [[noreturn]] void expected(const char* what) {
+    if (i_ >= n_) fatal(ErrorCode::kJsonSyntax, i_, std::string("unexpected end of header, expected ") + what);
+    std::string msg = std::string("expected ") + what + ", found ";
+    const uint8_t c = p_[i_];
+    if (c >= 0x20 && c < 0x7F) {
+      msg += '\'';
+      msg += static_cast<char>(c);
+      msg += '\'';
+    } else {
+      msg += "byte 0x";
+      const char* hex = "0123456789abcdef";
+      msg += hex[c >> 4];
+      msg += hex[c & 15];
+    }
+    fatal(ErrorCode::kJsonSyntax, i_, std::move(msg));
+  }
+
+  void skip_ws() {
+    while (i_ < n_ && (p_[i_] == ' ' || p_[i_] == '\n' || p_[i_] == '\r' || p_[i_] == '\t')) ++i_;
+  }
+  bool peek(char c) {
+    skip_ws();
+    return i_ < n_ && p_[i_] == static_cast<uint8_t>(c);
+  }
+  void expect(char c, const char* what) {
+    if (!peek(c)) expected(what);
+    ++i_;
+  }
+
+  void parse_string(std::string* out);
+  void parse_hex4(uint32_t* cp);
+  void skip_value(int depth);
+  void skip_number();
+  // Parses a JSON number that must be a non-negative integer fitting u64.
+  // Returns false (after recording a problem) when it is a valid JSON number
+  // of another kind; a malformed number is fatal.
+  bool parse_u64(uint64_t* v, std::string_view tensor, const char* field);
+  void parse_u64_array(std::vector<uint64_t>* out, std::string_view tensor, const char* field,
+                       ErrorCode code, bool* ok);
+  void parse_metadata(size_t key_pos);
+  void parse_entry(std::string_view name, Entry* e);
+  // Validates sizes and appends the row; false when the entry is unusable.
+  bool finish_entry(std::string_view name, size_t pos, Entry& e);
+  void check_coverage();
+
+  const uint8_t* p_;
+  size_t n_;
+  size_t i_ = 0;
+  ParsedHeader* out_;
+  NameSet seen_;
+  bool seen_metadata_ = false;
+  std::string key_, scratch_, tmpl_;
+  std::vector<int64_t> ints_;
+  std::unordered_map<std::string, uint32_t> template_ids_;
+};
+
+void Parser::parse_hex4(uint32_t* cp) {
+  if (i_ + 4 > n_) fatal(ErrorCode::kJsonSyntax, i_, "truncated \\u escape");
+  uint32_t v = 0;
+  for (int k = 0; k < 4; ++k) {
+    const uint8_t c = p_[i_ + k];
+    v <<= 4;
+    if (c >= '0' && c <= '9') v |= c - '0';
+    else if (c >= 'a' && c <= 'f') v |= c - 'a' + 10;
+    else if (c >= 'A' && c <= 'F') v |= c - 'A' + 10;
+    else fatal(ErrorCode::kJsonSyntax, i_ + k, "invalid hex digit in \\u escape");
+  }
+  i_ += 4;
+  *cp = v;
+}
+
+void Parser::parse_string(std::string* out) {
+  out->clear();
+  if (i_ >= n_ || p_[i_] != '"') expected("a string");
+  const size_t start = ++i_;
+  // Fast path: runs of plain bytes, 8 at a time (UTF-8 was validated up front).
+  for (;;) {
+    while (i_ + 8 <= n_) {
+      uint64_t w;
+      std::memcpy(&w, p_ + i_, 8);
+      if (word_needs_care(w)) break;
+      i_ += 8;
+    }
+    if (i_ >= n_) fatal(ErrorCode::kJsonSyntax, start - 1, "unterminated string");
+    const uint8_t c = p_[i_];
+    if (c == '"') {
+      out->append(reinterpret_cast<const char*>(p_ + start), i_ - start);
+      ++i_;
+      return;
+    }
+    if (c == '\\') break;
+    if (c < 0x20) fatal(ErrorCode::kJsonSyntax, i_, "control character in string");
+    ++i_;
+  }
+  // Slow path: escapes.
+  out->append(reinterpret_cast<const char*>(p_ + start), i_ - start);
+  while (i_ < n_) {
+    const uint8_t c = p_[i_];
+    if (c == '"') {
+      ++i_;
+      return;
+    }
+    if (c < 0x20) fatal(ErrorCode::kJsonSyntax, i_, "control character in string");
+    if (c != '\\') {
+      out->push_back(static_cast<char>(c));
+      ++i_;
+      continue;
+    }
+    const size_t esc = i_++;
+    if (i_ >= n_) break;
+    switch (p_[i_++]) {
+      case '"': out->push_back('"'); break;
+      case '\\': out->push_back('\\'); break;
+      case '/': out->push_back('/'); break;
+      case 'b': out->push_back('\b'); break;
+      case 'f': out->push_back('\f'); break;
+      case 'n': out->push_back('\n'); break;
+      case 'r': out->push_back('\r'); break;
+      case 't': out->push_back('\t'); break;
+      case 'u': {
+        uint32_t cp;
+        parse_hex4(&cp);
+        if (cp >= 0xDC00 && cp <= 0xDFFF) {
+          fatal(ErrorCode::kJsonSyntax, esc, "lone low surrogate in \\u escape");
+        }
+        if (cp >= 0xD800 && cp <= 0xDBFF) {
+          if (i_ + 2 > n_ || p_[i_] != '\\' || p_[i_ + 1] != 'u') {
+            fatal(ErrorCode::kJsonSyntax, esc, "high surrogate not followed by a low surrogate");
+          }
+          i_ += 2;
+          uint32_t lo;
+          parse_hex4(&lo);
+          if (lo < 0xDC00 || lo > 0xDFFF) {
+            fatal(ErrorCode::kJsonSyntax, esc, "high surrogate not followed by a low surrogate");
+          }
+          cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+        }
+        append_utf8(out, cp);
+        break;
+      }
+      default:
+        fatal(ErrorCode::kJsonSyntax, esc, "invalid escape in string");
+    }
+  }
+  fatal(ErrorCode::kJsonSyntax, start - 1, "unterminated string");
+}
+
+void Parser::skip_number() {
+  const size_t start = i_;
+  if (i_ < n_ && p_[i_] == '-') ++i_;
+  if (i_ >= n_ || p_[i_] < '0' || p_[i_] > '9') fatal(ErrorCode::kJsonSyntax, start, "invalid number");
+  if (p_[i_] == '0') {
+    ++i_;
+  } else {
+    while (i_ < n_ && p_[i_] >= '0' && p_[i_] <= '9') ++i_;
+  }
+  if (i_ < n_ && p_[i_] == '.') {
+    ++i_;
+    if (i_ >= n_ || p_[i_] < '0' || p_[i_] > '9') fatal(ErrorCode::kJsonSyntax, start, "invalid number");
+    while (i_ < n_ && p_[i_] >= '0' && p_[i_] <= '9') ++i_;
+  }
+  if (i_ < n_ && (p_[i_] == 'e' || p_[i_] == 'E')) {
+    ++i_;
+    if (i_ < n_ && (p_[i_] == '+' || p_[i_] == '-')) ++i_;
+    if (i_ >= n_ || p_[i_] < '0' || p_[i_] > '9') fatal(ErrorCode::kJsonSyntax, start, "invalid number");
+    while (i_ < n_ && p_[i_] >= '0' && p_[i_] <= '9') ++i_;
+  }
+  if (i_ < n_ && p_[i_] >= '0' && p_[i_] <= '9') fatal(ErrorCode::kJsonSyntax, start, "invalid number (leading zero)");
+}
+
+bool Parser::parse_u64(uint64_t* v, std::string_view tensor, const char* field) {
+  skip_ws();
+  const size_t start = i_;
+  uint64_t acc = 0;
+  bool overflow = false;
+  while (i_ < n_ && p_[i_] >= '0' && p_[i_] <= '9') {
+    const uint64_t d = p_[i_] - '0';
+    if (acc > (UINT64_MAX - d) / 10) overflow = true;
+    acc = acc * 10 + d;
+    ++i_;
+  }
+  const bool plain = i_ > start && (i_ == start + 1 || p_[start] != '0') &&
+                     (i_ >= n_ || (p_[i_] != '.' && p_[i_] != 'e' && p_[i_] != 'E'));
+  if (plain && !overflow) {
+    *v = acc;
+    return true;
+  }
+  i_ = start;
+  skip_number();  // fatal if not a JSON number at all
+  const std::string text(reinterpret_cast<const char*>(p_ + start), i_ - start);
+  problem(ErrorCode::kBadNumber, start, tensor,
+          std::string(field) + " holds " + text +
+              (overflow && plain ? ", which does not fit in 64 bits"
+                                 : ", which is not a non-negative integer"));
+  return false;
+}
+
+void Parser::skip_value(int depth) {
+  if (depth > kMaxJsonDepth) {
+    fatal(ErrorCode::kJsonDepth, i_, "JSON nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
+  }
+  skip_ws();
+  if (i_ >= n_) expected("a value");
+  const uint8_t c = p_[i_];
+  if (c == '"') {
+    parse_string(&scratch_);
+  } else if (c == '{') {
+    ++i_;
+    if (peek('}')) {
+      ++i_;
+      return;
+    }
+    for (;;) {
+      skip_ws();
+      parse_string(&scratch_);
+      expect(':', "':'");
+      skip_value(depth + 1);
+      if (peek(',')) {
+        ++i_;
+        continue;
+      }
+      expect('}', "',' or '}'");
+      return;
+    }
+  } else if (c == '[') {
+    ++i_;
+    if (peek(']')) {
+      ++i_;
+      return;
+    }
+    for (;;) {
+      skip_value(depth + 1);
+      if (peek(',')) {
+        ++i_;
+        continue;
+      }
+      expect(']', "',' or ']'");
+      return;
+    }
+  } else if (c == '-' || (c >= '0' && c <= '9')) {
+    skip_number();
+  } else {
+    for (const char* lit : {"true", "false", "null"}) {
+      const size_t len = std::strlen(lit);
+      if (i_ + len <= n_ && std::memcmp(p_ + i_, lit, len) == 0) {
+        i_ += len;
+        return;
+      }
+    }
+    expected("a value");
+  }
+}
+
+void Parser::parse_u64_array(std::vector<uint64_t>* out, std::string_view tensor,
+                             const char* field, ErrorCode code, bool* ok) {
+  out->clear();
+  skip_ws();
+  if (i_ >= n_ || p_[i_] != '[') {
+    const size_t pos = i_;
+    skip_value(2);
+    problem(code, pos, tensor,
+            std::string(field) + " is not an array");
+    *ok = false;
+    return;
+  }
+  ++i_;
+  if (peek(']')) {
+    ++i_;
+    return;
+  }
+  for (;;) {
+    skip_ws();
+    const uint8_t c = i_ < n_ ? p_[i_] : 0;
+    if (c == '-' || (c >= '0' && c <= '9')) {
+      uint64_t v;
+      if (parse_u64(&v, tensor, field)) out->push_back(v);
+      else *ok = false;
+    } else {
+      const size_t pos = i_;
+      skip_value(3);
+      problem(code, pos, tensor,
+              std::string(field) + " holds a value that is not a number");
+      *ok = false;
+    }
+    if (peek(',')) {
+      ++i_;
+      continue;
+    }
+    expect(']', "',' or ']'");
+    return;
+  }
+}
+
+void Parser::parse_metadata(size_t key_pos) {
+  if (seen_metadata_) {
+    problem(ErrorCode::kDuplicateKey, key_pos, {}, "__metadata__ appears twice");
+  }
+  seen_metadata_ = true;
+  skip_ws();
+  if (i_ + 4 <= n_ && std::memcmp(p_ + i_, "null", 4) == 0) {
+    i_ += 4;
+    return;
+  }
+  if (i_ >= n_ || p_[i_] != '{') {
+    const size_t pos = i_;
+    skip_value(1);
+    problem(ErrorCode::kMetadata, pos, {}, "__metadata__ is not an object of strings");
+    return;
+  }
+  out_->has_metadata = true;
+  ++i_;
+  if (peek('}')) {
+    ++i_;
+    return;
+  }
+  std::vector<std::string> keys;
+  for (;;) {
+    skip_ws();
+    const size_t kpos = i_;
+    std::string k, v;
+    parse_string(&k);
+    expect(':', "':'");
+    skip_ws();
+    const size_t vpos = i_;
+    if (i_ < n_ && p_[i_] == '"') {
+      parse_string(&v);
+      if (std::find(keys.begin(), keys.end(), k) != keys.end()) {
+        problem(ErrorCode::kDuplicateKey, kpos, {}, "__metadata__ key \"" + k + "\" appears twice");
+      } else {
+        keys.push_back(k);
+        out_->metadata.emplace_back(std::move(k), std::move(v));
+      }
+    } else {
+      skip_value(2);
+      problem(ErrorCode::kMetadata, vpos, {}, "__metadata__ value of \"" + k + "\" is not a string");
+    }
+    if (peek(',')) {
+      ++i_;
+      continue;
+    }
+    expect('}', "',' or '}'");
+    return;
+  }
+}
+
+void Parser::parse_entry(std::string_view name, Entry* e) {
+  skip_ws();
+  if (i_ >= n_ || p_[i_] != '{') {
+    const size_t pos = i_;
+    skip_value(1);
+    problem(ErrorCode::kNotObject, pos, name, "tensor entry is not an object");
+    e->valid = false;
+    return;
+  }
+  ++i_;
+  if (peek('}')) {
+    ++i_;
+    return;
+  }
+  for (;;) {
+    skip_ws();
+    const size_t kpos = i_;
+    parse_string(&key_);
+    expect(':', "':'");
+    auto dup = [&](bool* has) {
+      if (*has) {
+        problem(ErrorCode::kDuplicateKey, kpos, name, "field \"" + key_ + "\" appears twice");
+        e->valid = false;
+      }
+      *has = true;
+    };
+    if (key_ == "dtype") {
+      dup(&e->has_dtype);
+      skip_ws();
+      const size_t vpos = i_;
+      if (i_ < n_ && p_[i_] == '"') {
+        parse_string(&scratch_);
+        if (!parse_dtype(scratch_, &e->dtype)) {
+          problem(ErrorCode::kBadDtype, vpos, name, "unknown dtype \"" + scratch_ + "\"");
+          e->valid = false;
+        }
+      } else {
+        skip_value(2);
+        problem(ErrorCode::kBadDtype, vpos, name, "dtype is not a string");
+        e->valid = false;
+      }
+    } else if (key_ == "shape") {
+      dup(&e->has_shape);
+      bool ok = true;
+      parse_u64_array(&e->shape, name, "shape", ErrorCode::kBadShape, &ok);
+      e->valid &= ok;
+    } else if (key_ == "data_offsets") {
+      dup(&e->has_offsets);
+      skip_ws();
+      const size_t vpos = i_;
+      bool ok = true;
+      std::vector<uint64_t> offs;
+      parse_u64_array(&offs, name, "data_offsets", ErrorCode::kBadOffsets, &ok);
+      if (ok && offs.size() != 2) {
+        problem(ErrorCode::kBadOffsets, vpos, name,
+                "data_offsets has " + std::to_string(offs.size()) + " values, not 2");
+        ok = false;
+      } else if (ok && offs[0] > offs[1]) {
+        problem(ErrorCode::kBadOffsets, vpos, name,
+                "data_offsets begin " + format_u64(offs[0]) + " is after end " + format_u64(offs[1]));
+        ok = false;
+      }
+      if (ok) {
+        e->begin = offs[0];
+        e->end = offs[1];
+      }
+      e->valid &= ok;
+    } else {
+      skip_value(2);  // unknown fields are ignored, as the reference does
+    }
+    if (peek(',')) {
+      ++i_;
+      continue;
+    }
+    expect('}', "',' or '}'");
+    return;
+  }
+}
+
+bool Parser::finish_entry(std::string_view name, size_t pos, Entry& e) {
+  for (auto [has, field] : {std::pair{e.has_dtype, "dtype"}, std::pair{e.has_shape, "shape"},
+                            std::pair{e.has_offsets, "data_offsets"}}) {
+    if (!has) {
+      problem(ErrorCode::kMissingField, pos, name, std::string("tensor entry has no ") + field);
+      e.valid = false;
+    }
+  }
+  if (!e.valid) return false;
+
+  // Sizes with overflow checks: numel, then bits.
+  uint64_t numel = 1;
+  bool overflow = false;
+  for (uint64_t d : e.shape) {
+    if (d != 0 && numel > UINT64_MAX / d) overflow = true;
+    numel *= d;
+  }
+  const uint64_t bits = dtype_info(e.dtype).bits;
+  if (!overflow && numel > UINT64_MAX / bits) overflow = true;
+  if (overflow) {
+    problem(ErrorCode::kSizeOverflow, pos, name, "element count times dtype width overflows 64 bits");
+    return false;
+  }
+  const uint64_t total_bits = numel * bits;
+  if (total_bits % 8 != 0) {
+    problem(ErrorCode::kNotByteAligned, pos, name,
+            std::to_string(numel) + " elements of " + std::string(dtype_info(e.dtype).name) +
+                " are " + std::to_string(total_bits) + " bits, not a whole number of bytes");
+    return false;
+  }
+  const uint64_t data_start = kPrefixLen + out_->header_len;
+  if (e.end > UINT64_MAX - data_start) {
+    problem(ErrorCode::kBadOffsets, pos, name, "data_offsets overflow the file's address space");
+    return false;
+  }
+  if (e.end - e.begin != total_bits / 8) {
+    problem(ErrorCode::kSizeMismatch, pos, name,
+            "data_offsets span " + format_u64(e.end - e.begin) + " bytes but " +
+                std::string(dtype_info(e.dtype).name) + " shape needs " + format_u64(total_bits / 8));
+  }
+
+  TensorTable& t = out_->table;
+  t.dtype.push_back(static_cast<uint8_t>(e.dtype));
+  t.dims.insert(t.dims.end(), e.shape.begin(), e.shape.end());
+  t.shape_start.push_back(t.dims.size());
+  t.begin.push_back(data_start + e.begin);
+  t.end.push_back(data_start + e.end);
+  t.numel.push_back(numel);
+
+  name_template(name, &tmpl_, &ints_);
+  auto it = template_ids_.find(tmpl_);
+  if (it == template_ids_.end()) {
+    it = template_ids_.emplace(tmpl_, static_cast<uint32_t>(t.templates.size())).first;
+    t.templates.push_back(tmpl_);
+  }
+  t.template_id.push_back(it->second);
+  t.ints.insert(t.ints.end(), ints_.begin(), ints_.end());
+  t.ints_start.push_back(t.ints.size());
+  return true;
+}
+
+void Parser::run() {
+  TensorTable& t = out_->table;
+  t.name_start.push_back(0);
+  t.shape_start.push_back(0);
+  t.ints_start.push_back(0);
+  const size_t bad = first_invalid_utf8(p_, n_);
+  if (bad != n_) {
+    problem(ErrorCode::kNotUtf8, bad, {}, "header is not valid UTF-8");
+    return;
+  }
+  try {
+    expect('{', "'{' opening the header");
+    Entry e;
+    if (peek('}')) {
+      ++i_;
+    } else {
+      for (;;) {
+        skip_ws();
+        const size_t kpos = i_;
+        parse_string(&key_);
+        expect(':', "':'");
+        if (key_ == "__metadata__") {
+          parse_metadata(kpos);
+        } else {
+          if (!seen_.insert(key_)) {
+            problem(ErrorCode::kDuplicateKey, kpos, key_, "tensor name appears twice in the header");
+            Entry ignored;
+            parse_entry({}, &ignored);
+          } else {
+            e = Entry{};
+            const std::string name = key_;
+            parse_entry(name, &e);
+            if (finish_entry(name, kpos, e)) {
+              t.names += name;
+              t.name_start.push_back(t.names.size());
+            }
+          }
+        }
+        if (peek(',')) {
+          ++i_;
+          continue;
+        }
+        expect('}', "',' or '}'");
+        break;
+      }
+    }
+    // Only JSON whitespace may follow; writers pad with spaces.
+    skip_ws();
+    if (i_ < n_) {
+      if (p_[i_] == 0) {
+        fatal(ErrorCode::kHeaderPadding, i_,
+              "header is padded with NUL bytes (" + std::to_string(n_ - i_) +
+                  " bytes); only JSON whitespace is allowed");
+      }
+      fatal(ErrorCode::kJsonSyntax, i_, "unexpected bytes after the header's closing '}'");
+    }
+  } catch (const Stop&) {
+    return;
+  }
+  check_coverage();
+}
+
+// Sorts rows by data offset and checks that the data is exactly covered.
+void Parser::check_coverage() {
+  TensorTable& t = out_->table;
+  const size_t n = t.size();
+  std::vector<uint32_t> order(n);
+  std::iota(order.begin(), order.end(), 0u);
+  const bool sorted = std::is_sorted(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
+    return t.begin[a] < t.begin[b] || (t.begin[a] == t.begin[b] && t.end[a] < t.end[b]);
+  });
+  if (!sorted) {
+    std::stable_sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
+      return t.begin[a] < t.begin[b] || (t.begin[a] == t.begin[b] && t.end[a] < t.end[b]);
+    });
+    TensorTable s;
+    s.templates = std::move(t.templates);
+    s.name_start.reserve(n + 1);
+    s.name_start.push_back(0);
+    s.shape_start.push_back(0);
+    s.ints_start.push_back(0);
+    s.names.reserve(t.names.size());
+    for (uint32_t r : order) {
+      s.names += t.name(r);
+      s.name_start.push_back(s.names.size());
+      s.dtype.push_back(t.dtype[r]);
+      s.dims.insert(s.dims.end(), t.dims.begin() + t.shape_start[r], t.dims.begin() + t.shape_start[r + 1]);
+      s.shape_start.push_back(s.dims.size());
+      s.begin.push_back(t.begin[r]);
+      s.end.push_back(t.end[r]);
+      s.numel.push_back(t.numel[r]);
+      s.template_id.push_back(t.template_id[r]);
+      s.ints.insert(s.ints.end(), t.ints.begin() + t.ints_start[r], t.ints.begin() + t.ints_start[r + 1]);
+      s.ints_start.push_back(s.ints.size());
+    }
+    t = std::move(s);
+  }
+
+  const uint64_t data_start = kPrefixLen + out_->header_len;
+  uint64_t expected = data_start;
+  for (size_t i = 0; i < n; ++i) {
+    if (t.begin[i] > expected) {
+      problem_at(ErrorCode::kOffsetGap, expected, t.name(i),
+                 std::to_string(t.begin[i] - expected) + " unused bytes before this tensor's data");
+    } else if (t.begin[i] < expected) {
+      problem_at(ErrorCode::kOffsetOverlap, t.begin[i], t.name(i),
+                 "data overlaps the previous tensor's (" + std::string(t.name(i - 1)) + ")");
+    }
+    expected = std::max(expected, t.end[i]);
+  }
+  out_->data_end = expected;
+  const uint64_t size = out_->file_size;
+  if (expected > size) {
+    problem_at(ErrorCode::kTruncated, size, {},
+               "file is truncated by " + format_u64(expected - size) + " bytes: the header describes " +
+                   format_u64(expected) + " bytes, the file has " + format_u64(size));
+  } else if (expected < size) {
+    problem_at(ErrorCode::kTrailingBytes, expected, {},
+               format_u64(size - expected) + " trailing bytes after the last tensor's data");
+  }
+}
+
+}  // namespace
+
+void name_template(std::string_view name, std::string* tmpl, std::vector<int64_t>* ints) {
+  tmpl->clear();
+  ints->clear();
+  size_t start = 0;
+  for (;;) {
+    size_t dot = name.find('.', start);
+    if (dot == std::string_view::npos) dot = name.size();
+    const std::string_view part = name.substr(start, dot - start);
+    // Digits only, no leading zero (so the name can be rebuilt), fits int64.
+    const bool numeric = !part.empty() && part.size() <= 18 && (part.size() == 1 || part[0] != '0') &&
+                         std::all_of(part.begin(), part.end(), [](char c) { return c >= '0' && c <= '9'; });
+    if (numeric) {
+      int64_t v = 0;
+      for (char c : part) v = v * 10 + (c - '0');
+      ints->push_back(v);
+      tmpl->append("{}");
+    } else {
+      tmpl->append(part);
+    }
+    if (dot == name.size()) break;
+    tmpl->push_back('.');
+    start = dot + 1;
+  }
+}
+
+ParsedHeader parse_header_json(const uint8_t* json, size_t n, uint64_t file_size) {
+  ParsedHeader out;
+  out.header_len = n;
+  out.file_size = file_size;
+  out.data_start = kPrefixLen + n;
+  out.data_end = out.data_start;
+  Parser(json, n, &out).run();
+  return out;
+}
+
+ParsedHeader parse_header_bytes(const uint8_t* prefix, size_t prefix_len, uint64_t file_size) {
+  ParsedHeader out;
+  out.file_size = file_size;
+  auto fail = [&](ErrorCode code, uint64_t offset, std::string msg) {
+    out.problems.push_back({code, offset, {}, std::move(msg)});
+    return out;
+  };
+  static constexpr char kLfs[] = "version https://git-lfs";
+  if (prefix_len >= sizeof(kLfs) - 1 && std::memcmp(prefix, kLfs, sizeof(kLfs) - 1) == 0) {
+    return fail(ErrorCode::kLfsPointer, 0,
+                "this is a Git LFS pointer file, not the tensor data: fetch it with `git lfs pull`");
+  }
+  if (file_size < kPrefixLen || prefix_len < kPrefixLen) {
+    return fail(ErrorCode::kHeaderTooSmall, 0,
+                "file has " + format_u64(file_size) + " bytes, fewer than the 8-byte header length");
+  }
+  uint64_t n = 0;
+  for (int k = 7; k >= 0; --k) n = (n << 8) | prefix[k];
+  out.header_len = n;
+  if (n > kMaxHeaderLen) {
+    std::string msg = "header length " + format_u64(n) + " exceeds the 100,000,000-byte limit";
+    const bool printable = std::all_of(prefix, prefix + 8, [](uint8_t c) { return c >= 0x20 && c < 0x7F; });
+    if (printable) {
+      msg += " (the file starts with the text \"" + std::string(reinterpret_cast<const char*>(prefix), 8) +
+             "\": not a safetensors file?)";
+    }
+    return fail(ErrorCode::kHeaderTooLarge, 0, std::move(msg));
+  }
+  if (kPrefixLen + n > file_size) {
+    return fail(ErrorCode::kHeaderLength, 0,
+                "header length " + format_u64(n) + " runs past the end of the " + format_u64(file_size) +
+                    "-byte file");
+  }
+  if (prefix_len < kPrefixLen + n) {
+    return fail(ErrorCode::kIo, kPrefixLen, "could not read the whole header");
+  }
+  return parse_header_json(prefix + kPrefixLen, n, file_size);
+}
+
+}  // namespace ckptscan

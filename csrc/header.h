@@ -1,0 +1,70 @@
+// Strict parser for a safetensors header: 8-byte little-endian length N, then N
+// bytes of UTF-8 JSON describing each tensor's dtype, shape and data offsets.
+// It checks everything the reference implementation checks and more (duplicate
+// names, exact coverage, trailing bytes), and reports every problem it finds.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "dtype.h"
+#include "errors.h"
+
+namespace ckptscan {
+
+inline constexpr uint64_t kMaxHeaderLen = 100'000'000;  // the reference's bound
+inline constexpr int kMaxJsonDepth = 64;
+
+// The parsed tensors as columns (struct of arrays): a 96k-tensor checkpoint
+// must not cost 96k heap objects. Row i is tensor i, ordered by data offset.
+struct TensorTable {
+  std::string names;                 // all names, concatenated
+  std::vector<uint64_t> name_start;  // size n + 1: name i = names[start[i], start[i+1])
+  std::vector<uint8_t> dtype;        // Dtype
+  std::vector<uint64_t> shape_start; // size n + 1, into dims
+  std::vector<uint64_t> dims;
+  std::vector<uint64_t> begin;       // absolute byte offsets in the file
+  std::vector<uint64_t> end;
+  std::vector<uint64_t> numel;
+  // Name templates: digits-only dotted components become "{}"; the integers
+  // removed are kept in order. A MoE checkpoint has a few dozen templates.
+  std::vector<uint32_t> template_id;
+  std::vector<std::string> templates;
+  std::vector<uint64_t> ints_start;  // size n + 1, into ints
+  std::vector<int64_t> ints;
+
+  size_t size() const { return dtype.size(); }
+  std::string_view name(size_t i) const {
+    return std::string_view(names).substr(name_start[i], name_start[i + 1] - name_start[i]);
+  }
+};
+
+struct ParsedHeader {
+  uint64_t header_len = 0;   // N
+  uint64_t file_size = 0;
+  uint64_t data_start = 0;   // 8 + N
+  uint64_t data_end = 0;     // where the header says data ends (absolute)
+  bool has_metadata = false;
+  std::vector<std::pair<std::string, std::string>> metadata;
+  TensorTable table;
+  std::vector<Problem> problems;
+  bool ok() const { return problems.empty(); }
+};
+
+// Parses the N JSON bytes of a header whose file is `file_size` bytes long.
+// Never throws on bad input; every problem lands in `problems`.
+ParsedHeader parse_header_json(const uint8_t* json, size_t n, uint64_t file_size);
+
+// Parses a whole header from its first bytes: `prefix` holds the first
+// `prefix_len` bytes of the file (at least min(file_size, 8 + N) when
+// available). Checks the length prefix, then calls parse_header_json.
+ParsedHeader parse_header_bytes(const uint8_t* prefix, size_t prefix_len, uint64_t file_size);
+
+// Splits a tensor name into its template and integers (see TensorTable).
+void name_template(std::string_view name, std::string* tmpl, std::vector<int64_t>* ints);
+
+}  // namespace ckptscan

@@ -1,0 +1,59 @@
+// Read-only access to one shard file: an open descriptor, pread for headers
+// (so header-only work never faults in data pages), and an on-demand mapping
+// of the whole file for data access.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <string>
+
+namespace ckptscan {
+
+class MappedFile {
+ public:
+  // Opens `path` read-only. On failure returns false and sets `*err` to the
+  // OS's reason (errno text); the object stays closed.
+  bool open(const std::string& path, std::string* err);
+  ~MappedFile();
+  MappedFile() = default;
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+
+  const std::string& path() const { return path_; }
+  uint64_t size() const { return size_; }  // as of open()
+
+  // Reads up to `len` bytes at `offset`; returns the count read (short at EOF)
+  // or -1 with `*err` set.
+  int64_t pread(uint64_t offset, void* buf, size_t len, std::string* err) const;
+
+  // Maps the file read-only on first use (thread-safe); nullptr and `*err` on
+  // failure. The mapping lives as long as this object.
+  const uint8_t* map(std::string* err);
+
+  // The file's size now: a file that shrank since open() must not be touched
+  // past its new end (that would be SIGBUS). Returns -1 with `*err` on failure.
+  int64_t current_size(std::string* err) const;
+
+  // Hints the kernel about an upcoming sequential read of [offset, offset+len).
+  void advise_sequential(uint64_t offset, uint64_t len) const;
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+  uint64_t size_ = 0;
+  std::mutex map_mu_;
+  uint8_t* map_ = nullptr;
+};
+
+// Runs fn() with SIGBUS (and SIGSEGV inside a mapping) turned into a return
+// value instead of a crash: a mapped file that shrinks under a scan faults on
+// access. Returns false, with `*err` set, when fn() was interrupted by a fault.
+// fn must not own resources that need destructors (it is left by longjmp).
+bool run_fault_guarded(void (*fn)(void*), void* ctx, std::string* err);
+
+template <class F>
+bool fault_guarded(F&& f, std::string* err) {
+  return run_fault_guarded([](void* c) { (*static_cast<F*>(c))(); }, &f, err);
+}
+
+}  // namespace ckptscan

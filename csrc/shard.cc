@@ -1,0 +1,44 @@
+#include "shard.h"
+
+#include <vector>
+
+namespace ckptscan {
+
+std::unique_ptr<Shard> open_shard(const std::string& path) {
+  auto shard = std::make_unique<Shard>();
+  ParsedHeader& h = shard->header;
+  std::string err;
+  if (!shard->file.open(path, &err)) {
+    h.problems.push_back({ErrorCode::kIo, kNoOffset, {}, "cannot open: " + err});
+    return shard;
+  }
+  shard->opened = true;
+  const uint64_t size = shard->file.size();
+  h.file_size = size;
+
+  // Two reads: the length prefix, then exactly the header it announces.
+  uint8_t prefix[32] = {};
+  const int64_t got = shard->file.pread(0, prefix, sizeof(prefix), &err);
+  if (got < 0) {
+    h.problems.push_back({ErrorCode::kIo, 0, {}, "cannot read: " + err});
+    return shard;
+  }
+  ParsedHeader first = parse_header_bytes(prefix, static_cast<size_t>(got), size);
+  if (!first.problems.empty() && first.problems.front().code != ErrorCode::kIo) {
+    h = std::move(first);  // the prefix alone is bad (too small, too large, LFS ...)
+    return shard;
+  }
+  const uint64_t n = first.header_len;
+  std::vector<uint8_t> buf(static_cast<size_t>(n));
+  const int64_t hgot = shard->file.pread(8, buf.data(), buf.size(), &err);
+  if (hgot < 0 || static_cast<uint64_t>(hgot) != n) {
+    h.problems.push_back({ErrorCode::kIo, 8, {},
+                          hgot < 0 ? "cannot read the header: " + err
+                                   : "file ended while reading the header (it shrank?)"});
+    return shard;
+  }
+  h = parse_header_json(buf.data(), buf.size(), size);
+  return shard;
+}
+
+}  // namespace ckptscan

@@ -1,0 +1,48 @@
+"""ckptscan: what is inside a safetensors checkpoint, without loading it.
+
+Public API (imported lazily so that ``ckptscan --help`` starts instantly):
+`open_shard`, `open_checkpoint`, `Shard`, `TensorInfo`, `Checkpoint`, and the
+exceptions `CkptScanError`, `HeaderError`, `ShardIOError`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "open_shard": "shard",
+    "Shard": "shard",
+    "TensorInfo": "shard",
+    "open_checkpoint": "checkpoint",
+    "Checkpoint": "checkpoint",
+    "CkptScanError": "errors",
+    "HeaderError": "errors",
+    "ShardIOError": "errors",
+    "Problem": "errors",
+    "Finding": "findings",
+    "Severity": "findings",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from .checkpoint import Checkpoint, open_checkpoint
+    from .errors import CkptScanError, HeaderError, Problem, ShardIOError
+    from .findings import Finding, Severity
+    from .shard import Shard, TensorInfo, open_shard
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ckptscan' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
