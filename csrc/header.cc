@@ -91,6 +91,7 @@ inline bool word_needs_care(uint64_t w) {
 struct Entry {
   bool has_dtype = false, has_shape = false, has_offsets = false;
   bool valid = true;  // false once a field is present but unusable
+  bool offsets_ok = false;
   Dtype dtype = Dtype::U8;
   std::vector<uint64_t> shape;
   uint64_t begin = 0, end = 0;
@@ -215,6 +216,11 @@ class Parser {
   std::string key_, scratch_, tmpl_;
   std::vector<int64_t> ints_;
   std::unordered_map<std::string, uint32_t> template_ids_;
+  struct Orphan {
+    uint64_t begin, end;
+    std::string name;
+  };
+  std::vector<Orphan> orphans_;  // entries with valid offsets but no table row
 };
 
 void Parser::parse_hex4(uint32_t* cp) {
@@ -571,6 +577,7 @@ void Parser::parse_entry(std::string_view name, Entry* e) {
       if (ok) {
         e->begin = offs[0];
         e->end = offs[1];
+        e->offsets_ok = true;
       }
       e->valid &= ok;
     } else {
@@ -681,6 +688,11 @@ void Parser::run() {
             if (finish_entry(name, kpos, e)) {
               t.names += name;
               t.name_start.push_back(t.names.size());
+            } else if (e.offsets_ok && e.end <= UINT64_MAX - kPrefixLen - out_->header_len) {
+              // Not a usable row, but its bytes are claimed: keep them in the
+              // coverage check so one bad entry does not also read as a gap.
+              const uint64_t base = kPrefixLen + out_->header_len;
+              orphans_.push_back({base + e.begin, base + e.end, name});
             }
           }
         }
@@ -744,17 +756,30 @@ void Parser::check_coverage() {
     t = std::move(s);
   }
 
-  const uint64_t data_start = kPrefixLen + out_->header_len;
-  uint64_t expected = data_start;
-  for (size_t i = 0; i < n; ++i) {
-    if (t.begin[i] > expected) {
-      problem_at(ErrorCode::kOffsetGap, expected, t.name(i),
-                 std::to_string(t.begin[i] - expected) + " unused bytes before this tensor's data");
-    } else if (t.begin[i] < expected) {
-      problem_at(ErrorCode::kOffsetOverlap, t.begin[i], t.name(i),
-                 "data overlaps the previous tensor's (" + std::string(t.name(i - 1)) + ")");
+  // Coverage over the rows plus the orphans, merged in offset order.
+  std::sort(orphans_.begin(), orphans_.end(), [](const Orphan& a, const Orphan& b) {
+    return a.begin < b.begin || (a.begin == b.begin && a.end < b.end);
+  });
+  uint64_t expected = kPrefixLen + out_->header_len;
+  std::string_view prev;
+  size_t r = 0, o = 0;
+  while (r < n || o < orphans_.size()) {
+    const bool take_row = o == orphans_.size() ||
+                          (r < n && (t.begin[r] < orphans_[o].begin ||
+                                     (t.begin[r] == orphans_[o].begin && t.end[r] <= orphans_[o].end)));
+    const uint64_t b = take_row ? t.begin[r] : orphans_[o].begin;
+    const uint64_t e = take_row ? t.end[r] : orphans_[o].end;
+    const std::string_view name = take_row ? t.name(r) : std::string_view(orphans_[o].name);
+    take_row ? ++r : ++o;
+    if (b > expected) {
+      problem_at(ErrorCode::kOffsetGap, expected, name,
+                 std::to_string(b - expected) + " unused bytes before this tensor's data");
+    } else if (b < expected) {
+      problem_at(ErrorCode::kOffsetOverlap, b, name,
+                 "data overlaps the previous tensor's (" + std::string(prev) + ")");
     }
-    expected = std::max(expected, t.end[i]);
+    expected = std::max(expected, e);
+    prev = name;
   }
   out_->data_end = expected;
   const uint64_t size = out_->file_size;

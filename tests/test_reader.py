@@ -1,0 +1,395 @@
+"""The core reader against the reference `safetensors` library and hand-made bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from safetensors import safe_open
+from safetensors.numpy import save_file
+
+import ckptscan
+from ckptscan import _core
+
+
+def raw_file(header: bytes | str | dict, data: bytes = b"", *, length: int | None = None) -> bytes:
+    """A safetensors file from a header given as bytes, text or a dict (JSON-encoded)."""
+    if isinstance(header, dict):
+        header = json.dumps(header)
+    if isinstance(header, str):
+        header = header.encode()
+    n = len(header) if length is None else length
+    return struct.pack("<Q", n) + header + data
+
+
+def codes(data: bytes, file_size: int | None = None) -> list[str]:
+    return [p[0] for p in _core.parse_bytes(data, file_size).problems]
+
+
+def reference_accepts(path: Path) -> bool:
+    try:
+        with safe_open(str(path), "numpy") as f:
+            for k in f.keys():
+                f.get_slice(k)
+        return True
+    except Exception:  # the reference raises several types (SafetensorError, OSError ...)
+        return False
+
+
+F32x2 = {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}
+
+# (case id, file bytes, expected first problem code)
+INVALID = [
+    ("too-small", b"\x01\x02\x03", "header-too-small"),
+    ("too-large", struct.pack("<Q", 100_000_001) + b"{}", "header-too-large"),
+    ("length-past-end", raw_file("{}", length=64), "header-length-invalid"),
+    ("lfs-pointer", b"version https://git-lfs.github.com/spec/v1\noid sha256:ab\nsize 9\n",
+     "lfs-pointer"),
+    ("bad-utf8", raw_file(b'{"a\xff":{}}'), "header-not-utf8"),
+    ("overlong-utf8", raw_file(b'{"a\xc0\xaf":{}}'), "header-not-utf8"),
+    ("utf8-surrogate", raw_file(b'{"a\xed\xa0\x80":{}}'), "header-not-utf8"),
+    ("not-json", raw_file("{,}"), "json-syntax"),
+    ("top-level-array", raw_file("[]"), "json-syntax"),
+    ("unterminated", raw_file('{"a'), "json-syntax"),
+    ("control-char", raw_file('{"a\x01b":{}}'), "json-syntax"),
+    ("lone-low-surrogate", raw_file('{"\\udc00":{}}'), "json-syntax"),
+    ("lone-high-surrogate", raw_file('{"\\ud800x":{}}'), "json-syntax"),
+    ("high-then-non-low", raw_file('{"\\ud800\\u0041":{}}'), "json-syntax"),
+    ("bad-escape", raw_file('{"\\x41":{}}'), "json-syntax"),
+    ("leading-zero", raw_file('{"a":{"dtype":"F32","shape":[02],"data_offsets":[0,8]}}',
+                              b"\0" * 8), "json-syntax"),
+    ("garbage-after", raw_file("{} x"), "json-syntax"),
+    ("too-deep", raw_file('{"a":{"x":' + "[" * 100 + "]" * 100 + "}}"), "json-too-deep"),
+    ("nul-padding", raw_file(b"{}\0\0\0\0\0\0"), "header-padding"),
+    ("entry-not-object", raw_file('{"a":5}'), "not-an-object"),
+    ("duplicate-name", raw_file('{"a":' + json.dumps(F32x2) + ',"a":' + json.dumps(F32x2) + "}",
+                                b"\0" * 8), "duplicate-key"),
+    ("duplicate-field", raw_file('{"a":{"dtype":"F32","dtype":"F16","shape":[2],'
+                                 '"data_offsets":[0,8]}}', b"\0" * 8), "duplicate-key"),
+    ("metadata-number", raw_file({"__metadata__": {"a": 1}}), "metadata-invalid"),
+    ("metadata-list", raw_file({"__metadata__": []}), "metadata-invalid"),
+    ("missing-dtype", raw_file({"a": {"shape": [2], "data_offsets": [0, 8]}}, b"\0" * 8),
+     "missing-field"),
+    ("missing-offsets", raw_file({"a": {"dtype": "F32", "shape": [2]}}, b"\0" * 8),
+     "missing-field"),
+    ("dtype-fn-suffix", raw_file({"a": dict(F32x2, dtype="F8_E4M3FN")}, b"\0" * 8),
+     "unknown-dtype"),
+    ("dtype-lowercase", raw_file({"a": dict(F32x2, dtype="f32")}, b"\0" * 8), "unknown-dtype"),
+    ("dtype-number", raw_file({"a": dict(F32x2, dtype=3)}, b"\0" * 8), "unknown-dtype"),
+    ("shape-string", raw_file({"a": dict(F32x2, shape="2")}, b"\0" * 8), "shape-invalid"),
+    ("shape-element-string", raw_file({"a": dict(F32x2, shape=["2"])}, b"\0" * 8),
+     "shape-invalid"),
+    ("offsets-one", raw_file({"a": dict(F32x2, data_offsets=[0])}, b"\0" * 8), "offsets-invalid"),
+    ("offsets-three", raw_file({"a": dict(F32x2, data_offsets=[0, 8, 8])}, b"\0" * 8),
+     "offsets-invalid"),
+    ("offsets-reversed", raw_file({"a": dict(F32x2, data_offsets=[8, 0])}, b"\0" * 8),
+     "offsets-invalid"),
+    ("shape-negative", raw_file('{"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}}',
+                                b"\0" * 8), "number-invalid"),
+    ("shape-float", raw_file('{"a":{"dtype":"F32","shape":[2.0],"data_offsets":[0,8]}}',
+                             b"\0" * 8), "number-invalid"),
+    ("shape-exponent", raw_file('{"a":{"dtype":"F32","shape":[2e0],"data_offsets":[0,8]}}',
+                                b"\0" * 8), "number-invalid"),
+    ("offset-beyond-u64", raw_file('{"a":{"dtype":"F32","shape":[2],'
+                                   '"data_offsets":[0,18446744073709551616]}}', b"\0" * 8),
+     "number-invalid"),
+    ("numel-overflow", raw_file({"a": dict(F32x2, shape=[2**32, 2**32, 2])}, b"\0" * 8),
+     "size-overflow"),
+    ("bytes-overflow", raw_file({"a": dict(F32x2, shape=[2**62])}, b"\0" * 8), "size-overflow"),
+    ("f4-odd", raw_file({"a": {"dtype": "F4", "shape": [3], "data_offsets": [0, 2]}}, b"\0" * 2),
+     "not-byte-aligned"),
+    ("f6-odd", raw_file({"a": {"dtype": "F6_E2M3", "shape": [3], "data_offsets": [0, 3]}},
+                        b"\0" * 3), "not-byte-aligned"),
+    ("size-mismatch", raw_file({"a": dict(F32x2, data_offsets=[0, 4])}, b"\0" * 4),
+     "size-mismatch"),
+    ("gap-at-start", raw_file({"a": dict(F32x2, data_offsets=[4, 12])}, b"\0" * 12), "data-gap"),
+    ("gap-between", raw_file({"a": F32x2, "b": dict(F32x2, data_offsets=[12, 20])}, b"\0" * 20),
+     "data-gap"),
+    ("overlap", raw_file({"a": F32x2, "b": dict(F32x2, data_offsets=[4, 12])}, b"\0" * 12),
+     "data-overlap"),
+    ("same-range", raw_file({"a": F32x2, "b": F32x2}, b"\0" * 8), "data-overlap"),
+    ("truncated", raw_file({"a": F32x2}, b"\0" * 5), "truncated"),
+    ("trailing", raw_file({"a": F32x2}, b"\0" * 11), "trailing-bytes"),
+    ("empty-header-trailing", raw_file("{}", b"\0"), "trailing-bytes"),
+]
+
+VALID = [
+    ("empty", raw_file("{}")),
+    ("empty-metadata", raw_file({"__metadata__": {}})),
+    ("null-metadata", raw_file({"__metadata__": None})),
+    ("whitespace-padding", raw_file(" \t\r\n{} \n\t  ")),
+    ("space-padded", raw_file(json.dumps({"a": F32x2}) + "    ", b"\0" * 8)),
+    ("unknown-field", raw_file({"a": dict(F32x2, extra={"x": [1, 2.5, None, True]})}, b"\0" * 8)),
+    ("scalar", raw_file({"s": {"dtype": "F64", "shape": [], "data_offsets": [0, 8]}}, b"\0" * 8)),
+    ("zero-size-shared", raw_file({"z1": {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]},
+                                   "z2": {"dtype": "I8", "shape": [4, 0], "data_offsets": [0, 0]},
+                                   "a": F32x2}, b"\0" * 8)),
+    ("escapes", raw_file('{"a\\u00e9\\ud83d\\ude00\\n\\"/":' + json.dumps(F32x2) + "}", b"\0" * 8)),
+    ("f4-even", raw_file({"a": {"dtype": "F4", "shape": [4], "data_offsets": [0, 2]}}, b"\0" * 2)),
+    ("e8m0", raw_file({"a": {"dtype": "F8_E8M0", "shape": [3], "data_offsets": [0, 3]}}, b"\0" * 3)),
+]
+
+
+@pytest.mark.parametrize(("case", "data", "code"), INVALID, ids=[c[0] for c in INVALID])
+def test_invalid_input_table(case: str, data: bytes, code: str, tmp_path: Path) -> None:
+    found = codes(data)
+    assert found, f"{case}: accepted"
+    assert found[0] == code, f"{case}: {found}"
+    path = tmp_path / f"{case}.safetensors"
+    path.write_bytes(data)
+    # Through the file API the same problem is reported, naming the file.
+    with pytest.raises(ckptscan.HeaderError) as err:
+        ckptscan.open_shard(path)
+    assert err.value.code == code and err.value.path == str(path)
+    assert isinstance(err.value, ValueError)
+    # ckptscan rejects everything the reference rejects and more only where the
+    # reference is lax on purpose (duplicate names: last one wins there).
+    if case != "duplicate-name":
+        assert not reference_accepts(path), f"{case}: the reference accepts it"
+
+
+@pytest.mark.parametrize(("case", "data"), VALID, ids=[c[0] for c in VALID])
+def test_valid_input_table(case: str, data: bytes, tmp_path: Path) -> None:
+    assert codes(data) == []
+    path = tmp_path / f"{case}.safetensors"
+    path.write_bytes(data)
+    assert reference_accepts(path), f"{case}: the reference rejects it"
+    with safe_open(str(path), "numpy") as ref, ckptscan.open_shard(path) as shard:
+        assert sorted(shard.names) == sorted(ref.keys())
+        for name in ref.keys():
+            assert list(shard[name].shape) == ref.get_slice(name).get_shape()
+            assert shard[name].dtype == ref.get_slice(name).get_dtype()
+
+
+def test_every_error_code_is_tested() -> None:
+    tested = {code for _, _, code in INVALID} | {"io-error"}
+    assert tested == set(_core.ERROR_CODES)
+
+
+def test_problem_locations() -> None:
+    data = raw_file({"a": F32x2, "b": dict(F32x2, dtype="F8_E4M3FN", data_offsets=[8, 16])},
+                    b"\0" * 16)
+    (problem,) = _core.parse_bytes(data).problems
+    code, offset, tensor, message = problem
+    assert (code, tensor) == ("unknown-dtype", "b")
+    assert data[offset:offset + len('"F8_E4M3FN"')] == b'"F8_E4M3FN"'
+    assert "F8_E4M3FN" in message
+
+
+def test_all_problems_are_collected() -> None:
+    header = {"a": dict(F32x2, dtype="X"), "b": dict(F32x2, shape=[3], data_offsets=[8, 16]),
+              "c": {"dtype": "F32"}}
+    found = codes(raw_file(header, b"\0" * 16))
+    assert found == ["unknown-dtype", "size-mismatch", "missing-field", "missing-field"]
+
+
+def test_truncated_and_trailing_say_how_many_bytes() -> None:
+    (t,) = _core.parse_bytes(raw_file({"a": F32x2}, b"\0" * 3)).problems
+    assert "truncated by 5 bytes" in t[3]
+    (x,) = _core.parse_bytes(raw_file({"a": F32x2}, b"\0" * 20)).problems
+    assert "12 trailing bytes" in x[3]
+
+
+def test_not_safetensors_is_named() -> None:
+    (p,) = _core.parse_bytes(b"<!DOCTYPE html><html>" + b" " * 100).problems
+    assert p[0] == "header-too-large" and "<!DOCTYP" in p[3]
+
+
+def test_name_template() -> None:
+    assert _core.name_template("model.layers.10.mlp.experts.255.w1.weight") == (
+        "model.layers.{}.mlp.experts.{}.w1.weight", (10, 255))
+    assert _core.name_template("h.0.attn.c_attn.weight") == ("h.{}.attn.c_attn.weight", (0,))
+    assert _core.name_template("a.07.b.0") == ("a.07.b.{}", (0,))  # kept: would not round-trip
+    assert _core.name_template("fc1.weight") == ("fc1.weight", ())
+
+
+# ---- differential against the reference, on files it writes ------------------
+
+NUMPY_DTYPES = ["bool", "uint8", "int8", "int16", "uint16", "float16", "int32", "uint32",
+                "float32", "int64", "uint64", "float64"]
+name_text = st.text(alphabet=st.sampled_from(list("abcxyz._0123456789é漢🙂")), min_size=1,
+                    max_size=24)
+
+
+@st.composite
+def tensor_dicts(draw: st.DrawFn) -> dict[str, np.ndarray]:
+    names = draw(st.lists(name_text, min_size=0, max_size=12, unique=True))
+    out = {}
+    for name in names:
+        dtype = draw(st.sampled_from(NUMPY_DTYPES))
+        shape = tuple(draw(st.lists(st.integers(0, 5), max_size=4)))
+        n = int(np.prod(shape, dtype=np.int64))
+        raw = draw(st.binary(min_size=n * np.dtype(dtype).itemsize,
+                             max_size=n * np.dtype(dtype).itemsize))
+        out[name] = np.frombuffer(raw, dtype=np.uint8).view(dtype).reshape(shape).copy()
+    return out
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tensors=tensor_dicts(),
+       metadata=st.none() | st.dictionaries(name_text, st.text(max_size=10), max_size=3))
+def test_differential_numpy_files(tensors: dict[str, np.ndarray], metadata: dict[str, str] | None,
+                                  tmp_path_factory: pytest.TempPathFactory) -> None:
+    path = tmp_path_factory.mktemp("diff") / "x.safetensors"
+    save_file(tensors, str(path), metadata=metadata)
+    if not reference_accepts(path):
+        # safetensors 0.8 writes `{},"__metadata__":{}}` for no tensors and empty
+        # metadata, which it cannot read back itself: both must reject it.
+        with pytest.raises(ckptscan.HeaderError):
+            ckptscan.open_shard(path)
+        return
+    with safe_open(str(path), "numpy") as ref, ckptscan.open_shard(path) as shard:
+        assert sorted(shard.names) == sorted(ref.keys())
+        assert (shard.metadata or None) == (ref.metadata() or None)
+        for info in shard.tensors:
+            sl = ref.get_slice(info.name)
+            assert info.dtype == sl.get_dtype()
+            assert list(info.shape) == sl.get_shape()
+            want = np.ascontiguousarray(ref.get_tensor(info.name))
+            assert info.nbytes == want.nbytes and info.numel == want.size
+            assert shard.raw(info.name).tobytes() == want.tobytes()
+            # (the reference's numpy reader returns scalars with shape (1,))
+            np.testing.assert_array_equal(shard.array(info.name), want.reshape(info.shape))
+        offsets = [t.offsets for t in shard.tensors]
+        assert offsets == sorted(offsets)
+
+
+def test_large_dims_and_exotic_dtypes(tmp_path: Path) -> None:
+    """Dtypes numpy cannot write, checked by what the reference reads of the header."""
+    import ml_dtypes
+
+    header = {}
+    data = b""
+    specs = [("BF16", [3, 5]), ("F8_E4M3", [128, 3]), ("F8_E5M2", [7]), ("F8_E8M0", [4]),
+             ("F8_E4M3FNUZ", [2]), ("F8_E5M2FNUZ", [2]), ("C64", [2]), ("F4", [6]),
+             ("F6_E3M2", [4]), ("F6_E2M3", [8]), ("U8", [1, 2**40, 0])]
+    for i, (dtype, shape) in enumerate(specs):
+        nbytes = int(np.prod(shape)) * _bits(dtype) // 8
+        header[f"t{i}.{dtype}"] = {"dtype": dtype, "shape": shape,
+                                   "data_offsets": [len(data), len(data) + nbytes]}
+        data += bytes((i * 7 + k) % 256 for k in range(nbytes))
+    path = tmp_path / "exotic.safetensors"
+    path.write_bytes(raw_file(header, data))
+    with safe_open(str(path), "numpy") as ref, ckptscan.open_shard(path) as shard:
+        for name in ref.keys():
+            assert shard[name].dtype == ref.get_slice(name).get_dtype()
+            assert list(shard[name].shape) == ref.get_slice(name).get_shape()
+        bf = shard.array("t0.BF16")
+        assert bf.dtype == ml_dtypes.bfloat16 and bf.shape == (3, 5)
+        assert shard.raw("t1.F8_E4M3").tobytes() == data[30:30 + 384]
+        with pytest.raises(TypeError):
+            shard.array("t7.F4")
+
+
+def _bits(dtype: str) -> int:
+    return dict(_core.DTYPES)[dtype]
+
+
+# ---- property: arbitrary and mutated input never crashes or reads out of bounds ---
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=300))
+def test_random_bytes_never_crash(data: bytes) -> None:
+    shard = _core.parse_bytes(data)
+    _check_table(shard, len(data))
+
+
+_SEED = raw_file({"__metadata__": {"format": "pt"},
+                  "model.layers.0.w": {"dtype": "F8_E4M3", "shape": [2, 3], "data_offsets": [0, 6]},
+                  "model.layers.1.s": {"dtype": "F32", "shape": [1], "data_offsets": [6, 10]}},
+                 b"\x7e" * 10)
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, len(_SEED) - 1), st.integers(0, 255)), max_size=6),
+       st.integers(-12, 12))
+def test_mutated_headers_never_crash(edits: list[tuple[int, int]], resize: int) -> None:
+    data = bytearray(_SEED)
+    for pos, byte in edits:
+        data[pos] = byte
+    data = data[:max(0, len(data) + resize)] if resize < 0 else data + b"\0" * resize
+    shard = _core.parse_bytes(bytes(data))
+    _check_table(shard, len(data))
+
+
+def _check_table(shard: object, size: int) -> None:
+    core = shard
+    n = len(core)  # type: ignore[arg-type]
+    begins, ends = core.begins, core.ends  # type: ignore[attr-defined]
+    assert len(core.names()) == n == len(core.dtype_codes)  # type: ignore[attr-defined]
+    assert list(begins) == sorted(begins)
+    assert all(b <= e for b, e in zip(begins, ends))
+    if not core.problems:  # type: ignore[attr-defined]
+        assert core.data_end == size  # type: ignore[attr-defined]
+        assert all(e <= size for e in ends)
+
+
+# ---- the file API ------------------------------------------------------------
+
+def test_views_outlive_close_and_are_read_only(tmp_path: Path) -> None:
+    path = tmp_path / "v.safetensors"
+    save_file({"w": np.arange(12, dtype=np.float32).reshape(3, 4)}, str(path))
+    shard = ckptscan.open_shard(path)
+    view = shard.array("w")
+    shard.close()
+    with pytest.raises(ValueError):
+        len(shard)
+    del shard
+    np.testing.assert_array_equal(view, np.arange(12, dtype=np.float32).reshape(3, 4))
+    assert not view.flags.writeable
+    with pytest.raises(ValueError):
+        view[0, 0] = 1
+    assert path.read_bytes()[-4:] == np.float32(11).tobytes()
+
+
+def test_missing_file_and_directory(tmp_path: Path) -> None:
+    with pytest.raises(ckptscan.ShardIOError) as err:
+        ckptscan.open_shard(tmp_path / "nope.safetensors")
+    assert isinstance(err.value, OSError) and "nope.safetensors" in str(err.value)
+    with pytest.raises(ckptscan.CkptScanError):
+        ckptscan.open_shard(tmp_path)
+
+
+def test_shrunk_file_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "s.safetensors"
+    save_file({"a": np.ones(4096, np.float32), "b": np.ones(4096, np.float32)}, str(path))
+    shard = ckptscan.open_shard(path)
+    os.truncate(path, 4096)
+    with pytest.raises(ckptscan.ShardIOError, match="file has 4096 bytes"):
+        shard.raw("b")
+
+
+def test_checkpoint_goes_on_past_broken_shards(tmp_path: Path) -> None:
+    save_file({"a": np.ones(3, np.float32)}, str(tmp_path / "model-00001-of-00003.safetensors"))
+    (tmp_path / "model-00002-of-00003.safetensors").write_bytes(
+        b"version https://git-lfs.github.com/spec/v1\n")
+    save_file({"c": np.ones(3, np.float32)}, str(tmp_path / "model-00003-of-00003.safetensors"))
+    index = {"metadata": {"total_size": 24}, "weight_map": {
+        "a": "model-00001-of-00003.safetensors", "b": "model-00002-of-00003.safetensors",
+        "c": "model-00003-of-00003.safetensors", "d": "model-00004-of-00003.safetensors"}}
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    (tmp_path / "config.json").write_text("{not json")
+    ckpt = ckptscan.open_checkpoint(tmp_path)
+    assert ckpt.files == [f"model-0000{i}-of-00003.safetensors" for i in (1, 2, 3)]
+    assert ckpt.num_tensors == 2
+    assert ckpt.missing == ["model-00004-of-00003.safetensors"]
+    by_code = {p.code: p for p in ckpt.problems}
+    assert set(by_code) == {"lfs-pointer", "shard-missing", "config-invalid"}
+    assert by_code["lfs-pointer"].path.endswith("model-00002-of-00003.safetensors")
+    assert ckpt.config is None and ckpt.index is not None
+
+
+def test_single_file_checkpoint(tmp_path: Path) -> None:
+    path = tmp_path / "one.safetensors"
+    save_file({"a": np.ones(3, np.float32)}, str(path))
+    ckpt = ckptscan.open_checkpoint(path)
+    assert ckpt.files == ["one.safetensors"] and not ckpt.problems
+    with pytest.raises(ckptscan.ShardIOError):
+        ckptscan.open_checkpoint(tmp_path / "absent")
+
