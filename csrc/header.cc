@@ -86,6 +86,39 @@ inline bool word_needs_care(uint64_t w) {
   return (has_q | has_b | has_ctl) != 0;
 }
 
+// True when the (valid) JSON number text s[0, n) is beyond the largest double
+// (1.7976931348623157e308, compared to 17 significant digits): serde_json, so
+// the reference, rejects such a number ("number out of range") wherever it is.
+bool beyond_double(const uint8_t* s, size_t n) {
+  size_t i = (n > 0 && s[0] == '-') ? 1 : 0;
+  int64_t int_len = 0, seen = 0, first = -1;  // first: index of the first non-zero digit
+  std::string lead;                           // up to 17 digits from there
+  bool frac = false;
+  for (; i < n && s[i] != 'e' && s[i] != 'E'; ++i) {
+    if (s[i] == '.') {
+      frac = true;
+      continue;
+    }
+    if (!frac) ++int_len;
+    if (first < 0 && s[i] != '0') first = seen;
+    if (first >= 0 && lead.size() < 17) lead.push_back(static_cast<char>(s[i]));
+    ++seen;
+  }
+  if (first < 0) return false;  // zero
+  int64_t x = 0;
+  if (i < n) {
+    ++i;
+    bool neg = false;
+    if (i < n && (s[i] == '+' || s[i] == '-')) neg = s[i++] == '-';
+    for (; i < n; ++i) x = std::min<int64_t>(x * 10 + (s[i] - '0'), 1'000'000'000);
+    if (neg) x = -x;
+  }
+  const int64_t e = int_len - 1 - first + x;  // decimal exponent of the first digit
+  if (e != 308) return e > 308;
+  lead.resize(17, '0');
+  return lead > "17976931348623158";
+}
+
 // ---- the tensor table under construction ----------------------------------
 
 struct Entry {
@@ -95,6 +128,13 @@ struct Entry {
   Dtype dtype = Dtype::U8;
   std::vector<uint64_t> shape;
   uint64_t begin = 0, end = 0;
+  // Reuses the shape's storage: one entry object serves the whole header.
+  void reset() {
+    has_dtype = has_shape = has_offsets = offsets_ok = false;
+    valid = true;
+    shape.clear();
+    begin = end = 0;
+  }
 };
 
 // Open-addressing set of names. It keeps its own copy of every name, stored
@@ -194,7 +234,9 @@ class Parser {
   void parse_string(std::string* out);
   void parse_hex4(uint32_t* cp);
   void skip_value(int depth);
-  void skip_number();
+  // Skips a JSON number (fatal if malformed); true when its magnitude is
+  // beyond the largest double, which the reference rejects even in ignored fields.
+  bool skip_number();
   // Parses a JSON number that must be a non-negative integer fitting u64.
   // Returns false (after recording a problem) when it is a valid JSON number
   // of another kind; a malformed number is fatal.
@@ -215,6 +257,10 @@ class Parser {
   bool seen_metadata_ = false;
   std::string key_, scratch_, tmpl_;
   std::vector<int64_t> ints_;
+  std::vector<uint64_t> offsets_;
+  std::string name_;
+  Dtype last_dtype_ = Dtype::F32;
+  uint32_t last_template_ = UINT32_MAX;
   std::unordered_map<std::string, uint32_t> template_ids_;
   struct Orphan {
     uint64_t begin, end;
@@ -314,7 +360,7 @@ void Parser::parse_string(std::string* out) {
   fatal(ErrorCode::kJsonSyntax, start - 1, "unterminated string");
 }
 
-void Parser::skip_number() {
+bool Parser::skip_number() {
   const size_t start = i_;
   if (i_ < n_ && p_[i_] == '-') ++i_;
   if (i_ >= n_ || p_[i_] < '0' || p_[i_] > '9') fatal(ErrorCode::kJsonSyntax, start, "invalid number");
@@ -335,6 +381,7 @@ void Parser::skip_number() {
     while (i_ < n_ && p_[i_] >= '0' && p_[i_] <= '9') ++i_;
   }
   if (i_ < n_ && p_[i_] >= '0' && p_[i_] <= '9') fatal(ErrorCode::kJsonSyntax, start, "invalid number (leading zero)");
+  return beyond_double(p_ + start, i_ - start);
 }
 
 bool Parser::parse_u64(uint64_t* v, std::string_view tensor, const char* field) {
@@ -407,7 +454,12 @@ void Parser::skip_value(int depth) {
       return;
     }
   } else if (c == '-' || (c >= '0' && c <= '9')) {
-    skip_number();
+    const size_t pos = i_;
+    if (skip_number()) {
+      problem(ErrorCode::kBadNumber, pos, {},
+              "number " + std::string(reinterpret_cast<const char*>(p_ + pos), std::min<size_t>(i_ - pos, 40)) +
+                  (i_ - pos > 40 ? "..." : "") + " is beyond the range of a 64-bit float");
+    }
   } else {
     for (const char* lit : {"true", "false", "null"}) {
       const size_t len = std::strlen(lit);
@@ -482,7 +534,7 @@ void Parser::parse_metadata(size_t key_pos) {
     ++i_;
     return;
   }
-  std::vector<std::string> keys;
+  NameSet keys;  // a set, not a list: 100 MB of metadata keys must stay linear
   for (;;) {
     skip_ws();
     const size_t kpos = i_;
@@ -493,10 +545,9 @@ void Parser::parse_metadata(size_t key_pos) {
     const size_t vpos = i_;
     if (i_ < n_ && p_[i_] == '"') {
       parse_string(&v);
-      if (std::find(keys.begin(), keys.end(), k) != keys.end()) {
+      if (!keys.insert(k)) {
         problem(ErrorCode::kDuplicateKey, kpos, {}, "__metadata__ key \"" + k + "\" appears twice");
       } else {
-        keys.push_back(k);
         out_->metadata.emplace_back(std::move(k), std::move(v));
       }
     } else {
@@ -538,13 +589,17 @@ void Parser::parse_entry(std::string_view name, Entry* e) {
       }
       *has = true;
     };
-    if (key_ == "dtype") {
+    if (std::string_view(key_) == "dtype") {
       dup(&e->has_dtype);
       skip_ws();
       const size_t vpos = i_;
       if (i_ < n_ && p_[i_] == '"') {
         parse_string(&scratch_);
-        if (!parse_dtype(scratch_, &e->dtype)) {
+        if (dtype_info(last_dtype_).name == scratch_) {
+          e->dtype = last_dtype_;
+        } else if (parse_dtype(scratch_, &e->dtype)) {
+          last_dtype_ = e->dtype;
+        } else {
           problem(ErrorCode::kBadDtype, vpos, name, "unknown dtype \"" + scratch_ + "\"");
           e->valid = false;
         }
@@ -553,17 +608,17 @@ void Parser::parse_entry(std::string_view name, Entry* e) {
         problem(ErrorCode::kBadDtype, vpos, name, "dtype is not a string");
         e->valid = false;
       }
-    } else if (key_ == "shape") {
+    } else if (std::string_view(key_) == "shape") {
       dup(&e->has_shape);
       bool ok = true;
       parse_u64_array(&e->shape, name, "shape", ErrorCode::kBadShape, &ok);
       e->valid &= ok;
-    } else if (key_ == "data_offsets") {
+    } else if (std::string_view(key_) == "data_offsets") {
       dup(&e->has_offsets);
       skip_ws();
       const size_t vpos = i_;
       bool ok = true;
-      std::vector<uint64_t> offs;
+      std::vector<uint64_t>& offs = offsets_;
       parse_u64_array(&offs, name, "data_offsets", ErrorCode::kBadOffsets, &ok);
       if (ok && offs.size() != 2) {
         problem(ErrorCode::kBadOffsets, vpos, name,
@@ -642,12 +697,15 @@ bool Parser::finish_entry(std::string_view name, size_t pos, Entry& e) {
   t.numel.push_back(numel);
 
   name_template(name, &tmpl_, &ints_);
-  auto it = template_ids_.find(tmpl_);
-  if (it == template_ids_.end()) {
-    it = template_ids_.emplace(tmpl_, static_cast<uint32_t>(t.templates.size())).first;
-    t.templates.push_back(tmpl_);
+  if (last_template_ == UINT32_MAX || t.templates[last_template_] != tmpl_) {
+    auto it = template_ids_.find(tmpl_);
+    if (it == template_ids_.end()) {
+      it = template_ids_.emplace(tmpl_, static_cast<uint32_t>(t.templates.size())).first;
+      t.templates.push_back(tmpl_);
+    }
+    last_template_ = it->second;
   }
-  t.template_id.push_back(it->second);
+  t.template_id.push_back(last_template_);
   t.ints.insert(t.ints.end(), ints_.begin(), ints_.end());
   t.ints_start.push_back(t.ints.size());
   return true;
@@ -658,6 +716,14 @@ void Parser::run() {
   t.name_start.push_back(0);
   t.shape_start.push_back(0);
   t.ints_start.push_back(0);
+  // Real headers spend ~100-150 bytes per tensor: reserve once, not per push.
+  const size_t guess = n_ / 96 + 1;
+  for (auto* v : {&t.name_start, &t.shape_start, &t.begin, &t.end, &t.numel, &t.ints_start}) v->reserve(guess);
+  t.dtype.reserve(guess);
+  t.template_id.reserve(guess);
+  t.dims.reserve(2 * guess);
+  t.ints.reserve(2 * guess);
+  t.names.reserve(n_ / 2);
   const size_t bad = first_invalid_utf8(p_, n_);
   if (bad != n_) {
     problem(ErrorCode::kNotUtf8, bad, {}, "header is not valid UTF-8");
@@ -674,7 +740,7 @@ void Parser::run() {
         const size_t kpos = i_;
         parse_string(&key_);
         expect(':', "':'");
-        if (key_ == "__metadata__") {
+        if (std::string_view(key_) == "__metadata__") {
           parse_metadata(kpos);
         } else {
           if (!seen_.insert(key_)) {
@@ -682,8 +748,9 @@ void Parser::run() {
             Entry ignored;
             parse_entry({}, &ignored);
           } else {
-            e = Entry{};
-            const std::string name = key_;
+            e.reset();
+            name_.swap(key_);
+            const std::string& name = name_;
             parse_entry(name, &e);
             if (finish_entry(name, kpos, e)) {
               t.names += name;
@@ -715,6 +782,10 @@ void Parser::run() {
       fatal(ErrorCode::kJsonSyntax, i_, "unexpected bytes after the header's closing '}'");
     }
   } catch (const Stop&) {
+    // The header is not valid JSON: drop the rows read before the error (they
+    // are incomplete, unsorted and past data_end), keeping the table well formed.
+    t = TensorTable{};
+    t.name_start = t.shape_start = t.ints_start = {0};
     return;
   }
   check_coverage();
@@ -798,26 +869,31 @@ void Parser::check_coverage() {
 void name_template(std::string_view name, std::string* tmpl, std::vector<int64_t>* ints) {
   tmpl->clear();
   ints->clear();
-  size_t start = 0;
-  for (;;) {
-    size_t dot = name.find('.', start);
-    if (dot == std::string_view::npos) dot = name.size();
-    const std::string_view part = name.substr(start, dot - start);
-    // Digits only, no leading zero (so the name can be rebuilt), fits int64.
-    const bool numeric = !part.empty() && part.size() <= 18 && (part.size() == 1 || part[0] != '0') &&
-                         std::all_of(part.begin(), part.end(), [](char c) { return c >= '0' && c <= '9'; });
-    if (numeric) {
-      int64_t v = 0;
-      for (char c : part) v = v * 10 + (c - '0');
-      ints->push_back(v);
-      tmpl->append("{}");
-    } else {
-      tmpl->append(part);
+  const char* p = name.data();
+  const size_t n = name.size();
+  size_t start = 0;  // of the current component
+  size_t copied = 0;  // name[0, copied) is already in tmpl
+  for (size_t i = 0; i <= n; ++i) {
+    if (i < n && p[i] != '.') continue;
+    // Component [start, i): digits only, no leading zero (so the name can be
+    // rebuilt), at most 18 digits (fits int64).
+    const size_t len = i - start;
+    bool numeric = len > 0 && len <= 18 && (len == 1 || p[start] != '0');
+    int64_t v = 0;
+    for (size_t k = start; numeric && k < i; ++k) {
+      const unsigned d = static_cast<unsigned char>(p[k]) - '0';
+      numeric = d < 10;
+      v = v * 10 + d;
     }
-    if (dot == name.size()) break;
-    tmpl->push_back('.');
-    start = dot + 1;
+    if (numeric) {
+      tmpl->append(p + copied, start - copied);
+      tmpl->append("{}");
+      copied = i;
+      ints->push_back(v);
+    }
+    start = i + 1;
   }
+  tmpl->append(p + copied, n - copied);
 }
 
 ParsedHeader parse_header_json(const uint8_t* json, size_t n, uint64_t file_size) {
@@ -833,6 +909,8 @@ ParsedHeader parse_header_json(const uint8_t* json, size_t n, uint64_t file_size
 ParsedHeader parse_header_bytes(const uint8_t* prefix, size_t prefix_len, uint64_t file_size) {
   ParsedHeader out;
   out.file_size = file_size;
+  // An empty table still has its n + 1 start offsets, whichever way we return.
+  out.table.name_start = out.table.shape_start = out.table.ints_start = {0};
   auto fail = [&](ErrorCode code, uint64_t offset, std::string msg) {
     out.problems.push_back({code, offset, {}, std::move(msg)});
     return out;
