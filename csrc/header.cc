@@ -713,9 +713,6 @@ bool Parser::finish_entry(std::string_view name, size_t pos, Entry& e) {
 
 void Parser::run() {
   TensorTable& t = out_->table;
-  t.name_start.push_back(0);
-  t.shape_start.push_back(0);
-  t.ints_start.push_back(0);
   // Real headers spend ~100-150 bytes per tensor: reserve once, not per push.
   const size_t guess = n_ / 96 + 1;
   for (auto* v : {&t.name_start, &t.shape_start, &t.begin, &t.end, &t.numel, &t.ints_start}) v->reserve(guess);
@@ -807,9 +804,6 @@ void Parser::check_coverage() {
     TensorTable s;
     s.templates = std::move(t.templates);
     s.name_start.reserve(n + 1);
-    s.name_start.push_back(0);
-    s.shape_start.push_back(0);
-    s.ints_start.push_back(0);
     s.names.reserve(t.names.size());
     for (uint32_t r : order) {
       s.names += t.name(r);
@@ -869,6 +863,14 @@ void Parser::check_coverage() {
 void name_template(std::string_view name, std::string* tmpl, std::vector<int64_t>* ints) {
   tmpl->clear();
   ints->clear();
+  // A name with a literal "{}" component could not be rebuilt from its template
+  // ("{}.0" and "0.{}" would both be "{}.{}" with [0]): it is its own template,
+  // with no integers.
+  if (name == "{}" || name.substr(0, 3) == "{}." || name.find(".{}.") != std::string_view::npos ||
+      (name.size() >= 3 && name.substr(name.size() - 3) == ".{}")) {
+    tmpl->assign(name);
+    return;
+  }
   const char* p = name.data();
   const size_t n = name.size();
   size_t start = 0;  // of the current component

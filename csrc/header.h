@@ -23,9 +23,9 @@ inline constexpr int kMaxJsonDepth = 64;
 // must not cost 96k heap objects. Row i is tensor i, ordered by data offset.
 struct TensorTable {
   std::string names;                 // all names, concatenated
-  std::vector<uint64_t> name_start;  // size n + 1: name i = names[start[i], start[i+1])
+  std::vector<uint64_t> name_start{0};  // size n + 1: name i = names[start[i], start[i+1])
   std::vector<uint8_t> dtype;        // Dtype
-  std::vector<uint64_t> shape_start; // size n + 1, into dims
+  std::vector<uint64_t> shape_start{0};  // size n + 1, into dims
   std::vector<uint64_t> dims;
   std::vector<uint64_t> begin;       // absolute byte offsets in the file
   std::vector<uint64_t> end;
@@ -34,7 +34,7 @@ struct TensorTable {
   // removed are kept in order. A MoE checkpoint has a few dozen templates.
   std::vector<uint32_t> template_id;
   std::vector<std::string> templates;
-  std::vector<uint64_t> ints_start;  // size n + 1, into ints
+  std::vector<uint64_t> ints_start{0};  // size n + 1, into ints
   std::vector<int64_t> ints;
 
   size_t size() const { return dtype.size(); }

@@ -7,15 +7,14 @@ import os
 import struct
 from pathlib import Path
 
+import ckptscan
 import numpy as np
 import pytest
+from ckptscan import _core
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors import safe_open
 from safetensors.numpy import save_file
-
-import ckptscan
-from ckptscan import _core
 
 
 def raw_file(header: bytes | str | dict, data: bytes = b"", *, length: int | None = None) -> bytes:
@@ -132,7 +131,8 @@ VALID = [
                                    "a": F32x2}, b"\0" * 8)),
     ("escapes", raw_file('{"a\\u00e9\\ud83d\\ude00\\n\\"/":' + json.dumps(F32x2) + "}", b"\0" * 8)),
     ("f4-even", raw_file({"a": {"dtype": "F4", "shape": [4], "data_offsets": [0, 2]}}, b"\0" * 2)),
-    ("e8m0", raw_file({"a": {"dtype": "F8_E8M0", "shape": [3], "data_offsets": [0, 3]}}, b"\0" * 3)),
+    ("e8m0", raw_file({"a": {"dtype": "F8_E8M0", "shape": [3], "data_offsets": [0, 3]}},
+                      b"\0" * 3)),
 ]
 
 
@@ -324,7 +324,7 @@ def _check_table(shard: object, size: int) -> None:
     begins, ends = core.begins, core.ends  # type: ignore[attr-defined]
     assert len(core.names()) == n == len(core.dtype_codes)  # type: ignore[attr-defined]
     assert list(begins) == sorted(begins)
-    assert all(b <= e for b, e in zip(begins, ends))
+    assert all(b <= e for b, e in zip(begins, ends, strict=True))
     if not core.problems:  # type: ignore[attr-defined]
         assert core.data_end == size  # type: ignore[attr-defined]
         assert all(e <= size for e in ends)

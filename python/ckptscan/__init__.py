@@ -26,7 +26,10 @@ _EXPORTS = {
     "Severity": "findings",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "Checkpoint", "CkptScanError", "Finding", "HeaderError", "Problem", "Severity", "Shard",
+    "ShardIOError", "TensorInfo", "open_checkpoint", "open_shard",
+]
 
 if TYPE_CHECKING:
     from .checkpoint import Checkpoint, open_checkpoint

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +44,12 @@ class Checkpoint:
         """Shard file names found, sorted."""
         return [os.path.basename(s.path) for s in self.shards]
 
-    @property
+    @cached_property
     def weight_map(self) -> dict[str, str]:
         wm = (self.index or {}).get("weight_map")
         return wm if isinstance(wm, dict) else {}
 
-    @property
+    @cached_property
     def referenced(self) -> list[str]:
         """Shard file names that index.json refers to, sorted."""
         return sorted({v for v in self.weight_map.values() if isinstance(v, str)})

@@ -1,0 +1,267 @@
+#!/usr/bin/env python3
+"""Header-reading speed on a full-size MiniMax-M2 replica (96,103 tensors, 125 shards).
+
+Rows, each the median of --repeat runs in this one process (page cache warm: the
+replica was just written or read):
+
+  json        open, read 8 bytes + N, json.loads, visit every entry's dtype/shape/offsets
+  orjson      the same with orjson.loads
+  safetensors safe_open + get_slice per tensor, reading get_shape() / get_dtype()
+  ckptscan    ckptscan.open_checkpoint(dir) (columns only; no per-tensor objects)
+  ckptscan+   the same, then every shard.tensors TensorInfo's .name .dtype .shape
+              .offsets .nbytes .numel (96k Python objects built on demand)
+
+Ratios use ckptscan+ (the like-for-like row: every tensor's fields reach Python)
+and ckptscan. Targets: orjson/ckptscan >= 8x, safetensors/ckptscan >= 15x.
+Resident memory is measured in fresh subprocesses (VmRSS before/after, modules
+imported before the "before" reading).
+
+Usage: python bench/bench_headers.py [--dir DIR] [--keep] [--repeat N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SRC = HERE.parent / "python"
+DEFAULT_DIR = Path("/tmp/ckptscan-bench/minimax_m2")
+
+
+def _ensure_importable() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("ckptscan") is None:
+        sys.path.insert(0, str(SRC))
+
+
+def shard_paths(d: Path) -> list[str]:
+    return [str(p) for p in sorted(d.glob("*.safetensors"))]
+
+
+def prepare(d: Path, keep: bool) -> bool:
+    """Make sure a MiniMax-M2 replica is in d. Returns True if it was written now."""
+    from ckptscan.replica import write_replica
+
+    if keep and len(shard_paths(d)) == 125:
+        return False
+    if d.exists():
+        shutil.rmtree(d)
+    t = time.perf_counter()
+    write_replica("minimax_m2", d)
+    print(f"wrote MiniMax-M2 replica to {d} in {time.perf_counter() - t:.2f} s")
+    return True
+
+
+# ---------------------------------------------------------------- readers
+
+
+def read_json(paths: list[str], loads: Callable[[bytes], object]) -> int:
+    n_t = 0
+    for p in paths:
+        with open(p, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            h = loads(f.read(n))
+        for k, e in h.items():  # type: ignore[attr-defined]
+            if k == "__metadata__":
+                continue
+            _ = e["dtype"], e["shape"], e["data_offsets"]
+            n_t += 1
+    return n_t
+
+
+def read_safetensors(paths: list[str]) -> int:
+    from safetensors import safe_open
+
+    n_t = 0
+    for p in paths:
+        with safe_open(p, "numpy") as f:
+            for k in f.keys():  # noqa: SIM118  (a safe_open handle, not a dict)
+                s = f.get_slice(k)
+                _ = s.get_shape(), s.get_dtype()
+                n_t += 1
+    return n_t
+
+
+def read_ckptscan(d: str, touch: bool) -> int:
+    import ckptscan
+
+    ckpt = ckptscan.open_checkpoint(d)
+    try:
+        if not touch:
+            return sum(len(s.tensors) for s in ckpt.shards)
+        n_t = 0
+        for s in ckpt.shards:
+            for t in s.tensors:
+                _ = t.name, t.dtype, t.shape, t.offsets, t.nbytes, t.numel
+                n_t += 1
+        return n_t
+    finally:
+        ckpt.close()
+
+
+def timeit(fn: Callable[[], int], repeat: int) -> tuple[float, int]:
+    n = fn()  # warm-up
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), n
+
+
+# ---------------------------------------------------------------- memory (subprocess)
+
+_RSS_CHILD = r"""
+import sys, struct, json
+sys.path[:0] = [p for p in sys.argv[3:] if p]
+def rss():
+    for line in open('/proc/self/status'):
+        if line.startswith('VmRSS:'):
+            return int(line.split()[1]) * 1024
+mode, d = sys.argv[1], sys.argv[2]
+import glob, orjson, numpy
+paths = sorted(glob.glob(d + '/*.safetensors'))
+if mode.startswith('ckptscan'):
+    import ckptscan, ckptscan.checkpoint, ckptscan.shard
+before = rss()
+if mode == 'ckptscan':
+    keep = ckptscan.open_checkpoint(d)
+    n = sum(len(s.tensors) for s in keep.shards)
+else:
+    loads = orjson.loads if mode == 'orjson' else json.loads
+    keep = []
+    for p in paths:
+        with open(p, 'rb') as f:
+            (k,) = struct.unpack('<Q', f.read(8)); keep.append(loads(f.read(k)))
+    n = sum(len(h) - 1 for h in keep)
+print(rss() - before, n)
+"""
+
+
+def rss_added(mode: str, d: Path) -> tuple[int, int] | None:
+    extra = [] if _core_on_path_already() else [str(SRC)]
+    r = subprocess.run([sys.executable, "-c", _RSS_CHILD, mode, str(d), *extra],
+                       capture_output=True, text=True)
+    if r.returncode:
+        print(f"  (rss {mode}: failed: {r.stderr.strip().splitlines()[-1:]})")
+        return None
+    a, b = r.stdout.split()
+    return int(a), int(b)
+
+
+def _core_on_path_already() -> bool:
+    import importlib.util
+
+    spec = importlib.util.find_spec("ckptscan")
+    return spec is not None and not str(spec.origin or "").startswith(str(SRC))
+
+
+# ---------------------------------------------------------------- machine
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="header-reading speed on a MiniMax-M2 replica")
+    ap.add_argument("--dir", type=Path, default=DEFAULT_DIR, help=f"replica dir ({DEFAULT_DIR})")
+    ap.add_argument("--keep", action="store_true",
+                    help="reuse the replica if present, and leave it in place afterwards")
+    ap.add_argument("--repeat", type=int, default=5, help="timed runs per row (median)")
+    args = ap.parse_args(argv)
+    _ensure_importable()
+
+    written = prepare(args.dir, args.keep)
+    paths = shard_paths(args.dir)
+    header_bytes = 0
+    for p in paths:
+        with open(p, "rb") as f:
+            header_bytes += struct.unpack("<Q", f.read(8))[0]
+
+    import orjson
+
+    print(f"machine : {cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"replica : {args.dir}: {len(paths)} shards, {header_bytes / 1e6:.1f} MB of headers, "
+          f"{sum(os.path.getsize(p) for p in paths) / 2**30:.1f} GiB apparent")
+    print(f"runs    : median of {args.repeat} (after one warm-up), page cache warm")
+    print()
+
+    rows: dict[str, tuple[float, int] | None] = {}
+    rows["json"] = timeit(lambda: read_json(paths, json.loads), args.repeat)
+    rows["orjson"] = timeit(lambda: read_json(paths, orjson.loads), args.repeat)
+    try:
+        import safetensors  # noqa: F401
+
+        rows["safetensors"] = timeit(lambda: read_safetensors(paths), args.repeat)
+    except ImportError:
+        rows["safetensors"] = None
+        print("safetensors: not installed, row skipped")
+    ck_err = None
+    try:
+        import ckptscan
+
+        ckptscan.open_checkpoint  # noqa: B018  (raises if the API is not there yet)
+        rows["ckptscan"] = timeit(lambda: read_ckptscan(str(args.dir), False), args.repeat)
+        rows["ckptscan+"] = timeit(lambda: read_ckptscan(str(args.dir), True), args.repeat)
+    except Exception as exc:  # the C++ core or the API may not be ready yet
+        ck_err = f"{type(exc).__name__}: {exc}"
+        rows["ckptscan"] = rows["ckptscan+"] = None
+
+    print(f"{'reader':<12} {'median ms':>10} {'tensors':>8} {'us/tensor':>10} {'MB/s':>8}")
+    print("-" * 52)
+    for k, v in rows.items():
+        if v is None:
+            print(f"{k:<12} {'skipped':>10}")
+            continue
+        t, n = v
+        print(f"{k:<12} {t * 1e3:10.1f} {n:8d} {t / n * 1e6:10.2f} {header_bytes / t / 1e6:8.0f}")
+    if ck_err:
+        print(f"\nckptscan rows skipped: {ck_err}")
+    if rows.get("ckptscan+") and rows.get("ckptscan"):
+        ck, ck0 = rows["ckptscan+"][0], rows["ckptscan"][0]  # type: ignore[index]
+        print()
+        print(f"{'ratio':<28} {'vs ckptscan+':>12} {'vs ckptscan':>12} {'target':>7}")
+        for peer, target in (("orjson", 8), ("safetensors", 15), ("json", None)):
+            v = rows.get(peer)
+            if v is None:
+                continue
+            tgt = f"{target}x" if target else ""
+            print(f"{peer + '/ckptscan':<28} {v[0] / ck:11.1f}x {v[0] / ck0:11.1f}x {tgt:>7}")
+
+    print()
+    print("resident memory added (fresh subprocess, after imports):")
+    for mode in ("ckptscan", "orjson", "json"):
+        if mode == "ckptscan" and ck_err:
+            continue
+        r = rss_added(mode, args.dir)
+        if r:
+            print(f"  {mode:<10} {r[0] / 2**20:8.1f} MiB for {r[1]} tensors "
+                  f"({r[0] / max(r[1], 1):.0f} B/tensor)")
+
+    if written and not args.keep:
+        shutil.rmtree(args.dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""Command line: thin over the API. Imports are lazy so that --help is instant."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from .result import Report
+
+EXIT_OK = 0
+EXIT_FINDINGS = 1
+EXIT_USAGE = 2
+
+
+def _color(stream: TextIO) -> bool:
+    return stream.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+
+
+class _ProgressBar:
+    """A one-line bar on stderr, only on a terminal."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.last = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        pct = 100 * done // total if total else 100
+        if pct == self.last:
+            return
+        self.last = pct
+        bar = "#" * (pct // 4)
+        self.stream.write(f"\r  deep scan [{bar:<25}] {pct:3d}% {done:,}/{total:,} tensors")
+        if done >= total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ckptscan",
+        description="What is inside a safetensors checkpoint: precision, FP8 quantization, "
+                    "block scales, damaged or missing shards, NaN/Inf -- without loading it.")
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def report_options(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--format", choices=("text", "json", "md"), default="text")
+        sp.add_argument("--deep", action="store_true",
+                        help="read every tensor's data: NaN/Inf, FP8 codes, block scales")
+        sp.add_argument("--jobs", type=int, default=None, metavar="N",
+                        help="threads for --deep (default: one per core)")
+        sp.add_argument("--fail-on", choices=("error", "warning", "info"), default="error",
+                        help="exit 1 when a finding at this level or above exists "
+                             "(default: error)")
+        sp.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE")
+
+    r = sub.add_parser("report", help="report on one checkpoint (directory or .safetensors)")
+    r.add_argument("path")
+    report_options(r)
+    d = sub.add_parser("demo", help="write a small FP8 MiniMax-M2-shaped checkpoint with planted "
+                                    "defects and report on it with --deep")
+    d.add_argument("--dir", metavar="DIR",
+                   help="write the demo checkpoint here and keep it (default: a temp dir)")
+    report_options(d)
+    sub.add_parser("doctor", help="versions, CPU features and the active SIMD kernels")
+    sub.add_parser("codes", help="list every finding code with its severity")
+    return p
+
+
+def _emit(report: Report, args: argparse.Namespace) -> int:
+    from .findings import Severity
+    from .report import to_json, to_markdown, to_text
+
+    out: TextIO = sys.stdout
+    if args.format == "json":
+        data = to_json(report).decode() + "\n"
+    elif args.format == "md":
+        data = to_markdown(report)
+    else:
+        data = to_text(report, color=args.output is None and _color(out))
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(data)
+    else:
+        out.write(data)
+    worst = report.worst()
+    return EXIT_FINDINGS if worst is not None and worst >= Severity.parse(args.fail_on) else EXIT_OK
+
+
+def _scan(path: str, args: argparse.Namespace) -> Report:
+    from .scan import scan
+
+    progress = _ProgressBar(sys.stderr) if args.deep and sys.stderr.isatty() else None
+    return scan(path, deep=args.deep, jobs=args.jobs, progress=progress)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from .synth import PLANTS, write_small_minimax
+
+    if args.dir:
+        os.makedirs(args.dir, exist_ok=True)
+        path, _ = write_small_minimax(args.dir, plant=list(PLANTS))
+        args.deep = True
+        return _emit(_scan(str(path), args), args)
+    with tempfile.TemporaryDirectory(prefix="ckptscan-demo-") as tmp:
+        path, _ = write_small_minimax(tmp, plant=list(PLANTS))
+        args.deep = True
+        return _emit(_scan(str(path), args), args)
+
+
+def _doctor() -> int:
+    import platform
+
+    import numpy
+
+    from . import __version__
+    from .kernels import simd_info
+
+    print(f"ckptscan {__version__}")
+    print(f"python {platform.python_version()} ({sys.executable})")
+    print(f"numpy {numpy.__version__}")
+    try:
+        import ml_dtypes
+
+        print(f"ml_dtypes {ml_dtypes.__version__}")
+    except ImportError:
+        print("ml_dtypes not installed (optional: typed BF16/FP8 views)")
+    info = simd_info()
+    for key, value in info.items():
+        print(f"{key}: {value}")
+    return EXIT_OK
+
+
+def _codes() -> int:
+    from .checks import iter_codes
+
+    for code, severity, text in iter_codes():
+        print(f"{code:<26} {str(severity):<8} {text}")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from . import __version__
+
+        print(f"ckptscan {__version__}")
+        return EXIT_OK
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    from .errors import CkptScanError
+
+    try:
+        if args.command == "report":
+            return _emit(_scan(args.path, args), args)
+        if args.command == "demo":
+            return _demo(args)
+        if args.command == "doctor":
+            return _doctor()
+        return _codes()
+    except CkptScanError as exc:
+        print(f"ckptscan: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"ckptscan: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("ckptscan: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

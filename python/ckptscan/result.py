@@ -1,0 +1,133 @@
+"""The one result object of a scan. Every renderer (text, JSON, Markdown) and the
+farm store read this tree; none of them recomputes anything."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .findings import Finding, Severity
+
+SCHEMA = "ckptscan.report/1"
+
+
+@dataclass
+class Count:
+    tensors: int = 0
+    parameters: int = 0
+    bytes: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return {"tensors": self.tensors, "parameters": self.parameters, "bytes": self.bytes}
+
+
+@dataclass
+class RoleSummary(Count):
+    dtypes: dict[str, int] = field(default_factory=dict)  # dtype -> tensors
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "dtypes": dict(self.dtypes)}
+
+
+@dataclass
+class TensorRow:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    file: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape),
+                "file": self.file}
+
+
+@dataclass
+class Quantization:
+    method: str | None
+    format: str | None
+    block_size: list[int] | None
+    scale_tensors: int
+    fp8_tensors: int
+    quantized_roles: list[str]
+    unquantized_roles: list[str]
+    modules_to_not_convert: list[str] | None = None
+    scale_fmt: str | None = None
+
+    @property
+    def is_fp8(self) -> bool:
+        return self.fp8_tensors > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method, "format": self.format, "block_size": self.block_size,
+            "scale_tensors": self.scale_tensors, "fp8_tensors": self.fp8_tensors,
+            "quantized_roles": self.quantized_roles, "unquantized_roles": self.unquantized_roles,
+            "modules_to_not_convert": self.modules_to_not_convert, "scale_fmt": self.scale_fmt,
+        }
+
+
+@dataclass
+class Shards:
+    found: list[str]
+    referenced: list[str]
+    missing: list[str]
+
+    def to_dict(self) -> dict[str, list[str]]:
+        return {"found": self.found, "referenced": self.referenced, "missing": self.missing}
+
+
+@dataclass
+class DeepSummary:
+    """What --deep read: tensors, bytes, and what the kernels counted."""
+
+    tensors: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    simd: str = ""
+    fp8_nan_codes: int = 0
+    float_nan: int = 0
+    float_inf: int = 0
+    unreadable: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Report:
+    checkpoint: str
+    model_type: str | None
+    family: str
+    shards: Shards
+    total: Count
+    dtypes: dict[str, Count]
+    roles: dict[str, RoleSummary]
+    quantization: Quantization
+    examples: dict[str, list[TensorRow]]  # per role: one layer's (one expert's) tensors
+    findings: list[Finding]
+    deep: DeepSummary | None = None
+
+    def count(self, severity: Severity) -> int:
+        return sum(1 for f in self.findings if f.severity == severity)
+
+    def worst(self) -> Severity | None:
+        return max((f.severity for f in self.findings), default=None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "checkpoint": self.checkpoint,
+            "model_type": self.model_type,
+            "family": self.family,
+            "shards": self.shards.to_dict(),
+            "tensors": self.total.tensors,
+            "parameters": self.total.parameters,
+            "bytes": self.total.bytes,
+            "dtypes": {k: v.to_dict() for k, v in self.dtypes.items()},
+            "roles": {k: v.to_dict() for k, v in self.roles.items()},
+            "quantization": self.quantization.to_dict(),
+            "examples": {k: [r.to_dict() for r in v] for k, v in self.examples.items()},
+            "findings": [f.to_dict() for f in self.findings],
+            "summary": {str(s): self.count(s) for s in reversed(Severity)},
+            "deep": None if self.deep is None else self.deep.to_dict(),
+        }

@@ -1,0 +1,40 @@
+# Shared pytest fixtures. Each section belongs to its owner; append, do not rewrite.
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+# Let the tests run from a source tree where the package is not installed
+# (find_spec does not import the package).
+if importlib.util.find_spec("ckptscan") is None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
+
+
+# ---- replica fixtures (owner: replica/synth) --------------------------------------
+# Full-size sparse replicas of real layouts, written once per session (~0.5 s and
+# ~20 MB of disk each). Treat them as read-only: to damage one, write a fresh
+# replica or use ckptscan.replica.copy_replica (never shutil.copytree).
+
+
+@pytest.fixture(scope="session")
+def minimax_replica(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from ckptscan.replica import write_replica
+
+    return write_replica("minimax_m2", tmp_path_factory.mktemp("minimax_m2"))
+
+
+@pytest.fixture(scope="session")
+def deepseek_replica(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from ckptscan.replica import write_replica
+
+    return write_replica("deepseek_v3", tmp_path_factory.mktemp("deepseek_v3"))
+
+
+@pytest.fixture(scope="session")
+def llama_replica(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from ckptscan.replica import write_replica
+
+    return write_replica("llama_bf16", tmp_path_factory.mktemp("llama_bf16"))
