@@ -4,6 +4,10 @@
 #include <cstring>
 #include <numeric>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace ckptscan {
 namespace {
 
@@ -117,6 +121,31 @@ bool beyond_double(const uint8_t* s, size_t n) {
   if (e != 308) return e > 308;
   lead.resize(17, '0');
   return lead > "17976931348623158";
+}
+
+// Index of the first byte at or after i that is '"', '\\' or a control
+// character (n if none): 16 bytes per step with SSE2 (baseline on x86-64),
+// 8 with plain 64-bit words elsewhere.
+inline size_t plain_run(const uint8_t* p, size_t n, size_t i) {
+#if defined(__SSE2__)
+  const __m128i quote = _mm_set1_epi8('"'), slash = _mm_set1_epi8('\\'), ctl = _mm_set1_epi8(0x1F);
+  while (i + 16 <= n) {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i));
+    const __m128i hit = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, slash)),
+                                     _mm_cmpeq_epi8(_mm_max_epu8(v, ctl), ctl));  // v <= 0x1F
+    const int mask = _mm_movemask_epi8(hit);
+    if (mask != 0) return i + static_cast<size_t>(__builtin_ctz(static_cast<unsigned>(mask)));
+    i += 16;
+  }
+#endif
+  while (i + 8 <= n) {
+    uint64_t w;
+    std::memcpy(&w, p + i, 8);
+    if (word_needs_care(w)) break;
+    i += 8;
+  }
+  while (i < n && p[i] != '"' && p[i] != '\\' && p[i] >= 0x20) ++i;
+  return i;
 }
 
 // ---- the tensor table under construction ----------------------------------
@@ -245,6 +274,12 @@ class Parser {
                        ErrorCode code, bool* ok);
   void parse_metadata(size_t key_pos);
   void parse_entry(std::string_view name, Entry* e);
+  // The entry exactly as safetensors writers lay it out, no whitespace:
+  // {"dtype":"X","shape":[..],"data_offsets":[b,e]}. Returns false, leaving
+  // the position unchanged, on any deviation: the general path then parses it
+  // (and reports what is wrong), so both paths accept the same inputs.
+  bool fast_entry(Entry* e);
+  bool fast_u64(size_t* j, uint64_t* v) const;
   // Validates sizes and appends the row; false when the entry is unusable.
   bool finish_entry(std::string_view name, size_t pos, Entry& e);
   void check_coverage();
@@ -288,14 +323,9 @@ void Parser::parse_string(std::string* out) {
   out->clear();
   if (i_ >= n_ || p_[i_] != '"') expected("a string");
   const size_t start = ++i_;
-  // Fast path: runs of plain bytes, 8 at a time (UTF-8 was validated up front).
+  // Fast path: runs of plain bytes (UTF-8 was validated up front).
   for (;;) {
-    while (i_ + 8 <= n_) {
-      uint64_t w;
-      std::memcpy(&w, p_ + i_, 8);
-      if (word_needs_care(w)) break;
-      i_ += 8;
-    }
+    i_ = plain_run(p_, n_, i_);
     if (i_ >= n_) fatal(ErrorCode::kJsonSyntax, start - 1, "unterminated string");
     const uint8_t c = p_[i_];
     if (c == '"') {
@@ -563,6 +593,75 @@ void Parser::parse_metadata(size_t key_pos) {
   }
 }
 
+bool Parser::fast_u64(size_t* j, uint64_t* v) const {
+  const size_t start = *j;
+  // At most 19 digits always fit in 64 bits; a longer number goes to the
+  // general path, which decides whether it overflows.
+  const size_t lim = std::min(n_, start + 19);
+  size_t k = start;
+  uint64_t acc = 0;
+  for (unsigned d; k < lim && (d = static_cast<unsigned>(p_[k]) - '0') < 10; ++k) acc = acc * 10 + d;
+  if (k == start || (k < n_ && static_cast<unsigned>(p_[k]) - '0' < 10)) return false;
+  if (p_[start] == '0' && k - start > 1) return false;  // leading zero: not JSON
+  *j = k;
+  *v = acc;
+  return true;
+}
+
+bool Parser::fast_entry(Entry* e) {
+  size_t j = i_;
+  auto lit = [&](const char* s, size_t len) {
+    if (j + len > n_ || std::memcmp(p_ + j, s, len) != 0) return false;
+    j += len;
+    return true;
+  };
+  if (!lit("{\"dtype\":\"", 10)) return false;
+  const size_t ds = j;
+  while (j < n_ && j - ds < 16 && p_[j] > ' ' && p_[j] != '\\' && p_[j] != '"') ++j;
+  if (j >= n_ || p_[j] != '"') return false;
+  const std::string_view dt(reinterpret_cast<const char*>(p_ + ds), j - ds);
+  Dtype dtype;
+  if (dtype_info(last_dtype_).name == dt) {
+    dtype = last_dtype_;
+  } else if (parse_dtype(dt, &dtype)) {
+    last_dtype_ = dtype;
+  } else {
+    return false;
+  }
+  ++j;
+  if (!lit(",\"shape\":[", 10)) return false;
+  e->shape.clear();
+  if (j < n_ && p_[j] == ']') {
+    ++j;
+  } else {
+    for (;;) {
+      uint64_t d;
+      if (!fast_u64(&j, &d)) return false;
+      e->shape.push_back(d);
+      if (j < n_ && p_[j] == ',') {
+        ++j;
+        continue;
+      }
+      if (j < n_ && p_[j] == ']') {
+        ++j;
+        break;
+      }
+      return false;
+    }
+  }
+  uint64_t b, end;
+  if (!lit(",\"data_offsets\":[", 17) || !fast_u64(&j, &b) || !lit(",", 1) || !fast_u64(&j, &end) ||
+      !lit("]}", 2) || b > end) {
+    return false;
+  }
+  e->dtype = dtype;
+  e->begin = b;
+  e->end = end;
+  e->has_dtype = e->has_shape = e->has_offsets = e->offsets_ok = true;
+  i_ = j;
+  return true;
+}
+
 void Parser::parse_entry(std::string_view name, Entry* e) {
   skip_ws();
   if (i_ >= n_ || p_[i_] != '{') {
@@ -748,7 +847,11 @@ void Parser::run() {
             e.reset();
             name_.swap(key_);
             const std::string& name = name_;
-            parse_entry(name, &e);
+            skip_ws();
+            if (!fast_entry(&e)) {
+              e.reset();
+              parse_entry(name, &e);
+            }
             if (finish_entry(name, kpos, e)) {
               t.names += name;
               t.name_start.push_back(t.names.size());
@@ -860,42 +963,54 @@ void Parser::check_coverage() {
 
 }  // namespace
 
+// Position of the first '.' in p[i, n), or n; 8 bytes per step.
+inline size_t next_dot(const char* p, size_t i, size_t n) {
+  constexpr uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+  while (i + 8 <= n) {
+    uint64_t w;
+    std::memcpy(&w, p + i, 8);
+    const uint64_t x = w ^ (ones * '.');
+    const uint64_t hit = (x - ones) & ~x & highs;  // exact for the lowest match
+    if (hit != 0) return i + static_cast<size_t>(__builtin_ctzll(hit) >> 3);
+    i += 8;
+  }
+  while (i < n && p[i] != '.') ++i;
+  return i;
+}
+
 void name_template(std::string_view name, std::string* tmpl, std::vector<int64_t>* ints) {
   tmpl->clear();
   ints->clear();
-  // A name with a literal "{}" component could not be rebuilt from its template
-  // ("{}.0" and "0.{}" would both be "{}.{}" with [0]): it is its own template,
-  // with no integers.
-  if (name == "{}" || name.substr(0, 3) == "{}." || name.find(".{}.") != std::string_view::npos ||
-      (name.size() >= 3 && name.substr(name.size() - 3) == ".{}")) {
-    tmpl->assign(name);
-    return;
-  }
   const char* p = name.data();
   const size_t n = name.size();
-  size_t start = 0;  // of the current component
-  size_t copied = 0;  // name[0, copied) is already in tmpl
-  for (size_t i = 0; i <= n; ++i) {
-    if (i < n && p[i] != '.') continue;
-    // Component [start, i): digits only, no leading zero (so the name can be
-    // rebuilt), at most 18 digits (fits int64).
-    const size_t len = i - start;
-    bool numeric = len > 0 && len <= 18 && (len == 1 || p[start] != '0');
+  for (size_t start = 0;;) {
+    const size_t end = next_dot(p, start, n);
+    const size_t len = end - start;
+    bool numeric = len > 0 && len <= 18 && static_cast<unsigned>(p[start]) - '0' < 10 &&
+                   (len == 1 || p[start] != '0');
     int64_t v = 0;
-    for (size_t k = start; numeric && k < i; ++k) {
-      const unsigned d = static_cast<unsigned char>(p[k]) - '0';
+    for (size_t k = start; numeric && k < end; ++k) {
+      const unsigned d = static_cast<unsigned>(p[k]) - '0';
       numeric = d < 10;
-      v = v * 10 + d;
+      v = v * 10 + static_cast<int64_t>(d);
     }
     if (numeric) {
-      tmpl->append(p + copied, start - copied);
-      tmpl->append("{}");
-      copied = i;
+      tmpl->append("{}", 2);
       ints->push_back(v);
+    } else if (len == 2 && p[start] == '{' && p[start + 1] == '}') {
+      // A literal "{}" component could not be told apart from a number's
+      // ("{}.0" and "0.{}" would both be "{}.{}"): such a name is its own
+      // template, with no integers.
+      tmpl->assign(name);
+      ints->clear();
+      return;
+    } else {
+      tmpl->append(p + start, len);
     }
-    start = i + 1;
+    if (end == n) return;
+    tmpl->push_back('.');
+    start = end + 1;
   }
-  tmpl->append(p + copied, n - copied);
 }
 
 ParsedHeader parse_header_json(const uint8_t* json, size_t n, uint64_t file_size) {
