@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <numeric>
+#include <random>
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -148,6 +149,62 @@ inline size_t plain_run(const uint8_t* p, size_t n, size_t i) {
   return i;
 }
 
+// ---- name templates ------------------------------------------------------------
+
+// Position of the first '.' in p[i, n), or n; 8 bytes per step.
+inline size_t next_dot(const char* p, size_t i, size_t n) {
+  constexpr uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+  while (i + 8 <= n) {
+    uint64_t w;
+    std::memcpy(&w, p + i, 8);
+    const uint64_t x = w ^ (ones * '.');
+    const uint64_t hit = (x - ones) & ~x & highs;  // exact for the lowest match
+    if (hit != 0) return i + static_cast<size_t>(__builtin_ctzll(hit) >> 3);
+    i += 8;
+  }
+  while (i < n && p[i] != '.') ++i;
+  return i;
+}
+
+// Writes `name`'s template to out (room for 2 * size + 2 bytes: "{}" may
+// replace a one-digit component) and its integers to ints; returns the length.
+size_t template_into(std::string_view name, char* out, std::vector<int64_t>* ints) {
+  ints->clear();
+  const char* p = name.data();
+  const size_t n = name.size();
+  size_t w = 0;
+  for (size_t start = 0;;) {
+    const size_t end = next_dot(p, start, n);
+    const size_t len = end - start;
+    bool numeric = len > 0 && len <= 18 && static_cast<unsigned>(p[start]) - '0' < 10 &&
+                   (len == 1 || p[start] != '0');
+    int64_t v = 0;
+    for (size_t k = start; numeric && k < end; ++k) {
+      const unsigned d = static_cast<unsigned>(p[k]) - '0';
+      numeric = d < 10;
+      v = v * 10 + static_cast<int64_t>(d);
+    }
+    if (numeric) {
+      out[w++] = '{';
+      out[w++] = '}';
+      ints->push_back(v);
+    } else if (len == 2 && p[start] == '{' && p[start + 1] == '}') {
+      // A literal "{}" component could not be told apart from a number's
+      // ("{}.0" and "0.{}" would both be "{}.{}"): such a name is its own
+      // template, with no integers.
+      std::memcpy(out, p, n);
+      ints->clear();
+      return n;
+    } else {
+      std::memcpy(out + w, p + start, len);
+      w += len;
+    }
+    if (end == n) return w;
+    out[w++] = '.';
+    start = end + 1;
+  }
+}
+
 // ---- the tensor table under construction ----------------------------------
 
 struct Entry {
@@ -166,6 +223,72 @@ struct Entry {
   }
 };
 
+// A keyed hash for the two open-addressing tables below. The seed is drawn
+// once per process so that a hostile header cannot precompute collisions
+// (which would turn each insert into a long probe).
+uint64_t hash_seed() {
+  static const uint64_t seed = [] {
+    std::random_device rd;
+    return (static_cast<uint64_t>(rd()) << 32) ^ rd() ^ 0x9E3779B97F4A7C15ULL;
+  }();
+  return seed;
+}
+
+inline uint64_t hash_bytes(std::string_view s, uint64_t seed) {
+  const char* p = s.data();
+  size_t n = s.size();
+  uint64_t h = seed ^ (n * 0x9E3779B97F4A7C15ULL);
+  while (n >= 8) {
+    uint64_t w;
+    std::memcpy(&w, p, 8);
+    h = (h ^ w) * 0xff51afd7ed558ccdULL;
+    h ^= h >> 32;
+    p += 8;
+    n -= 8;
+  }
+  uint64_t w = 0;
+  std::memcpy(&w, p, n);
+  h = (h ^ w) * 0xc4ceb9fe1a85ec53ULL;
+  return h ^ (h >> 29);
+}
+
+// Template string -> id; the strings themselves live in the table's
+// `templates` (looked up by id, so the table may grow freely).
+class TemplateIndex {
+ public:
+  uint32_t find_or_add(std::string_view tmpl, std::vector<std::string>* templates) {
+    if ((templates->size() + 1) * 2 > ids_.size()) grow(*templates);
+    const uint64_t h = hash_bytes(tmpl, seed_);
+    const size_t mask = ids_.size() - 1;
+    size_t i = h & mask;
+    for (; ids_[i] != kEmpty; i = (i + 1) & mask) {
+      if (hashes_[i] == h && (*templates)[ids_[i]] == tmpl) return ids_[i];
+    }
+    ids_[i] = static_cast<uint32_t>(templates->size());
+    hashes_[i] = h;
+    templates->emplace_back(tmpl);
+    return ids_[i];
+  }
+
+ private:
+  static constexpr uint32_t kEmpty = UINT32_MAX;
+  void grow(const std::vector<std::string>& templates) {
+    const size_t size = std::max<size_t>(64, ids_.size() * 2);
+    ids_.assign(size, kEmpty);
+    hashes_.assign(size, 0);
+    for (uint32_t id = 0; id < templates.size(); ++id) {
+      const uint64_t h = hash_bytes(templates[id], seed_);
+      size_t i = h & (size - 1);
+      while (ids_[i] != kEmpty) i = (i + 1) & (size - 1);
+      ids_[i] = id;
+      hashes_[i] = h;
+    }
+  }
+  uint64_t seed_ = hash_seed();
+  std::vector<uint32_t> ids_;
+  std::vector<uint64_t> hashes_;
+};
+
 // Open-addressing set of names. It keeps its own copy of every name, stored
 // as (start, length) so that slots stay valid while the buffer grows.
 class NameSet {
@@ -173,7 +296,7 @@ class NameSet {
   // Returns false if the name was already present.
   bool insert(std::string_view key) {
     if ((count_ + 1) * 2 > slots_.size()) grow();
-    const uint64_t h = std::hash<std::string_view>{}(key);
+    const uint64_t h = hash_bytes(key, seed_);
     const size_t mask = slots_.size() - 1;
     size_t i = h & mask;
     while (slots_[i].len != kEmpty) {
@@ -203,6 +326,7 @@ class NameSet {
       slots_[i] = s;
     }
   }
+  uint64_t seed_ = hash_seed();
   std::vector<Slot> slots_;
   std::string buf_;
   size_t count_ = 0;
@@ -290,13 +414,14 @@ class Parser {
   ParsedHeader* out_;
   NameSet seen_;
   bool seen_metadata_ = false;
-  std::string key_, scratch_, tmpl_;
+  std::string key_, scratch_;
+  std::vector<char> tmpl_buf_;
   std::vector<int64_t> ints_;
   std::vector<uint64_t> offsets_;
   std::string name_;
   Dtype last_dtype_ = Dtype::F32;
   uint32_t last_template_ = UINT32_MAX;
-  std::unordered_map<std::string, uint32_t> template_ids_;
+  TemplateIndex template_ids_;
   struct Orphan {
     uint64_t begin, end;
     std::string name;
@@ -795,14 +920,10 @@ bool Parser::finish_entry(std::string_view name, size_t pos, Entry& e) {
   t.end.push_back(data_start + e.end);
   t.numel.push_back(numel);
 
-  name_template(name, &tmpl_, &ints_);
-  if (last_template_ == UINT32_MAX || t.templates[last_template_] != tmpl_) {
-    auto it = template_ids_.find(tmpl_);
-    if (it == template_ids_.end()) {
-      it = template_ids_.emplace(tmpl_, static_cast<uint32_t>(t.templates.size())).first;
-      t.templates.push_back(tmpl_);
-    }
-    last_template_ = it->second;
+  if (tmpl_buf_.size() < 2 * name.size() + 2) tmpl_buf_.resize(2 * name.size() + 2);
+  const std::string_view tmpl(tmpl_buf_.data(), template_into(name, tmpl_buf_.data(), &ints_));
+  if (last_template_ == UINT32_MAX || t.templates[last_template_] != tmpl) {
+    last_template_ = template_ids_.find_or_add(tmpl, &t.templates);
   }
   t.template_id.push_back(last_template_);
   t.ints.insert(t.ints.end(), ints_.begin(), ints_.end());
@@ -963,54 +1084,9 @@ void Parser::check_coverage() {
 
 }  // namespace
 
-// Position of the first '.' in p[i, n), or n; 8 bytes per step.
-inline size_t next_dot(const char* p, size_t i, size_t n) {
-  constexpr uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
-  while (i + 8 <= n) {
-    uint64_t w;
-    std::memcpy(&w, p + i, 8);
-    const uint64_t x = w ^ (ones * '.');
-    const uint64_t hit = (x - ones) & ~x & highs;  // exact for the lowest match
-    if (hit != 0) return i + static_cast<size_t>(__builtin_ctzll(hit) >> 3);
-    i += 8;
-  }
-  while (i < n && p[i] != '.') ++i;
-  return i;
-}
-
 void name_template(std::string_view name, std::string* tmpl, std::vector<int64_t>* ints) {
-  tmpl->clear();
-  ints->clear();
-  const char* p = name.data();
-  const size_t n = name.size();
-  for (size_t start = 0;;) {
-    const size_t end = next_dot(p, start, n);
-    const size_t len = end - start;
-    bool numeric = len > 0 && len <= 18 && static_cast<unsigned>(p[start]) - '0' < 10 &&
-                   (len == 1 || p[start] != '0');
-    int64_t v = 0;
-    for (size_t k = start; numeric && k < end; ++k) {
-      const unsigned d = static_cast<unsigned>(p[k]) - '0';
-      numeric = d < 10;
-      v = v * 10 + static_cast<int64_t>(d);
-    }
-    if (numeric) {
-      tmpl->append("{}", 2);
-      ints->push_back(v);
-    } else if (len == 2 && p[start] == '{' && p[start + 1] == '}') {
-      // A literal "{}" component could not be told apart from a number's
-      // ("{}.0" and "0.{}" would both be "{}.{}"): such a name is its own
-      // template, with no integers.
-      tmpl->assign(name);
-      ints->clear();
-      return;
-    } else {
-      tmpl->append(p + start, len);
-    }
-    if (end == n) return;
-    tmpl->push_back('.');
-    start = end + 1;
-  }
+  tmpl->resize(2 * name.size() + 2);
+  tmpl->resize(template_into(name, tmpl->data(), ints));
 }
 
 ParsedHeader parse_header_json(const uint8_t* json, size_t n, uint64_t file_size) {

@@ -21,6 +21,7 @@ from .checkpoint import Checkpoint
 from .errors import Problem
 from .findings import Finding, Severity
 from .frame import Frame
+from .kernels import FINDING_CODES as KERNEL_CODES
 from .shard import DTYPE_NAMES
 from .taxonomy import EMBEDDING, KIND_CODE, LM_HEAD, MTP, ROLE_CODE
 
@@ -89,6 +90,13 @@ _HEADER_CODES = {
     "deep-read-failed": "a tensor's data could not be read during --deep",
 }
 CODES.update({code: (E, text) for code, text in _HEADER_CODES.items()})
+# --deep: the data checks of one FP8 weight + scale (kernels.py), and these.
+CODES.update(KERNEL_CODES)
+CODES.update({
+    "float-nan": (E, "NaN values in a BF16 / F16 / F32 tensor"),
+    "float-inf": (W, "Inf values in a BF16 / F16 / F32 tensor"),
+    "e8m0-nan": (E, "NaN (0xFF) codes in an F8_E8M0 scale tensor"),
+})
 
 # Tensors of one template beyond this many collapse into one finding.
 COLLAPSE_AFTER = 5
@@ -274,14 +282,15 @@ def check_grid(frame: Frame) -> list[Finding]:
             continue
         have = set(zip(layer[group].tolist(), expert[group].tolist(), strict=True))
         template = frame.templates[int(frame.template[group[0]])]
+        what = template.rsplit("{}", 1)[-1].lstrip(".")  # e.g. w1.weight_scale_inv
         for lay in layers.tolist():
             for ex in experts.tolist():
                 if (lay, ex) not in have:
                     name = _fill(template, frame, int(group[0]), lay, ex)
                     out.append((template, finding(
                         "tensor-missing-in-grid",
-                        f"layer {lay} expert {ex} has no {template.rsplit('.', 2)[-2]} "
-                        "while the other experts do", None, name, layer=lay, expert=ex)))
+                        f"layer {lay} expert {ex} has no {what} while the other experts do",
+                        None, name, layer=lay, expert=ex)))
     return collapse(out)
 
 

@@ -33,7 +33,10 @@ def scan(path: str | os.PathLike[str], deep: bool = False, jobs: int | None = No
             from .deep import deep_scan
 
             deep_findings, deep_summary = deep_scan(ckpt, frame, jobs=jobs, progress=progress)
-            findings = checks.sort_findings(findings + deep_findings)
+            # The kernels re-check scale shape and dtype; the header checks said it first.
+            seen = {(f.code, f.tensor) for f in findings}
+            findings = checks.sort_findings(
+                findings + [f for f in deep_findings if (f.code, f.tensor) not in seen])
         return build_report(ckpt, frame, findings, deep_summary)
 
 
