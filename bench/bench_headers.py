@@ -7,12 +7,14 @@ replica was just written or read):
   json        open, read 8 bytes + N, json.loads, visit every entry's dtype/shape/offsets
   orjson      the same with orjson.loads
   safetensors safe_open + get_slice per tensor, reading get_shape() / get_dtype()
-  ckptscan    ckptscan.open_checkpoint(dir) (columns only; no per-tensor objects)
-  ckptscan+   the same, then every shard.tensors TensorInfo's .name .dtype .shape
-              .offsets .nbytes .numel (96k Python objects built on demand)
+  ckptscan        every shard parsed by the C++ core on this thread; every tensor's
+                  fields reach Python (names as a list, the rest as numpy columns)
+  open_checkpoint the same through open_checkpoint(dir, jobs=1): adds index.json and
+                  config.json (orjson) and the Shard objects
+  TensorInfo      open_checkpoint, then a TensorInfo object per tensor (for scale)
+  read only       open + read the header bytes, no parsing: the floor
 
-Ratios use ckptscan+ (the like-for-like row: every tensor's fields reach Python)
-and ckptscan. Targets: orjson/ckptscan >= 8x, safetensors/ckptscan >= 15x.
+Ratios use the ckptscan row. Targets: orjson/ckptscan >= 8x, safetensors/ckptscan >= 15x.
 Resident memory is measured in fresh subprocesses (VmRSS before/after, modules
 imported before the "before" reading).
 
@@ -94,21 +96,49 @@ def read_safetensors(paths: list[str]) -> int:
     return n_t
 
 
-def read_ckptscan(d: str, touch: bool) -> int:
+def read_ckptscan(paths: list[str]) -> int:
+    """Every shard parsed on this thread, every tensor's fields reached from
+    Python: names as a list, the rest as numpy columns (the like-for-like row)."""
+    from ckptscan.shard import load_shard
+
+    n_t = 0
+    for p in paths:
+        core = load_shard(p).core
+        names = core.names()
+        _ = core.dtype_codes, core.dims, core.shape_starts, core.begins, core.ends, core.numels
+        n_t += len(names)
+    return n_t
+
+
+def read_checkpoint(d: str) -> int:
+    """open_checkpoint on one thread: also reads index.json and config.json."""
     import ckptscan
 
-    ckpt = ckptscan.open_checkpoint(d)
-    try:
-        if not touch:
-            return sum(len(s.tensors) for s in ckpt.shards)
-        n_t = 0
+    with ckptscan.open_checkpoint(d, jobs=1) as ckpt:
+        return sum(len(s) for s in ckpt.shards)
+
+
+def read_objects(d: str) -> int:
+    """Per-tensor TensorInfo objects for all 96k tensors (what not to do in bulk)."""
+    import ckptscan
+
+    n_t = 0
+    with ckptscan.open_checkpoint(d, jobs=1) as ckpt:
         for s in ckpt.shards:
             for t in s.tensors:
                 _ = t.name, t.dtype, t.shape, t.offsets, t.nbytes, t.numel
                 n_t += 1
-        return n_t
-    finally:
-        ckpt.close()
+    return n_t
+
+
+def read_only(paths: list[str]) -> int:
+    """The floor: open, read the length and the header bytes, no parsing."""
+    n = 0
+    for p in paths:
+        with open(p, "rb") as f:
+            (k,) = struct.unpack("<Q", f.read(8))
+            n += len(f.read(k))
+    return n
 
 
 def timeit(fn: Callable[[], int], repeat: int) -> tuple[float, int]:
@@ -137,8 +167,8 @@ if mode.startswith('ckptscan'):
     import ckptscan, ckptscan.checkpoint, ckptscan.shard
 before = rss()
 if mode == 'ckptscan':
-    keep = ckptscan.open_checkpoint(d)
-    n = sum(len(s.tensors) for s in keep.shards)
+    keep = ckptscan.open_checkpoint(d, jobs=1)
+    n = sum(len(s) for s in keep.shards)
 else:
     loads = orjson.loads if mode == 'orjson' else json.loads
     keep = []
@@ -218,36 +248,35 @@ def main(argv: list[str] | None = None) -> int:
         print("safetensors: not installed, row skipped")
     ck_err = None
     try:
-        import ckptscan
-
-        ckptscan.open_checkpoint  # noqa: B018  (raises if the API is not there yet)
-        rows["ckptscan"] = timeit(lambda: read_ckptscan(str(args.dir), False), args.repeat)
-        rows["ckptscan+"] = timeit(lambda: read_ckptscan(str(args.dir), True), args.repeat)
-    except Exception as exc:  # the C++ core or the API may not be ready yet
+        rows["ckptscan"] = timeit(lambda: read_ckptscan(paths), args.repeat)
+        rows["open_checkpoint"] = timeit(lambda: read_checkpoint(str(args.dir)), args.repeat)
+        rows["TensorInfo"] = timeit(lambda: read_objects(str(args.dir)), args.repeat)
+    except Exception as exc:  # the C++ core may not be built
         ck_err = f"{type(exc).__name__}: {exc}"
-        rows["ckptscan"] = rows["ckptscan+"] = None
+    floor, _ = timeit(lambda: read_only(paths), args.repeat)
 
-    print(f"{'reader':<12} {'median ms':>10} {'tensors':>8} {'us/tensor':>10} {'MB/s':>8}")
-    print("-" * 52)
+    print(f"{'reader':<16} {'median ms':>10} {'tensors':>8} {'us/tensor':>10} {'MB/s':>8}")
+    print("-" * 56)
     for k, v in rows.items():
         if v is None:
-            print(f"{k:<12} {'skipped':>10}")
+            print(f"{k:<16} {'skipped':>10}")
             continue
         t, n = v
-        print(f"{k:<12} {t * 1e3:10.1f} {n:8d} {t / n * 1e6:10.2f} {header_bytes / t / 1e6:8.0f}")
+        print(f"{k:<16} {t * 1e3:10.1f} {n:8d} {t / n * 1e6:10.2f} {header_bytes / t / 1e6:8.0f}")
+    print(f"{'read only':<16} {floor * 1e3:10.1f} {'':>8} {'':>10} {header_bytes / floor / 1e6:8.0f}"
+          "   (open + read the header bytes, no parsing)")
     if ck_err:
         print(f"\nckptscan rows skipped: {ck_err}")
-    if rows.get("ckptscan+") and rows.get("ckptscan"):
-        ck, ck0 = rows["ckptscan+"][0], rows["ckptscan"][0]  # type: ignore[index]
+    elif rows.get("ckptscan"):
+        ck = rows["ckptscan"][0]  # type: ignore[index]
         print()
-        print(f"{'ratio':<28} {'vs ckptscan+':>12} {'vs ckptscan':>12} {'target':>7}")
+        print(f"{'ratio':<24} {'measured':>9} {'target':>7}")
         for peer, target in (("orjson", 8), ("safetensors", 15), ("json", None)):
             v = rows.get(peer)
             if v is None:
                 continue
             tgt = f"{target}x" if target else ""
-            print(f"{peer + '/ckptscan':<28} {v[0] / ck:11.1f}x {v[0] / ck0:11.1f}x {tgt:>7}")
-
+            print(f"{peer + ' / ckptscan':<24} {v[0] / ck:8.1f}x {tgt:>7}")
     print()
     print("resident memory added (fresh subprocess, after imports):")
     for mode in ("ckptscan", "orjson", "json"):

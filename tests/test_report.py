@@ -267,3 +267,17 @@ def test_every_code_is_documented_in_readme() -> None:
 
     undocumented = [c for c in CODES if f"`{c}`" not in text]
     assert undocumented == []
+
+
+def test_names_with_literal_braces_do_not_confuse_the_taxonomy(tmp_path: Path) -> None:
+    """A '{}' component looks like a template slot but carries no integer."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    save_file({"model.layers.{}.mlp.up_proj.weight": np.ones((2, 2), np.float32),
+               "model.layers.0.mlp.up_proj.weight": np.ones((2, 2), np.float32),
+               "{}": np.ones(1, np.float32)}, str(tmp_path / "m.safetensors"))
+    report = scan(tmp_path / "m.safetensors")
+    assert report.total.tensors == 3
+    rows = {r.name for rows in report.examples.values() for r in rows}
+    assert "model.layers.0.mlp.up_proj.weight" in rows

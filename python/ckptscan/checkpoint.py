@@ -52,7 +52,7 @@ class Checkpoint:
     @cached_property
     def referenced(self) -> list[str]:
         """Shard file names that index.json refers to, sorted."""
-        return sorted({v for v in self.weight_map.values() if isinstance(v, str)})
+        return sorted(v for v in set(self.weight_map.values()) if isinstance(v, str))
 
     @property
     def missing(self) -> list[str]:

@@ -354,9 +354,12 @@ def template_of(name: str) -> tuple[str, tuple[int, ...]]:
 
     A component is taken out when it is 1-18 ASCII digits without a leading zero
     (so the name can be rebuilt and the value fits int64): ``w1``, ``fc1``,
-    ``layer0`` and ``007`` stay as they are.
+    ``layer0`` and ``007`` stay as they are. A name with a literal ``{}``
+    component is its own template, with no integers (it could not be rebuilt).
     """
     parts = name.split(".")
+    if SLOT in parts:
+        return name, ()
     numbers: list[int] = []
     for i, part in enumerate(parts):
         if _NUMERIC.fullmatch(part):
@@ -495,8 +498,10 @@ def _pick(
 ) -> Int64Array:
     ids = np.asarray(template_ids, dtype=np.intp)
     slot = slots[ids]
-    has = slot >= 0
-    starts = np.asarray(int_starts, dtype=np.intp)[: len(ids)]
+    starts_all = np.asarray(int_starts, dtype=np.intp)
+    starts = starts_all[: len(ids)]
+    # A name with a literal "{}" has a slot in its template but no integer.
+    has = (slot >= 0) & (slot < starts_all[1 : len(ids) + 1] - starts)
     out = np.full(len(ids), -1, dtype=np.int64)
     out[has] = np.asarray(ints, dtype=np.int64)[starts[has] + slot[has]]
     return out
