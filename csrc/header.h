@@ -17,7 +17,9 @@
 namespace ckptscan {
 
 inline constexpr uint64_t kMaxHeaderLen = 100'000'000;  // the reference's bound
-inline constexpr int kMaxJsonDepth = 64;
+// Nesting the reference (serde_json) accepts: 127 containers in all, the
+// top-level object and the tensor entry included (depth counts from 1 there).
+inline constexpr int kMaxJsonDepth = 126;
 
 // The parsed tensors as columns (struct of arrays): a 96k-tensor checkpoint
 // must not cost 96k heap objects. Row i is tensor i, ordered by data offset.

@@ -64,7 +64,9 @@ INVALID = [
     ("leading-zero", raw_file('{"a":{"dtype":"F32","shape":[02],"data_offsets":[0,8]}}',
                               b"\0" * 8), "json-syntax"),
     ("garbage-after", raw_file("{} x"), "json-syntax"),
-    ("too-deep", raw_file('{"a":{"x":' + "[" * 100 + "]" * 100 + "}}"), "json-too-deep"),
+    # 2 + 126 containers: one more than the reference's serde_json accepts
+    ("too-deep", raw_file('{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"x":'
+                          + "[" * 126 + "]" * 126 + "}}", b"\0" * 8), "json-too-deep"),
     ("nul-padding", raw_file(b"{}\0\0\0\0\0\0"), "header-padding"),
     ("entry-not-object", raw_file('{"a":5}'), "not-an-object"),
     ("duplicate-name", raw_file('{"a":' + json.dumps(F32x2) + ',"a":' + json.dumps(F32x2) + "}",
@@ -124,6 +126,8 @@ VALID = [
     ("null-metadata", raw_file({"__metadata__": None})),
     ("whitespace-padding", raw_file(" \t\r\n{} \n\t  ")),
     ("space-padded", raw_file(json.dumps({"a": F32x2}) + "    ", b"\0" * 8)),
+    ("deepest-accepted", raw_file('{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"x":'
+                                  + "[" * 125 + "]" * 125 + "}}", b"\0" * 8)),
     ("unknown-field", raw_file({"a": dict(F32x2, extra={"x": [1, 2.5, None, True]})}, b"\0" * 8)),
     ("scalar", raw_file({"s": {"dtype": "F64", "shape": [], "data_offsets": [0, 8]}}, b"\0" * 8)),
     ("zero-size-shared", raw_file({"z1": {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]},
