@@ -263,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         t, n = v
         print(f"{k:<16} {t * 1e3:10.1f} {n:8d} {t / n * 1e6:10.2f} {header_bytes / t / 1e6:8.0f}")
-    print(f"{'read only':<16} {floor * 1e3:10.1f} {'':>8} {'':>10} {header_bytes / floor / 1e6:8.0f}"
+    floor_mbs = header_bytes / floor / 1e6
+    print(f"{'read only':<16} {floor * 1e3:10.1f} {'':>8} {'':>10} {floor_mbs:8.0f}"
           "   (open + read the header bytes, no parsing)")
     if ck_err:
         print(f"\nckptscan rows skipped: {ck_err}")

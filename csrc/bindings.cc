@@ -14,6 +14,8 @@
 #include "dtype.h"
 #include "errors.h"
 #include "header.h"
+#include "kernels/kernels.h"
+#include "mapped_file.h"
 #include "shard.h"
 
 namespace py = pybind11;
@@ -200,7 +202,314 @@ static void bind_reader(py::module_& m) {
 }
 
 // ---- kernels (csrc/kernels) ---------------------------------------------
-static void bind_kernels(py::module_& m) { (void)m; }
+namespace kbind {
+
+namespace k = ckptscan::kernels;
+
+// A C-contiguous buffer (numpy array, bytes, memoryview ...) held for the
+// duration of a kernel call; the GIL may be released while it is held.
+class Bytes {
+ public:
+  Bytes(const py::object& obj, bool writable, const char* what) {
+    int flags = PyBUF_C_CONTIGUOUS;
+    if (writable) flags |= PyBUF_WRITABLE;
+    if (PyObject_GetBuffer(obj.ptr(), &view_, flags) != 0) {
+      PyErr_Clear();
+      throw py::type_error(std::string(what) + ": expected a C-contiguous" +
+                           (writable ? " writable" : "") + " buffer (e.g. a numpy array)");
+    }
+  }
+  ~Bytes() { PyBuffer_Release(&view_); }
+  Bytes(const Bytes&) = delete;
+  Bytes& operator=(const Bytes&) = delete;
+  const uint8_t* data() const { return static_cast<const uint8_t*>(view_.buf); }
+  uint8_t* mutable_data() { return static_cast<uint8_t*>(view_.buf); }
+  size_t size() const { return static_cast<size_t>(view_.len); }
+
+ private:
+  Py_buffer view_{};
+};
+
+// Runs a kernel with the GIL released. The bytes may be a mapping of a file
+// that shrinks meanwhile: the fault that follows becomes an OSError for this
+// call instead of killing the process (see run_fault_guarded).
+template <class F>
+k::Status run_guarded(F&& kernel) {
+  k::Status st = k::Status::ok;
+  std::string err;
+  bool ok;
+  {
+    py::gil_scoped_release nogil;
+    ok = ckptscan::fault_guarded([&] { st = kernel(); }, &err);
+  }
+  if (!ok) {
+    PyErr_SetString(PyExc_OSError, err.c_str());
+    throw py::error_already_set();
+  }
+  return st;
+}
+
+// Turns a kernel status into the Python exception it stands for.
+void check(k::Status st) {
+  switch (st) {
+    case k::Status::ok: return;
+    case k::Status::simd_unknown:
+    case k::Status::simd_unsupported: {
+      const std::string e = k::simd_error();
+      throw std::runtime_error(e.empty() ? k::status_message(st) : e);
+    }
+    default:
+      throw py::value_error(std::string(k::status_name(st)) + ": " + k::status_message(st));
+  }
+}
+
+k::Fp8Format fp8_format(std::string_view s) {
+  if (s == "F8_E4M3") return k::Fp8Format::e4m3fn;
+  if (s == "F8_E5M2") return k::Fp8Format::e5m2;
+  if (s == "F8_E4M3FNUZ") return k::Fp8Format::e4m3fnuz;
+  if (s == "F8_E5M2FNUZ") return k::Fp8Format::e5m2fnuz;
+  throw py::value_error("not an FP8 dtype: '" + std::string(s) +
+                        "' (expected F8_E4M3, F8_E5M2, F8_E4M3FNUZ or F8_E5M2FNUZ)");
+}
+
+k::FloatFormat float_format(std::string_view s) {
+  if (s == "BF16") return k::FloatFormat::bf16;
+  if (s == "F16") return k::FloatFormat::f16;
+  if (s == "F32") return k::FloatFormat::f32;
+  throw py::value_error("not a float dtype: '" + std::string(s) + "' (expected BF16, F16 or F32)");
+}
+
+py::list implementations(bool supported_only) {
+  py::list out;
+  for (int i = 0; i < k::implementation_count(); ++i) {
+    if (!supported_only || k::implementation_supported(i)) out.append(k::implementation_name(i));
+  }
+  return out;
+}
+
+py::dict simd_info() {
+  py::dict d;
+  py::list feats;
+  const uint32_t f = k::cpu_features();
+  for (int b = 0; b < k::kFeatureCount; ++b) {
+    if (f & (1u << b)) feats.append(k::feature_name(b));
+  }
+  d["features"] = feats;
+  d["compiled"] = implementations(false);
+  d["available"] = implementations(true);
+  d["active"] = std::string(k::active_simd());
+  d["error"] = k::simd_error();
+  return d;
+}
+
+}  // namespace kbind
+
+static void bind_kernels(py::module_& m) {
+  namespace k = ckptscan::kernels;
+  using kbind::Bytes;
+  using kbind::check;
+
+  m.def("simd_info", &kbind::simd_info,
+        "CPU features, compiled and available implementations, the active one and the "
+        "selection error (CKPTSCAN_SIMD naming an unknown or unsupported one), if any.");
+  m.def(
+      "set_simd",
+      [](const std::string& name) {
+        const k::Status st = k::select_simd(name.c_str());
+        if (st != k::Status::ok) throw py::value_error(k::simd_explain(name.c_str()));
+        return std::string(k::active_simd());
+      },
+      py::arg("name"),
+      "Selects the kernel implementation ('auto' = best for this CPU); returns its name. "
+      "ValueError for an unknown name or one this CPU cannot run (the current one stays).");
+
+  m.def(
+      "fp8_decode",
+      [](int code, const std::string& dtype) {
+        if (code < 0 || code > 255) throw py::value_error("code must be in 0..255");
+        return k::fp8_decode(static_cast<uint8_t>(code), kbind::fp8_format(dtype));
+      },
+      py::arg("code"), py::arg("dtype"), "Exact value of one FP8 code (NaN / +-inf included).");
+
+  m.def(
+      "fp8_traits",
+      [](const std::string& dtype) {
+        const k::Fp8Traits& t = k::fp8_traits(kbind::fp8_format(dtype));
+        py::dict d;
+        d["exp_bits"] = t.exp_bits;
+        d["man_bits"] = t.man_bits;
+        d["bias"] = t.bias;
+        d["sat_code"] = t.sat_code;
+        d["sub_max"] = t.sub_max;
+        d["neg_max"] = t.neg_max;
+        d["fnuz"] = t.fnuz;
+        d["has_inf"] = t.has_inf;
+        d["max_finite"] = t.max_finite;
+        return d;
+      },
+      py::arg("dtype"));
+
+  m.def(
+      "fp8_stats",
+      [](const py::object& data, const std::string& dtype) {
+        const k::Fp8Format f = kbind::fp8_format(dtype);
+        Bytes b(data, false, "data");
+        k::Fp8Stats s;
+        k::Status st;
+        st = kbind::run_guarded([&] { return k::fp8_stats(b.data(), b.size(), f, &s); });
+        check(st);
+        py::dict d;
+        d["count"] = s.count;
+        d["nan"] = s.nan;
+        d["inf"] = s.inf;
+        d["zero"] = s.zero;
+        d["neg_zero"] = s.neg_zero;
+        d["subnormal"] = s.subnormal;
+        d["saturated"] = s.saturated;
+        d["negative"] = s.negative;
+        d["absmax_code"] = s.absmax_code;
+        d["absmax"] = s.absmax;
+        return d;
+      },
+      py::arg("data"), py::arg("dtype"));
+
+  m.def(
+      "histogram",
+      [](const py::object& data) {
+        Bytes b(data, false, "data");
+        py::array_t<uint64_t> out(256);
+        uint64_t* o = out.mutable_data();
+        k::Status st;
+        st = kbind::run_guarded([&] { return k::histogram(b.data(), b.size(), o); });
+        check(st);
+        return out;
+      },
+      py::arg("data"), "Counts of the 256 byte values (uint64[256]).");
+
+  m.def(
+      "fp8_block_absmax",
+      [](const py::object& data, size_t rows, size_t cols, size_t br, size_t bc,
+         const std::string& dtype) {
+        const k::Fp8Format f = kbind::fp8_format(dtype);
+        Bytes b(data, false, "data");
+        if (br == 0 || bc == 0) check(k::Status::bad_block);
+        const size_t nbr = (rows + br - 1) / br, nbc = (cols + bc - 1) / bc;
+        py::array_t<uint8_t> am({static_cast<py::ssize_t>(nbr), static_cast<py::ssize_t>(nbc)});
+        py::array_t<uint64_t> nn({static_cast<py::ssize_t>(nbr), static_cast<py::ssize_t>(nbc)});
+        uint8_t* pa = am.mutable_data();
+        uint64_t* pn = nn.mutable_data();
+        k::Status st;
+        st = kbind::run_guarded(
+            [&] { return k::fp8_block_absmax(b.data(), b.size(), rows, cols, br, bc, f, pa, pn); });
+        check(st);
+        return py::make_tuple(am, nn);
+      },
+      py::arg("data"), py::arg("rows"), py::arg("cols"), py::arg("block_rows"),
+      py::arg("block_cols"), py::arg("dtype"),
+      "(absmax codes uint8[nbr, nbc], NaN counts uint64[nbr, nbc]) per (block_rows, block_cols) "
+      "block of a row-major [rows, cols] FP8 tensor; edge blocks are partial.");
+
+  m.def(
+      "fp8_dequantize",
+      [](const py::object& data, size_t rows, size_t cols, const std::string& dtype,
+         const py::object& scale_inv, size_t srows, size_t scols, size_t br, size_t bc,
+         const py::object& out, const std::string& out_dtype) {
+        const k::Fp8Format f = kbind::fp8_format(dtype);
+        k::OutType ot;
+        size_t width;
+        if (out_dtype == "F32") {
+          ot = k::OutType::f32;
+          width = 4;
+        } else if (out_dtype == "BF16") {
+          ot = k::OutType::bf16;
+          width = 2;
+        } else {
+          throw py::value_error("out_dtype must be 'F32' or 'BF16'");
+        }
+        Bytes q(data, false, "data");
+        Bytes s(scale_inv, false, "scale_inv");
+        Bytes o(out, true, "out");
+        if (s.size() != srows * scols * 4) {
+          throw py::value_error("scale_inv holds " + std::to_string(s.size()) +
+                                " bytes, expected srows * scols float32");
+        }
+        if (rows != 0 && cols > o.size() / width / rows) {
+          throw py::value_error("out is too small for rows * cols elements");
+        }
+        if (o.size() != rows * cols * width) {
+          throw py::value_error("out must hold exactly rows * cols elements");
+        }
+        if (reinterpret_cast<uintptr_t>(s.data()) % 4 != 0 ||
+            reinterpret_cast<uintptr_t>(o.data()) % width != 0) {
+          throw py::value_error("scale_inv and out must be aligned to their element size");
+        }
+        const float* sp = reinterpret_cast<const float*>(s.data());
+        void* op = o.mutable_data();
+        k::Status st;
+        st = kbind::run_guarded([&] {
+          return k::fp8_dequantize(q.data(), q.size(), rows, cols, f, sp, srows, scols, br, bc, ot, op);
+        });
+        check(st);
+      },
+      py::arg("data"), py::arg("rows"), py::arg("cols"), py::arg("dtype"), py::arg("scale_inv"),
+      py::arg("scale_rows"), py::arg("scale_cols"), py::arg("block_rows"), py::arg("block_cols"),
+      py::arg("out"), py::arg("out_dtype"),
+      "out[i, j] = decode(q[i, j]) * scale_inv[i // br, j // bc] (float32 product), written as "
+      "F32 or as BF16 bits (round to nearest even).");
+
+  m.def(
+      "float_stats",
+      [](const py::object& data, const std::string& dtype) {
+        const k::FloatFormat f = kbind::float_format(dtype);
+        Bytes b(data, false, "data");
+        k::FloatStats s;
+        k::Status st;
+        st = kbind::run_guarded([&] { return k::float_stats(b.data(), b.size(), f, &s); });
+        check(st);
+        py::dict d;
+        d["count"] = s.count;
+        d["nan"] = s.nan;
+        d["pos_inf"] = s.pos_inf;
+        d["neg_inf"] = s.neg_inf;
+        d["zero"] = s.zero;
+        d["subnormal"] = s.subnormal;
+        d["finite"] = s.finite;
+        d["absmax"] = s.absmax;
+        d["min"] = s.min;
+        d["max"] = s.max;
+        return d;
+      },
+      py::arg("data"), py::arg("dtype"));
+
+  m.def(
+      "e8m0_stats",
+      [](const py::object& data) {
+        Bytes b(data, false, "data");
+        k::E8m0Stats s;
+        k::Status st;
+        st = kbind::run_guarded([&] { return k::e8m0_stats(b.data(), b.size(), &s); });
+        check(st);
+        py::dict d;
+        d["count"] = s.count;
+        d["nan"] = s.nan;
+        d["min_code"] = s.min_code;
+        d["max_code"] = s.max_code;
+        return d;
+      },
+      py::arg("data"));
+
+  m.def(
+      "read_probe",
+      [](const py::object& data) {
+        Bytes b(data, false, "data");
+        uint64_t sum = 0;
+        k::Status st;
+        st = kbind::run_guarded([&] { return k::read_probe(b.data(), b.size(), &sum); });
+        check(st);
+        return sum;
+      },
+      py::arg("data"), "Sum of the little-endian uint64 words (memory-read probe).");
+}
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "ckptscan's C++ core: mapping, strict safetensors header parser, SIMD kernels";

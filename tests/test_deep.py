@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from ckptscan.cli import main
 from ckptscan.findings import Severity
 from ckptscan.scan import scan
@@ -89,3 +88,47 @@ def test_demo_command(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Non
     for code in EXPECTED.values():
         assert f'"{code}"' in out
     assert main(["demo", "--dir", str(tmp_path / "demo2"), "--fail-on", "error"]) == 1
+
+
+SHRINK_SCRIPT = """
+import os, sys, numpy as np
+from safetensors.numpy import save_file
+import ckptscan
+from ckptscan import kernels
+p = sys.argv[1]
+save_file({"w": np.full((4096, 64), 0x38, np.uint8)}, p)
+shard = ckptscan.open_shard(p)
+raw = shard.raw("w")          # mapped while the file is whole
+os.truncate(p, 128)           # ... then it shrinks under the scan
+try:
+    kernels.fp8_stats(raw, dtype="F8_E4M3")
+    print("read")
+except OSError as e:
+    print("OSError", e)
+"""
+
+
+def test_file_shrinking_under_a_kernel_is_an_error_not_sigbus(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", SHRINK_SCRIPT, str(tmp_path / "s.safetensors")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("OSError") and "shrank" in out.stdout
+
+
+def test_deep_scan_goes_on_when_a_shard_shrinks_after_opening(tmp_path: Path) -> None:
+    from ckptscan.checkpoint import open_checkpoint
+    from ckptscan.deep import deep_scan
+    from ckptscan.frame import build_frame
+
+    path, _ = write_small_minimax(tmp_path)
+    with open_checkpoint(path) as ckpt:
+        frame = build_frame(ckpt)
+        victim = sorted(path.glob("*.safetensors"))[0]
+        os.truncate(victim, 4096)
+        findings, summary = deep_scan(ckpt, frame, jobs=2)
+    failed = [f for f in findings if f.code == "deep-read-failed"]
+    assert failed and all(f.file == str(victim) for f in failed)
+    assert summary.unreadable == len(failed) and summary.tensors > 0

@@ -1,8 +1,8 @@
 """ckptscan: what is inside a safetensors checkpoint, without loading it.
 
 Public API (imported lazily so that ``ckptscan --help`` starts instantly):
-`open_shard`, `open_checkpoint`, `Shard`, `TensorInfo`, `Checkpoint`, and the
-exceptions `CkptScanError`, `HeaderError`, `ShardIOError`.
+`open_shard`, `open_checkpoint`, `scan`, `simd_info`, `Shard`, `TensorInfo`,
+`Checkpoint`, and the exceptions `CkptScanError`, `HeaderError`, `ShardIOError`.
 """
 
 from __future__ import annotations
@@ -24,17 +24,21 @@ _EXPORTS = {
     "Problem": "errors",
     "Finding": "findings",
     "Severity": "findings",
+    "scan": "scan",
+    "simd_info": "kernels",
 }
 
 __all__ = [
     "Checkpoint", "CkptScanError", "Finding", "HeaderError", "Problem", "Severity", "Shard",
-    "ShardIOError", "TensorInfo", "open_checkpoint", "open_shard",
+    "ShardIOError", "TensorInfo", "open_checkpoint", "open_shard", "scan", "simd_info",
 ]
 
 if TYPE_CHECKING:
     from .checkpoint import Checkpoint, open_checkpoint
     from .errors import CkptScanError, HeaderError, Problem, ShardIOError
     from .findings import Finding, Severity
+    from .kernels import simd_info
+    from .scan import scan
     from .shard import Shard, TensorInfo, open_shard
 
 

@@ -197,10 +197,10 @@ def check_files(ckpt: Checkpoint, frame: Frame) -> list[Finding]:
     if ckpt.index is None:
         return out + _duplicates(frame)
     referenced = set(ckpt.referenced)
-    for f in files:
-        if f not in referenced:
+    for name in files:
+        if name not in referenced:
             out.append(finding("shard-unreferenced", "on disk but not in the index",
-                               os.path.join(ckpt.path, f)))
+                               os.path.join(ckpt.path, name)))
     out += index_findings
     out += _duplicates(frame)
     total = (ckpt.index.get("metadata") or {}).get("total_size")
@@ -227,6 +227,8 @@ def _index_vs_headers(ckpt: Checkpoint, frame: Frame) -> tuple[list[Finding], di
     lost: dict[str, int] = defaultdict(int)
     found: list[tuple[str, Finding]] = []
     root = ckpt.path
+    if wm == have:  # the common case, decided in C
+        return [], {}
     differ = [(k, v) for k, v in wm.items() if have.get(k) != v]
     for name, shard in sorted(differ, key=lambda kv: str(kv[0])):
         where = holders.get(name) or ([have[name]] if name in have else [])
@@ -331,7 +333,7 @@ def quant_config(config: Mapping[str, Any] | None) -> QuantConfig | None:
     return QuantConfig(
         method=q.get("quant_method") if isinstance(q.get("quant_method"), str) else None,
         fmt=q.get("fmt") if isinstance(q.get("fmt"), str) else None,
-        block=(int(block[0]), int(block[1])) if ok_block else None,
+        block=(int(block[0]), int(block[1])) if ok_block and block is not None else None,
         scale_fmt=q.get("scale_fmt") if isinstance(q.get("scale_fmt"), str) else None,
         not_convert=[m for m in ntc if isinstance(m, str)] if isinstance(ntc, list) else None,
         raw=q,

@@ -23,6 +23,8 @@ from .errors import CkptScanError
 from .findings import Finding
 from .frame import Frame
 from .result import DeepSummary
+from .shard import DTYPE_NAMES
+
 
 @dataclass
 class _Task:
@@ -42,7 +44,7 @@ class _Outcome:
 
 def _tasks(ckpt: Checkpoint, frame: Frame) -> list[_Task]:
     scale_of, weight_of = checks.scale_pairs(frame)
-    fp8 = np.isin(frame.dtype, [checks.DTYPE_NAMES.index(d) for d in kernels.FP8_DTYPES])
+    fp8 = np.isin(frame.dtype, [DTYPE_NAMES.index(d) for d in kernels.FP8_DTYPES])
     # A scale read together with its FP8 weight is not read again on its own.
     covered = np.zeros(len(frame), dtype=bool)
     paired = scale_of >= 0

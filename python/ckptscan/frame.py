@@ -69,7 +69,7 @@ class Frame:
             return np.zeros((0, 0), np.int64)
         starts = self.int_starts[rows]
         k = int(self.int_starts[rows[0] + 1] - starts[0])
-        return self.ints[starts[:, None] + np.arange(k)]
+        return np.asarray(self.ints[starts[:, None] + np.arange(k)], dtype=np.int64)
 
     @cached_property
     def layer(self) -> I64:

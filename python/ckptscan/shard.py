@@ -195,7 +195,7 @@ def numpy_dtype(dtype: str) -> np.dtype[Any]:
             import ml_dtypes
         except ImportError:
             raise TypeError(f"{dtype} needs ml_dtypes: pip install 'ckptscan[fp8]'") from None
-        return np.dtype(getattr(ml_dtypes, _ML_DTYPES[dtype]))
+        return np.dtype(getattr(ml_dtypes, _ML_DTYPES[dtype]))  # type: ignore[no-any-return]
     raise TypeError(f"{dtype} has no numpy dtype; use Shard.raw() for its bytes")
 
 

@@ -1,0 +1,553 @@
+// AVX2 implementation (compiled with -mavx2 -mbmi -mbmi2 -mpopcnt -mfma -mf16c).
+// Only reached after dispatch has checked the CPU and XCR0. Everything lives in
+// an unnamed namespace (internal linkage), so no inline function compiled here
+// can be merged by the linker into code that runs before the check; vector
+// constants are built inside the functions, never at namespace scope.
+#include <immintrin.h>
+
+#include <cstring>
+#include <type_traits>
+
+#include "kernels/kernels.h"
+
+namespace ckptscan::kernels::avx2 {
+namespace {
+
+// Compile-time facts per FP8 format (mirrors fp8_traits() in dispatch.cc).
+template <Fp8Format F>
+struct T;
+template <>
+struct T<Fp8Format::e4m3fn> {
+  static constexpr bool fnuz = false, inf = false;
+  static constexpr int man = 3, bias = 7, sat = 0x7E, sub_max = 0x07, neg_max = 0xFE;
+  static constexpr int nan_lo = 0x7F;
+};
+template <>
+struct T<Fp8Format::e5m2> {
+  static constexpr bool fnuz = false, inf = true;
+  static constexpr int man = 2, bias = 15, sat = 0x7B, sub_max = 0x03, neg_max = 0xFC;
+  static constexpr int nan_lo = 0x7D;
+};
+template <>
+struct T<Fp8Format::e4m3fnuz> {
+  static constexpr bool fnuz = true, inf = false;
+  static constexpr int man = 3, bias = 8, sat = 0x7F, sub_max = 0x07, neg_max = 0xFF;
+  static constexpr int nan_lo = 0x80;
+};
+template <>
+struct T<Fp8Format::e5m2fnuz> {
+  static constexpr bool fnuz = true, inf = false;
+  static constexpr int man = 2, bias = 16, sat = 0x7F, sub_max = 0x03, neg_max = 0xFF;
+  static constexpr int nan_lo = 0x80;
+};
+
+// Software prefetch distance for the streaming kernels (the hardware prefetcher
+// alone leaves part of one core's read bandwidth unused at these compute rates).
+constexpr size_t kPrefetch = 2048;
+
+inline __m256i load(const uint8_t* p) {
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+}
+
+// Sum of the bytes of a byte-counter vector into 4 x u64 lanes.
+inline __m256i sad(__m256i acc) { return _mm256_sad_epu8(acc, _mm256_setzero_si256()); }
+
+inline uint64_t hsum64(__m256i v) {
+  alignas(32) uint64_t t[4];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(t), v);
+  return t[0] + t[1] + t[2] + t[3];
+}
+
+inline uint8_t hmax_u8(__m256i v) {
+  __m128i x = _mm_max_epu8(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  x = _mm_max_epu8(x, _mm_srli_si128(x, 8));
+  x = _mm_max_epu8(x, _mm_srli_si128(x, 4));
+  x = _mm_max_epu8(x, _mm_srli_si128(x, 2));
+  x = _mm_max_epu8(x, _mm_srli_si128(x, 1));
+  return static_cast<uint8_t>(_mm_cvtsi128_si32(x) & 0xFF);
+}
+
+// ---- FP8 statistics ------------------------------------------------------------
+// Byte counters (compare masks are -1, so acc - mask counts) flushed with
+// vpsadbw every 255 vectors. "zs" counts mag <= sub_max (zeros + subnormals,
+// and 0x80 for fnuz); "neg" counts sign-set bytes up to neg_max, 0x80 included;
+// both are corrected at the end.
+template <Fp8Format F>
+void fp8_stats_t(const uint8_t* p, size_t n, detail::Fp8Raw* out) {
+  using t = T<F>;
+  const __m256i k7f = _mm256_set1_epi8(0x7F);
+  const __m256i k80 = _mm256_set1_epi8(static_cast<char>(0x80));
+  const __m256i kzero = _mm256_setzero_si256();
+  const __m256i knan = _mm256_set1_epi8(static_cast<char>(t::nan_lo == 0x80 ? 0x7F : t::nan_lo));
+  const __m256i kinf = _mm256_set1_epi8(0x7C);
+  const __m256i ksub1 = _mm256_set1_epi8(static_cast<char>(t::sub_max + 1));
+  const __m256i ksat = _mm256_set1_epi8(static_cast<char>(t::sat));
+  const __m256i kneg1 = _mm256_set1_epi8(static_cast<char>(t::neg_max + 1));  // signed bound
+
+  __m256i t_nan = kzero, t_inf = kzero, t_zero = kzero, t_zs = kzero, t_sat = kzero,
+          t_neg = kzero, t_negz = kzero, amax = kzero;
+  const size_t nvec = n / 32;
+  size_t v = 0;
+  while (v < nvec) {
+    const size_t stop = (nvec - v > 255) ? v + 255 : nvec;
+    __m256i c_nan = kzero, c_inf = kzero, c_zero = kzero, c_zs = kzero, c_sat = kzero,
+            c_neg = kzero, c_negz = kzero;
+    for (; v < stop; ++v) {
+      _mm_prefetch(reinterpret_cast<const char*>(p + 32 * v + kPrefetch), _MM_HINT_T0);
+      const __m256i b = load(p + 32 * v);
+      const __m256i mag = _mm256_and_si256(b, k7f);
+      __m256i nan, zero, key;
+      if constexpr (t::fnuz) {
+        nan = _mm256_cmpeq_epi8(b, k80);
+        zero = _mm256_cmpeq_epi8(b, kzero);
+        key = mag;  // 0x80 (NaN) has magnitude 0
+      } else {
+        zero = _mm256_cmpeq_epi8(mag, kzero);
+        c_negz = _mm256_sub_epi8(c_negz, _mm256_cmpeq_epi8(b, k80));
+        if constexpr (t::inf) {
+          nan = _mm256_cmpgt_epi8(mag, kinf);
+          const __m256i inf = _mm256_cmpeq_epi8(mag, kinf);
+          c_inf = _mm256_sub_epi8(c_inf, inf);
+          key = _mm256_andnot_si256(_mm256_or_si256(nan, inf), mag);
+        } else {
+          nan = _mm256_cmpeq_epi8(mag, knan);
+          key = _mm256_andnot_si256(nan, mag);
+        }
+      }
+      c_nan = _mm256_sub_epi8(c_nan, nan);
+      c_zero = _mm256_sub_epi8(c_zero, zero);
+      c_zs = _mm256_sub_epi8(c_zs, _mm256_cmpgt_epi8(ksub1, mag));
+      c_sat = _mm256_sub_epi8(c_sat, _mm256_cmpeq_epi8(mag, ksat));
+      c_neg = _mm256_sub_epi8(c_neg, _mm256_cmpgt_epi8(kneg1, b));
+      amax = _mm256_max_epu8(amax, key);
+    }
+    t_nan = _mm256_add_epi64(t_nan, sad(c_nan));
+    t_inf = _mm256_add_epi64(t_inf, sad(c_inf));
+    t_zero = _mm256_add_epi64(t_zero, sad(c_zero));
+    t_zs = _mm256_add_epi64(t_zs, sad(c_zs));
+    t_sat = _mm256_add_epi64(t_sat, sad(c_sat));
+    t_neg = _mm256_add_epi64(t_neg, sad(c_neg));
+    t_negz = _mm256_add_epi64(t_negz, sad(c_negz));
+  }
+  detail::Fp8Raw r{};
+  r.nan = hsum64(t_nan);
+  r.inf = hsum64(t_inf);
+  r.zero = hsum64(t_zero);
+  r.neg_zero = hsum64(t_negz);
+  r.saturated = hsum64(t_sat);
+  const uint64_t zs = hsum64(t_zs), neg = hsum64(t_neg);
+  // mag == 0 bytes: +/-0, and for fnuz also the NaN 0x80. 0x80 bytes: -0 or NaN.
+  r.subnormal = zs - r.zero - (t::fnuz ? r.nan : 0);
+  r.negative = neg - (t::fnuz ? r.nan : r.neg_zero);
+  r.absmax_code = hmax_u8(amax);
+  const size_t done = nvec * 32;
+  if (done < n) {
+    detail::Fp8Raw tail{};
+    scalar::fp8_stats(p + done, n - done, F, &tail);
+    r.nan += tail.nan;
+    r.inf += tail.inf;
+    r.zero += tail.zero;
+    r.neg_zero += tail.neg_zero;
+    r.subnormal += tail.subnormal;
+    r.saturated += tail.saturated;
+    r.negative += tail.negative;
+    if (tail.absmax_code > r.absmax_code) r.absmax_code = tail.absmax_code;
+  }
+  *out = r;
+}
+
+void fp8_stats(const uint8_t* p, size_t n, Fp8Format f, detail::Fp8Raw* out) {
+  switch (f) {
+    case Fp8Format::e4m3fn: return fp8_stats_t<Fp8Format::e4m3fn>(p, n, out);
+    case Fp8Format::e5m2: return fp8_stats_t<Fp8Format::e5m2>(p, n, out);
+    case Fp8Format::e4m3fnuz: return fp8_stats_t<Fp8Format::e4m3fnuz>(p, n, out);
+    case Fp8Format::e5m2fnuz: return fp8_stats_t<Fp8Format::e5m2fnuz>(p, n, out);
+  }
+}
+
+// ---- per-block absmax ------------------------------------------------------------
+// Scalar classification of one byte for tails: finite magnitude key and NaN.
+template <Fp8Format F>
+inline void classify1(uint8_t b, uint8_t* key, bool* nan) {
+  using t = T<F>;
+  const uint8_t mag = static_cast<uint8_t>(b & 0x7F);
+  if constexpr (t::fnuz) {
+    *nan = b == 0x80;
+    *key = mag;
+  } else {
+    *nan = mag >= t::nan_lo;
+    const bool nonfinite = *nan || (t::inf && mag == 0x7C);
+    *key = nonfinite ? 0 : mag;
+  }
+}
+
+// Row-major streaming with one vector accumulator per block column of a group
+// (see avx512.cc); tails of segments shorter than a vector go through classify1.
+constexpr size_t kGroup = 64;
+
+template <Fp8Format F>
+void block_absmax_t(const uint8_t* q, size_t rows, size_t cols, size_t br, size_t bc,
+                    uint8_t* absmax, uint64_t* nan_out) {
+  using t = T<F>;
+  const __m256i k7f = _mm256_set1_epi8(0x7F);
+  const __m256i k80 = _mm256_set1_epi8(static_cast<char>(0x80));
+  const __m256i knan = _mm256_set1_epi8(static_cast<char>(t::nan_lo == 0x80 ? 0x7F : t::nan_lo));
+  const __m256i kinf = _mm256_set1_epi8(0x7C);
+  const __m256i k7b = _mm256_set1_epi8(0x7B);
+  const size_t nbr = (rows + br - 1) / br, nbc = (cols + bc - 1) / bc;
+  __m256i acc[kGroup];
+  uint64_t nacc[kGroup];
+  uint8_t sacc[kGroup];
+  for (size_t bi = 0; bi < nbr; ++bi) {
+    const size_t r0 = bi * br, r1 = (r0 + br < rows) ? r0 + br : rows;
+    for (size_t g0 = 0; g0 < nbc; g0 += kGroup) {
+      const size_t g1 = (g0 + kGroup < nbc) ? g0 + kGroup : nbc;
+      for (size_t k = 0; k < g1 - g0; ++k) {
+        acc[k] = _mm256_setzero_si256();
+        nacc[k] = 0;
+        sacc[k] = 0;
+      }
+      for (size_t i = r0; i < r1; ++i) {
+        const uint8_t* row = q + i * cols;
+        for (size_t bj = g0; bj < g1; ++bj) {
+          const size_t j0 = bj * bc, j1 = (j0 + bc < cols) ? j0 + bc : cols;
+          __m256i a = acc[bj - g0];
+          uint64_t nans = 0;
+          size_t j = j0;
+          for (; j + 32 <= j1; j += 32) {
+            _mm_prefetch(reinterpret_cast<const char*>(row + j + kPrefetch), _MM_HINT_T0);
+            const __m256i b = load(row + j);
+            const __m256i mag = _mm256_and_si256(b, k7f);
+            __m256i nan, key;
+            if constexpr (t::fnuz) {
+              nan = _mm256_cmpeq_epi8(b, k80);
+              key = mag;
+            } else if constexpr (t::inf) {
+              nan = _mm256_cmpgt_epi8(mag, kinf);
+              key = _mm256_andnot_si256(_mm256_cmpgt_epi8(mag, k7b), mag);
+            } else {
+              nan = _mm256_cmpeq_epi8(mag, knan);
+              key = _mm256_andnot_si256(nan, mag);
+            }
+            a = _mm256_max_epu8(a, key);
+            nans += static_cast<uint64_t>(
+                _mm_popcnt_u32(static_cast<unsigned>(_mm256_movemask_epi8(nan))));
+          }
+          uint8_t m = sacc[bj - g0];
+          for (; j < j1; ++j) {
+            uint8_t key;
+            bool isnan;
+            classify1<F>(row[j], &key, &isnan);
+            nans += isnan ? 1 : 0;
+            if (key > m) m = key;
+          }
+          sacc[bj - g0] = m;
+          acc[bj - g0] = a;
+          nacc[bj - g0] += nans;
+        }
+      }
+      for (size_t k = 0; k < g1 - g0; ++k) {
+        const uint8_t v = hmax_u8(acc[k]);
+        absmax[bi * nbc + g0 + k] = v > sacc[k] ? v : sacc[k];
+        if (nan_out) nan_out[bi * nbc + g0 + k] = nacc[k];
+      }
+    }
+  }
+}
+
+void block_absmax(const uint8_t* q, size_t rows, size_t cols, size_t br, size_t bc,
+                  Fp8Format f, uint8_t* absmax, uint64_t* nan) {
+  switch (f) {
+    case Fp8Format::e4m3fn:
+      return block_absmax_t<Fp8Format::e4m3fn>(q, rows, cols, br, bc, absmax, nan);
+    case Fp8Format::e5m2:
+      return block_absmax_t<Fp8Format::e5m2>(q, rows, cols, br, bc, absmax, nan);
+    case Fp8Format::e4m3fnuz:
+      return block_absmax_t<Fp8Format::e4m3fnuz>(q, rows, cols, br, bc, absmax, nan);
+    case Fp8Format::e5m2fnuz:
+      return block_absmax_t<Fp8Format::e5m2fnuz>(q, rows, cols, br, bc, absmax, nan);
+  }
+}
+
+// ---- dequantization ----------------------------------------------------------------
+// decode(b) for 8 codes in 32-bit lanes, exactly: normal magnitudes by moving
+// the exponent/mantissa bits into place and rebiasing, subnormals as
+// int(mag) * 2^(1 - bias - man) (no denormal float is ever an input, so DAZ
+// cannot change the result), then sign, Inf and NaN (0x7FC00000 | sign, as
+// ml_dtypes and scalar.cc).
+template <Fp8Format F>
+struct Decoder {
+  using t = T<F>;
+  __m256i k7f = _mm256_set1_epi32(0x7F);
+  __m256i kbias = _mm256_set1_epi32((127 - t::bias) << 23);
+  __m256i ksubn = _mm256_set1_epi32(1 << t::man);
+  __m256 ksubscale = _mm256_castsi256_ps(_mm256_set1_epi32((127 + 1 - t::bias - t::man) << 23));
+  __m256i ksign = _mm256_set1_epi32(static_cast<int>(0x80000000u));
+  __m256i knan = _mm256_set1_epi32(t::fnuz ? 0x80 : t::nan_lo);
+  __m256i kinfcode = _mm256_set1_epi32(0x7C);
+  __m256i kinfbits = _mm256_set1_epi32(0x7F800000);
+  __m256i kqnan = _mm256_set1_epi32(0x7FC00000);
+
+  inline __m256 operator()(__m256i b) const {
+    const __m256i mag = _mm256_and_si256(b, k7f);
+    const __m256 normal =
+        _mm256_castsi256_ps(_mm256_add_epi32(_mm256_slli_epi32(mag, 23 - t::man), kbias));
+    const __m256 sub = _mm256_mul_ps(_mm256_cvtepi32_ps(mag), ksubscale);
+    const __m256 is_sub = _mm256_castsi256_ps(_mm256_cmpgt_epi32(ksubn, mag));
+    __m256i x = _mm256_castps_si256(_mm256_blendv_ps(normal, sub, is_sub));
+    const __m256i sign = _mm256_and_si256(_mm256_slli_epi32(b, 24), ksign);
+    x = _mm256_or_si256(x, sign);
+    const __m256i qnan = _mm256_or_si256(sign, kqnan);
+    if constexpr (t::fnuz) {
+      x = _mm256_blendv_epi8(x, qnan, _mm256_cmpeq_epi32(b, knan));
+    } else if constexpr (t::inf) {
+      const __m256i inf = _mm256_cmpeq_epi32(mag, kinfcode);
+      x = _mm256_blendv_epi8(x, _mm256_or_si256(sign, kinfbits), inf);
+      x = _mm256_blendv_epi8(x, qnan, _mm256_cmpgt_epi32(mag, kinfcode));
+    } else {
+      x = _mm256_blendv_epi8(x, qnan, _mm256_cmpeq_epi32(mag, knan));
+    }
+    return _mm256_castsi256_ps(x);
+  }
+};
+
+// float32 -> bfloat16 bits in the low half of each 32-bit lane, RNE; NaN ->
+// 0x7FC0 with its sign (as ml_dtypes).
+inline __m256i to_bf16(__m256 p) {
+  const __m256i u = _mm256_castps_si256(p);
+  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+  const __m256i r =
+      _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7FFF))), 16);
+  const __m256i q = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x8000)),
+                                    _mm256_set1_epi32(0x7FC0));
+  const __m256i isnan = _mm256_castps_si256(_mm256_cmp_ps(p, p, _CMP_UNORD_Q));
+  return _mm256_blendv_epi8(r, q, isnan);
+}
+
+// Dequantizes 16 codes (from p, already in a readable 16-byte window) to out.
+template <Fp8Format F, OutType O>
+inline void dq16(const Decoder<F>& dec, const uint8_t* p, __m256 s, void* out) {
+  const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  const __m256 a = _mm256_mul_ps(dec(_mm256_cvtepu8_epi32(bytes)), s);
+  const __m256 b = _mm256_mul_ps(dec(_mm256_cvtepu8_epi32(_mm_srli_si128(bytes, 8))), s);
+  if constexpr (O == OutType::f32) {
+    float* o = static_cast<float*>(out);
+    _mm256_storeu_ps(o, a);
+    _mm256_storeu_ps(o + 8, b);
+  } else {
+    const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(to_bf16(a), to_bf16(b)),
+                                                    0xD8);
+    _mm256_storeu_si256(static_cast<__m256i*>(out), packed);
+  }
+}
+
+template <Fp8Format F, OutType O>
+void dequantize_t(const detail::DequantArgs& a) {
+  using Out = std::conditional_t<O == OutType::f32, float, uint16_t>;
+  const Decoder<F> dec;
+  for (size_t i = 0; i < a.rows; ++i) {
+    const uint8_t* row = a.q + i * a.cols;
+    const float* srow = a.scale + (i / a.br) * a.scols;
+    Out* orow = static_cast<Out*>(a.out) + i * a.cols;
+    for (size_t j0 = 0; j0 < a.cols; j0 += a.bc) {
+      const size_t j1 = (j0 + a.bc < a.cols) ? j0 + a.bc : a.cols;
+      const __m256 s = _mm256_set1_ps(srow[j0 / a.bc]);
+      size_t j = j0;
+      for (; j + 16 <= j1; j += 16) dq16<F, O>(dec, row + j, s, orow + j);
+      if (j < j1) {  // tail: through zero-padded buffers, same arithmetic
+        alignas(32) uint8_t in[16] = {};
+        alignas(32) Out tmp[16];
+        std::memcpy(in, row + j, j1 - j);
+        dq16<F, O>(dec, in, s, tmp);
+        std::memcpy(orow + j, tmp, (j1 - j) * sizeof(Out));
+      }
+    }
+  }
+}
+
+void dequantize(const detail::DequantArgs& a) {
+  const bool f32 = a.out_type == OutType::f32;
+  switch (a.fmt) {
+    case Fp8Format::e4m3fn:
+      return f32 ? dequantize_t<Fp8Format::e4m3fn, OutType::f32>(a)
+                 : dequantize_t<Fp8Format::e4m3fn, OutType::bf16>(a);
+    case Fp8Format::e5m2:
+      return f32 ? dequantize_t<Fp8Format::e5m2, OutType::f32>(a)
+                 : dequantize_t<Fp8Format::e5m2, OutType::bf16>(a);
+    case Fp8Format::e4m3fnuz:
+      return f32 ? dequantize_t<Fp8Format::e4m3fnuz, OutType::f32>(a)
+                 : dequantize_t<Fp8Format::e4m3fnuz, OutType::bf16>(a);
+    case Fp8Format::e5m2fnuz:
+      return f32 ? dequantize_t<Fp8Format::e5m2fnuz, OutType::f32>(a)
+                 : dequantize_t<Fp8Format::e5m2fnuz, OutType::bf16>(a);
+  }
+}
+
+// ---- BF16 / F16 / F32 statistics ------------------------------------------------
+// Integer compares on the bit patterns (exact, and immune to DAZ/FTZ).
+// W = lane width in bits (16 or 32); INF = bits of +Inf; MINN = smallest normal.
+template <int W>
+struct Lanes;
+template <>
+struct Lanes<16> {
+  static __m256i set1(uint32_t x) { return _mm256_set1_epi16(static_cast<short>(x)); }
+  static __m256i eq(__m256i a, __m256i b) { return _mm256_cmpeq_epi16(a, b); }
+  static __m256i gt(__m256i a, __m256i b) { return _mm256_cmpgt_epi16(a, b); }
+  static __m256i maxu(__m256i a, __m256i b) { return _mm256_max_epu16(a, b); }
+  static __m256i minu(__m256i a, __m256i b) { return _mm256_min_epu16(a, b); }
+  static __m256i sub(__m256i a, __m256i b) { return _mm256_sub_epi16(a, b); }
+  static __m256i sign_fill(__m256i a) { return _mm256_srai_epi16(a, 15); }
+  static constexpr size_t kFlush = 32767;  // vectors per 16-bit counter flush
+};
+template <>
+struct Lanes<32> {
+  static __m256i set1(uint32_t x) { return _mm256_set1_epi32(static_cast<int>(x)); }
+  static __m256i eq(__m256i a, __m256i b) { return _mm256_cmpeq_epi32(a, b); }
+  static __m256i gt(__m256i a, __m256i b) { return _mm256_cmpgt_epi32(a, b); }
+  static __m256i maxu(__m256i a, __m256i b) { return _mm256_max_epu32(a, b); }
+  static __m256i minu(__m256i a, __m256i b) { return _mm256_min_epu32(a, b); }
+  static __m256i sub(__m256i a, __m256i b) { return _mm256_sub_epi32(a, b); }
+  static __m256i sign_fill(__m256i a) { return _mm256_srai_epi32(a, 31); }
+  static constexpr size_t kFlush = size_t{1} << 30;
+};
+
+template <int W>
+uint64_t lane_sum(__m256i v) {
+  alignas(32) uint8_t buf[32];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(buf), v);
+  uint64_t s = 0;
+  for (int i = 0; i < 32; i += W / 8) {
+    if constexpr (W == 16) {
+      uint16_t x;
+      std::memcpy(&x, buf + i, 2);
+      s += x;
+    } else {
+      uint32_t x;
+      std::memcpy(&x, buf + i, 4);
+      s += x;
+    }
+  }
+  return s;
+}
+
+template <int W>
+uint32_t lane_reduce(__m256i v, bool want_max) {
+  alignas(32) uint8_t buf[32];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(buf), v);
+  uint32_t r = want_max ? 0u : 0xFFFFFFFFu;
+  for (int i = 0; i < 32; i += W / 8) {
+    uint32_t x;
+    if constexpr (W == 16) {
+      uint16_t h;
+      std::memcpy(&h, buf + i, 2);
+      x = h;
+    } else {
+      std::memcpy(&x, buf + i, 4);
+    }
+    if (want_max ? x > r : x < r) r = x;
+  }
+  return r;
+}
+
+template <int W, uint32_t INF, uint32_t MINN>
+void float_stats_t(const uint8_t* p, size_t count, FloatFormat f, detail::FloatRaw* out) {
+  using L = Lanes<W>;
+  constexpr uint32_t SIGN = W == 16 ? 0x8000u : 0x80000000u;
+  constexpr uint32_t ALL = SIGN | (SIGN - 1);
+  constexpr size_t kPer = 32 / (W / 8);  // elements per vector
+  const __m256i kabs = L::set1(ALL & ~SIGN);
+  const __m256i kinf = L::set1(INF);
+  const __m256i kninf = L::set1(INF | SIGN);
+  const __m256i kminn = L::set1(MINN);
+  const __m256i ksign = L::set1(SIGN);
+  const __m256i kones = _mm256_set1_epi32(-1);
+  const __m256i kzero = _mm256_setzero_si256();
+  uint64_t nan = 0, pinf = 0, ninf = 0, zero = 0, zs = 0;
+  __m256i amax = kzero, maxk = kzero, mink = kones;
+  const size_t nvec = count / kPer;
+  size_t v = 0;
+  while (v < nvec) {
+    const size_t stop = (nvec - v > L::kFlush) ? v + L::kFlush : nvec;
+    __m256i c_nan = kzero, c_pinf = kzero, c_ninf = kzero, c_zero = kzero, c_zs = kzero;
+    for (; v < stop; ++v) {
+      const __m256i x = load(p + 32 * v);
+      const __m256i a = _mm256_and_si256(x, kabs);
+      const __m256i fin = L::gt(kinf, a);
+      c_nan = L::sub(c_nan, L::gt(a, kinf));
+      c_pinf = L::sub(c_pinf, L::eq(x, kinf));
+      c_ninf = L::sub(c_ninf, L::eq(x, kninf));
+      c_zero = L::sub(c_zero, L::eq(a, kzero));
+      c_zs = L::sub(c_zs, L::gt(kminn, a));
+      amax = L::maxu(amax, _mm256_and_si256(a, fin));
+      const __m256i key = _mm256_xor_si256(x, _mm256_or_si256(L::sign_fill(x), ksign));
+      maxk = L::maxu(maxk, _mm256_and_si256(key, fin));
+      mink = L::minu(mink, _mm256_or_si256(key, _mm256_xor_si256(fin, kones)));
+    }
+    nan += lane_sum<W>(c_nan);
+    pinf += lane_sum<W>(c_pinf);
+    ninf += lane_sum<W>(c_ninf);
+    zero += lane_sum<W>(c_zero);
+    zs += lane_sum<W>(c_zs);
+  }
+  detail::FloatRaw r{};
+  r.nan = nan;
+  r.pos_inf = pinf;
+  r.neg_inf = ninf;
+  r.zero = zero;
+  r.subnormal = zs - zero;
+  r.absmax_bits = lane_reduce<W>(amax, true);
+  r.max_key = lane_reduce<W>(maxk, true);
+  r.min_key = lane_reduce<W>(mink, false) & ALL;
+  const size_t done = nvec * kPer;
+  if (done < count) {
+    detail::FloatRaw tail{};
+    scalar::float_stats(p + done * (W / 8), count - done, f, &tail);
+    r.nan += tail.nan;
+    r.pos_inf += tail.pos_inf;
+    r.neg_inf += tail.neg_inf;
+    r.zero += tail.zero;
+    r.subnormal += tail.subnormal;
+    if (tail.absmax_bits > r.absmax_bits) r.absmax_bits = tail.absmax_bits;
+    if (tail.max_key > r.max_key) r.max_key = tail.max_key;
+    if (tail.min_key < r.min_key) r.min_key = tail.min_key;
+  }
+  *out = r;
+}
+
+void float_stats(const uint8_t* p, size_t count, FloatFormat f, detail::FloatRaw* out) {
+  switch (f) {
+    case FloatFormat::bf16: return float_stats_t<16, 0x7F80u, 0x0080u>(p, count, f, out);
+    case FloatFormat::f16: return float_stats_t<16, 0x7C00u, 0x0400u>(p, count, f, out);
+    case FloatFormat::f32: return float_stats_t<32, 0x7F800000u, 0x00800000u>(p, count, f, out);
+  }
+}
+
+// ---- memory-read probe -------------------------------------------------------------
+uint64_t read_probe(const uint8_t* p, size_t n) {
+  __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
+  size_t i = 0;
+  for (; i + 128 <= n; i += 128) {
+    s0 = _mm256_add_epi64(s0, load(p + i));
+    s1 = _mm256_add_epi64(s1, load(p + i + 32));
+    s2 = _mm256_add_epi64(s2, load(p + i + 64));
+    s3 = _mm256_add_epi64(s3, load(p + i + 96));
+  }
+  uint64_t s = hsum64(_mm256_add_epi64(_mm256_add_epi64(s0, s1), _mm256_add_epi64(s2, s3)));
+  return s + scalar::read_probe(p + i, n - i);
+}
+
+}  // namespace
+
+const detail::KernelTable table = {
+    "avx2",
+    kAVX | kAVX2 | kBMI1 | kBMI2 | kFMA | kF16C | kPOPCNT | kOSYMM,
+    &fp8_stats,
+    &scalar::histogram,
+    &block_absmax,
+    &dequantize,
+    &float_stats,
+    &scalar::e8m0_stats,
+    &read_probe,
+};
+
+}  // namespace ckptscan::kernels::avx2

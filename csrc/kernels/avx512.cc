@@ -1,0 +1,551 @@
+// AVX-512 implementation (F, BW, VL, DQ, VBMI on top of the AVX2 set). Only
+// reached after dispatch has checked the CPU and that the OS saves opmask and
+// ZMM state (XCR0). Everything is in an unnamed namespace and all vector
+// constants are built inside functions: nothing here runs at load time.
+// Tails are handled with masked loads/stores, so every path is one loop body.
+// GCC 12's AVX-512 headers self-initialise "undefined" vectors (`__Y = __Y`)
+// and then warn about them once inlined (GCC bug 105593, fixed in 13).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <immintrin.h>
+
+#include <cstring>
+#include <type_traits>
+
+#include "kernels/kernels.h"
+
+namespace ckptscan::kernels::avx512 {
+namespace {
+
+template <Fp8Format F>
+struct T;
+template <>
+struct T<Fp8Format::e4m3fn> {
+  static constexpr bool fnuz = false, inf = false;
+  static constexpr int man = 3, bias = 7, sat = 0x7E, sub_max = 0x07, neg_max = 0xFE;
+  static constexpr int nan_lo = 0x7F;
+};
+template <>
+struct T<Fp8Format::e5m2> {
+  static constexpr bool fnuz = false, inf = true;
+  static constexpr int man = 2, bias = 15, sat = 0x7B, sub_max = 0x03, neg_max = 0xFC;
+  static constexpr int nan_lo = 0x7D;
+};
+template <>
+struct T<Fp8Format::e4m3fnuz> {
+  static constexpr bool fnuz = true, inf = false;
+  static constexpr int man = 3, bias = 8, sat = 0x7F, sub_max = 0x07, neg_max = 0xFF;
+  static constexpr int nan_lo = 0x80;
+};
+template <>
+struct T<Fp8Format::e5m2fnuz> {
+  static constexpr bool fnuz = true, inf = false;
+  static constexpr int man = 2, bias = 16, sat = 0x7F, sub_max = 0x03, neg_max = 0xFF;
+  static constexpr int nan_lo = 0x80;
+};
+
+inline __mmask64 tail_mask64(size_t k) {  // k < 64 low bits set
+  return _cvtu64_mask64(_bzhi_u64(~uint64_t{0}, static_cast<unsigned>(k)));
+}
+
+// (not _mm512_reduce_add_epi64: GCC adds as signed long long, which UBSan flags
+// when the probe's wrapping sum overflows)
+inline uint64_t hsum64(__m512i v) {
+  alignas(64) uint64_t t[8];
+  _mm512_store_si512(t, v);
+  return t[0] + t[1] + t[2] + t[3] + t[4] + t[5] + t[6] + t[7];
+}
+
+inline uint8_t hmax_u8(__m512i v) {
+  __m256i y = _mm256_max_epu8(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
+  __m128i x = _mm_max_epu8(_mm256_castsi256_si128(y), _mm256_extracti128_si256(y, 1));
+  x = _mm_max_epu8(x, _mm_srli_si128(x, 8));
+  x = _mm_max_epu8(x, _mm_srli_si128(x, 4));
+  x = _mm_max_epu8(x, _mm_srli_si128(x, 2));
+  x = _mm_max_epu8(x, _mm_srli_si128(x, 1));
+  return static_cast<uint8_t>(_mm_cvtsi128_si32(x) & 0xFF);
+}
+
+// Software prefetch distance for streaming kernels: at this core's
+// compute rate the hardware prefetcher alone leaves ~25% of the read
+// bandwidth unused (measured: 10 -> 13 GB/s on one Sapphire Rapids thread).
+constexpr size_t kPrefetch = 2048;
+
+inline __m512i sad(__m512i acc) { return _mm512_sad_epu8(acc, _mm512_setzero_si512()); }
+
+// ---- FP8 statistics ------------------------------------------------------------
+// Byte counters incremented under compare masks (acc - (-1)), flushed with
+// vpsadbw every 255 vectors. "zs" counts mag <= sub_max and "neg" counts
+// sign-set bytes up to neg_max including 0x80; corrected at the end (as avx2).
+template <Fp8Format F>
+void fp8_stats_t(const uint8_t* p, size_t n, detail::Fp8Raw* out) {
+  using t = T<F>;
+  const __m512i k7f = _mm512_set1_epi8(0x7F);
+  const __m512i k80 = _mm512_set1_epi8(static_cast<char>(0x80));
+  const __m512i kz = _mm512_setzero_si512();
+  const __m512i km1 = _mm512_set1_epi8(-1);
+  const __m512i knan = _mm512_set1_epi8(static_cast<char>(t::nan_lo == 0x80 ? 0x7F : t::nan_lo));
+  const __m512i kinf = _mm512_set1_epi8(0x7C);
+  const __m512i ksubmax = _mm512_set1_epi8(static_cast<char>(t::sub_max));
+  const __m512i ksat = _mm512_set1_epi8(static_cast<char>(t::sat));
+  const __m512i knegmax = _mm512_set1_epi8(static_cast<char>(t::neg_max));  // signed bound
+
+  __m512i t_nan = kz, t_inf = kz, t_zero = kz, t_zs = kz, t_sat = kz, t_neg = kz, t_negz = kz,
+          amax = kz;
+  __m512i c_nan, c_inf, c_zero, c_zs, c_sat, c_neg, c_negz;
+  auto reset = [&] { c_nan = c_inf = c_zero = c_zs = c_sat = c_neg = c_negz = kz; };
+  auto flush = [&] {
+    t_nan = _mm512_add_epi64(t_nan, sad(c_nan));
+    t_inf = _mm512_add_epi64(t_inf, sad(c_inf));
+    t_zero = _mm512_add_epi64(t_zero, sad(c_zero));
+    t_zs = _mm512_add_epi64(t_zs, sad(c_zs));
+    t_sat = _mm512_add_epi64(t_sat, sad(c_sat));
+    t_neg = _mm512_add_epi64(t_neg, sad(c_neg));
+    t_negz = _mm512_add_epi64(t_negz, sad(c_negz));
+  };
+  // One vector; m selects the valid bytes (all ones except for the tail).
+  auto step = [&](__m512i b, __mmask64 m) {
+    const __m512i mag = _mm512_and_si512(b, k7f);
+    __mmask64 kn, kzr, kfin;
+    if constexpr (t::fnuz) {
+      kn = _mm512_mask_cmpeq_epi8_mask(m, b, k80);
+      kzr = _mm512_mask_cmpeq_epi8_mask(m, b, kz);
+      kfin = m;  // 0x80 (NaN) has magnitude 0
+    } else {
+      kzr = _mm512_mask_cmpeq_epi8_mask(m, mag, kz);
+      c_negz = _mm512_mask_sub_epi8(c_negz, _mm512_mask_cmpeq_epi8_mask(m, b, k80), c_negz, km1);
+      if constexpr (t::inf) {
+        kn = _mm512_mask_cmpgt_epu8_mask(m, mag, kinf);
+        const __mmask64 ki = _mm512_mask_cmpeq_epi8_mask(m, mag, kinf);
+        c_inf = _mm512_mask_sub_epi8(c_inf, ki, c_inf, km1);
+        kfin = _mm512_mask_cmplt_epu8_mask(m, mag, kinf);
+      } else {
+        kn = _mm512_mask_cmpeq_epi8_mask(m, mag, knan);
+        kfin = _kandn_mask64(kn, m);
+      }
+    }
+    c_nan = _mm512_mask_sub_epi8(c_nan, kn, c_nan, km1);
+    c_zero = _mm512_mask_sub_epi8(c_zero, kzr, c_zero, km1);
+    c_zs = _mm512_mask_sub_epi8(c_zs, _mm512_mask_cmple_epu8_mask(m, mag, ksubmax), c_zs, km1);
+    c_sat = _mm512_mask_sub_epi8(c_sat, _mm512_mask_cmpeq_epi8_mask(m, mag, ksat), c_sat, km1);
+    c_neg = _mm512_mask_sub_epi8(c_neg, _mm512_mask_cmple_epi8_mask(m, b, knegmax), c_neg, km1);
+    amax = _mm512_mask_max_epu8(amax, kfin, amax, mag);
+  };
+  const __mmask64 all = ~__mmask64{0};
+  const size_t nfull = n / 64;
+  size_t v = 0;
+  while (v < nfull) {  // byte counters: at most 255 vectors between flushes
+    const size_t stop = (nfull - v > 255) ? v + 255 : nfull;
+    reset();
+    for (; v < stop; ++v) {
+      _mm_prefetch(reinterpret_cast<const char*>(p + 64 * v + kPrefetch), _MM_HINT_T0);
+      step(_mm512_loadu_si512(p + 64 * v), all);
+    }
+    flush();
+  }
+  if (n % 64 != 0) {
+    const __mmask64 m = tail_mask64(n % 64);
+    reset();
+    step(_mm512_maskz_loadu_epi8(m, p + 64 * nfull), m);
+    flush();
+  }
+  detail::Fp8Raw r{};
+  r.nan = hsum64(t_nan);
+  r.inf = hsum64(t_inf);
+  r.zero = hsum64(t_zero);
+  r.neg_zero = hsum64(t_negz);
+  r.saturated = hsum64(t_sat);
+  const uint64_t zs = hsum64(t_zs), neg = hsum64(t_neg);
+  r.subnormal = zs - r.zero - (t::fnuz ? r.nan : 0);
+  r.negative = neg - (t::fnuz ? r.nan : r.neg_zero);
+  r.absmax_code = hmax_u8(amax);
+  *out = r;
+}
+
+void fp8_stats(const uint8_t* p, size_t n, Fp8Format f, detail::Fp8Raw* out) {
+  switch (f) {
+    case Fp8Format::e4m3fn: return fp8_stats_t<Fp8Format::e4m3fn>(p, n, out);
+    case Fp8Format::e5m2: return fp8_stats_t<Fp8Format::e5m2>(p, n, out);
+    case Fp8Format::e4m3fnuz: return fp8_stats_t<Fp8Format::e4m3fnuz>(p, n, out);
+    case Fp8Format::e5m2fnuz: return fp8_stats_t<Fp8Format::e5m2fnuz>(p, n, out);
+  }
+}
+
+// ---- per-block absmax ------------------------------------------------------------
+// Row-major streaming: for each band of br rows and each group of up to kGroup
+// block columns, one vector accumulator per block column (max over lanes j % 64
+// of the block's columns) lives in L1 while the band's rows stream by; the
+// horizontal reduction happens once per block, not once per row.
+constexpr size_t kGroup = 64;
+
+template <Fp8Format F>
+void block_absmax_t(const uint8_t* q, size_t rows, size_t cols, size_t br, size_t bc,
+                    uint8_t* absmax, uint64_t* nan_out) {
+  using t = T<F>;
+  const __m512i k7f = _mm512_set1_epi8(0x7F);
+  const __m512i k80 = _mm512_set1_epi8(static_cast<char>(0x80));
+  const __m512i knan = _mm512_set1_epi8(static_cast<char>(t::nan_lo == 0x80 ? 0x7F : t::nan_lo));
+  const __m512i kinf = _mm512_set1_epi8(0x7C);
+  const size_t nbr = (rows + br - 1) / br, nbc = (cols + bc - 1) / bc;
+  __m512i acc[kGroup];
+  uint64_t nacc[kGroup];
+  // max of the finite magnitudes of one (masked) vector into a, NaN count into nn
+  auto step = [&](__m512i b, __mmask64 m, __m512i& a, uint64_t& nn) {
+    const __m512i mag = _mm512_and_si512(b, k7f);
+    __mmask64 kn, kfin;
+    if constexpr (t::fnuz) {
+      kn = _mm512_mask_cmpeq_epi8_mask(m, b, k80);
+      kfin = m;
+    } else if constexpr (t::inf) {
+      kn = _mm512_mask_cmpgt_epu8_mask(m, mag, kinf);
+      kfin = _mm512_mask_cmplt_epu8_mask(m, mag, kinf);
+    } else {
+      kn = _mm512_mask_cmpeq_epi8_mask(m, mag, knan);
+      kfin = _kandn_mask64(kn, m);
+    }
+    a = _mm512_mask_max_epu8(a, kfin, a, mag);
+    nn += static_cast<uint64_t>(_mm_popcnt_u64(_cvtmask64_u64(kn)));
+  };
+  const __mmask64 all = ~__mmask64{0};
+  for (size_t bi = 0; bi < nbr; ++bi) {
+    const size_t r0 = bi * br, r1 = (r0 + br < rows) ? r0 + br : rows;
+    for (size_t g0 = 0; g0 < nbc; g0 += kGroup) {
+      const size_t g1 = (g0 + kGroup < nbc) ? g0 + kGroup : nbc;
+      for (size_t k = 0; k < g1 - g0; ++k) {
+        acc[k] = _mm512_setzero_si512();
+        nacc[k] = 0;
+      }
+      for (size_t i = r0; i < r1; ++i) {
+        const uint8_t* row = q + i * cols;
+        for (size_t bj = g0; bj < g1; ++bj) {
+          const size_t j0 = bj * bc, j1 = (j0 + bc < cols) ? j0 + bc : cols;
+          __m512i a = acc[bj - g0];
+          uint64_t nn = 0;
+          size_t j = j0;
+          for (; j + 64 <= j1; j += 64) {
+            _mm_prefetch(reinterpret_cast<const char*>(row + j + kPrefetch), _MM_HINT_T0);
+            step(_mm512_loadu_si512(row + j), all, a, nn);
+          }
+          if (j < j1) {
+            const __mmask64 m = tail_mask64(j1 - j);
+            step(_mm512_maskz_loadu_epi8(m, row + j), m, a, nn);
+          }
+          acc[bj - g0] = a;
+          nacc[bj - g0] += nn;
+        }
+      }
+      for (size_t k = 0; k < g1 - g0; ++k) {
+        absmax[bi * nbc + g0 + k] = hmax_u8(acc[k]);
+        if (nan_out) nan_out[bi * nbc + g0 + k] = nacc[k];
+      }
+    }
+  }
+}
+
+void block_absmax(const uint8_t* q, size_t rows, size_t cols, size_t br, size_t bc,
+                  Fp8Format f, uint8_t* absmax, uint64_t* nan) {
+  switch (f) {
+    case Fp8Format::e4m3fn:
+      return block_absmax_t<Fp8Format::e4m3fn>(q, rows, cols, br, bc, absmax, nan);
+    case Fp8Format::e5m2:
+      return block_absmax_t<Fp8Format::e5m2>(q, rows, cols, br, bc, absmax, nan);
+    case Fp8Format::e4m3fnuz:
+      return block_absmax_t<Fp8Format::e4m3fnuz>(q, rows, cols, br, bc, absmax, nan);
+    case Fp8Format::e5m2fnuz:
+      return block_absmax_t<Fp8Format::e5m2fnuz>(q, rows, cols, br, bc, absmax, nan);
+  }
+}
+
+// ---- dequantization ----------------------------------------------------------------
+// 32 codes at a time through byte tables (AVX-512 VBMI): every FP8 value is
+// exactly a bfloat16 (<= 3 mantissa bits, exponents in range), so two 128-entry
+// vpermt2b lookups by magnitude give the low and high byte of bf16(decode(code)),
+// the sign is OR-ed in, and a bf16 word shifted up 16 bits is the float32. The
+// codes are first spread to both bytes of a word in the order that makes
+// vpunpck{l,h}wd emit codes 0..15 and 16..31. NaN decodes to 0x7FC00000 | sign
+// (F8_*FNUZ's 0x80: 0xFFC00000), as scalar.cc, avx2.cc and ml_dtypes.
+template <Fp8Format F>
+struct LutDecoder {
+  using t = T<F>;
+  __m512i lo0, lo1, hi0, hi1, spread, odd80, k7f;
+  explicit LutDecoder() {
+    alignas(64) uint8_t lo[128], hi[128], sp[64], o80[64];
+    for (int m = 0; m < 128; ++m) {
+      const double d = fp8_decode(static_cast<uint8_t>(m), F);
+      uint32_t u;
+      if (d != d) {
+        u = 0x7FC00000u;
+      } else {
+        const float x = static_cast<float>(d);
+        std::memcpy(&u, &x, 4);
+      }
+      lo[m] = static_cast<uint8_t>(u >> 16);
+      hi[m] = static_cast<uint8_t>(u >> 24);
+    }
+    for (int w = 0; w < 32; ++w) {
+      const int lane = w / 8, j = w % 8;
+      const int code = j < 4 ? 4 * lane + j : 16 + 4 * lane + (j - 4);
+      sp[2 * w] = sp[2 * w + 1] = static_cast<uint8_t>(code);
+      o80[2 * w] = 0;
+      o80[2 * w + 1] = 0x80;
+    }
+    lo0 = _mm512_load_si512(lo);
+    lo1 = _mm512_load_si512(lo + 64);
+    hi0 = _mm512_load_si512(hi);
+    hi1 = _mm512_load_si512(hi + 64);
+    spread = _mm512_load_si512(sp);
+    odd80 = _mm512_load_si512(o80);
+    k7f = _mm512_set1_epi8(0x7F);
+  }
+  // bf16 bits of decode() for the 32 codes in the low half of x, spread order.
+  inline __m512i operator()(__m512i x) const {
+    const __m512i e = _mm512_permutexvar_epi8(spread, x);
+    const __m512i mag = _mm512_and_si512(e, k7f);
+    const __m512i lo = _mm512_permutex2var_epi8(lo0, mag, lo1);
+    const __m512i hi = _mm512_permutex2var_epi8(hi0, mag, hi1);
+    __m512i w = _mm512_mask_blend_epi8(_cvtu64_mask64(0xAAAAAAAAAAAAAAAAull), lo, hi);
+    w = _mm512_ternarylogic_epi32(w, e, odd80, 0xF8);  // w | (e & odd80): the sign
+    if constexpr (t::fnuz) {
+      w = _mm512_mask_mov_epi16(w, _mm512_cmpeq_epi16_mask(e, _mm512_set1_epi16(-32640)),
+                                _mm512_set1_epi16(-64));  // 0x8080 -> 0xFFC0
+    }
+    return w;
+  }
+};
+
+template <Fp8Format F, OutType O>
+void dequantize_t(const detail::DequantArgs& a) {
+  using Out = std::conditional_t<O == OutType::f32, float, uint16_t>;
+  const LutDecoder<F> dec;
+  const __m512i kz = _mm512_setzero_si512();
+  const __m512i k7fff = _mm512_set1_epi32(0x7FFF);
+  const __m512i kone = _mm512_set1_epi32(1);
+  const __m512i ksign = _mm512_set1_epi32(static_cast<int>(0x80000000u));
+  const __m512i kqnan = _mm512_set1_epi32(0x7FC00000);
+  alignas(64) uint16_t hw[32];
+  for (int k = 0; k < 32; ++k) hw[k] = static_cast<uint16_t>(k < 16 ? 2 * k + 1 : 32 + 2 * (k - 16) + 1);
+  const __m512i khigh = _mm512_load_si512(hw);
+  // float32 -> bf16 bits (RNE, NaN -> 0x7FC0 | sign) left in the high word
+  auto round = [&](__m512 p) {
+    const __m512i u = _mm512_castps_si512(p);
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), kone);
+    const __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(lsb, k7fff));
+    const __m512i q = _mm512_ternarylogic_epi32(u, ksign, kqnan, 0xEA);  // (u & sign) | qnan
+    return _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(p, p, _CMP_UNORD_Q), q);
+  };
+  for (size_t i = 0; i < a.rows; ++i) {
+    const uint8_t* row = a.q + i * a.cols;
+    const float* srow = a.scale + (i / a.br) * a.scols;
+    Out* orow = static_cast<Out*>(a.out) + i * a.cols;
+    for (size_t j0 = 0; j0 < a.cols; j0 += a.bc) {
+      const size_t j1 = (j0 + a.bc < a.cols) ? j0 + a.bc : a.cols;
+      const __m512 s = _mm512_set1_ps(srow[j0 / a.bc]);
+      for (size_t j = j0; j < j1; j += 32) {
+        const size_t k = j1 - j;
+        const __mmask32 m = k >= 32 ? __mmask32(0xFFFFFFFFu) : _bzhi_u32(~0u, unsigned(k));
+        _mm_prefetch(reinterpret_cast<const char*>(row + j + kPrefetch), _MM_HINT_T0);
+        const __m256i bytes = _mm256_maskz_loadu_epi8(m, row + j);
+        const __m512i w = dec(_mm512_castsi256_si512(bytes));
+        const __m512 p0 = _mm512_mul_ps(_mm512_castsi512_ps(_mm512_unpacklo_epi16(kz, w)), s);
+        const __m512 p1 = _mm512_mul_ps(_mm512_castsi512_ps(_mm512_unpackhi_epi16(kz, w)), s);
+        if constexpr (O == OutType::f32) {
+          _mm512_mask_storeu_ps(orow + j, static_cast<__mmask16>(m), p0);
+          _mm512_mask_storeu_ps(orow + j + 16, static_cast<__mmask16>(m >> 16), p1);
+        } else {
+          const __m512i packed = _mm512_permutex2var_epi16(round(p0), khigh, round(p1));
+          _mm512_mask_storeu_epi16(orow + j, m, packed);
+        }
+      }
+    }
+  }
+}
+
+void dequantize(const detail::DequantArgs& a) {
+  const bool f32 = a.out_type == OutType::f32;
+  switch (a.fmt) {
+    case Fp8Format::e4m3fn:
+      return f32 ? dequantize_t<Fp8Format::e4m3fn, OutType::f32>(a)
+                 : dequantize_t<Fp8Format::e4m3fn, OutType::bf16>(a);
+    case Fp8Format::e5m2:
+      return f32 ? dequantize_t<Fp8Format::e5m2, OutType::f32>(a)
+                 : dequantize_t<Fp8Format::e5m2, OutType::bf16>(a);
+    case Fp8Format::e4m3fnuz:
+      return f32 ? dequantize_t<Fp8Format::e4m3fnuz, OutType::f32>(a)
+                 : dequantize_t<Fp8Format::e4m3fnuz, OutType::bf16>(a);
+    case Fp8Format::e5m2fnuz:
+      return f32 ? dequantize_t<Fp8Format::e5m2fnuz, OutType::f32>(a)
+                 : dequantize_t<Fp8Format::e5m2fnuz, OutType::bf16>(a);
+  }
+}
+
+// ---- BF16 / F16 / F32 statistics ------------------------------------------------
+// Integer compares on bit patterns under masks; W = lane width in bits.
+template <int W>
+struct Lanes;
+template <>
+struct Lanes<16> {
+  using Mask = __mmask32;
+  static __m512i set1(uint32_t x) { return _mm512_set1_epi16(static_cast<short>(x)); }
+  static Mask all() { return 0xFFFFFFFFu; }
+  static Mask tail(size_t k) { return static_cast<Mask>(_bzhi_u32(~0u, static_cast<unsigned>(k))); }
+  static __m512i load(Mask m, const uint8_t* p) { return _mm512_maskz_loadu_epi16(m, p); }
+  static Mask eq(Mask m, __m512i a, __m512i b) { return _mm512_mask_cmpeq_epi16_mask(m, a, b); }
+  static Mask gtu(Mask m, __m512i a, __m512i b) { return _mm512_mask_cmpgt_epu16_mask(m, a, b); }
+  static Mask ltu(Mask m, __m512i a, __m512i b) { return _mm512_mask_cmplt_epu16_mask(m, a, b); }
+  static __m512i inc(__m512i c, Mask k, __m512i m1) { return _mm512_mask_sub_epi16(c, k, c, m1); }
+  static __m512i maxu(__m512i a, Mask k, __m512i b) { return _mm512_mask_max_epu16(a, k, a, b); }
+  static __m512i minu(__m512i a, Mask k, __m512i b) { return _mm512_mask_min_epu16(a, k, a, b); }
+  static __m512i sign_fill(__m512i a) { return _mm512_srai_epi16(a, 15); }
+  static constexpr size_t kFlush = 32767;
+};
+template <>
+struct Lanes<32> {
+  using Mask = __mmask16;
+  static __m512i set1(uint32_t x) { return _mm512_set1_epi32(static_cast<int>(x)); }
+  static Mask all() { return 0xFFFF; }
+  static Mask tail(size_t k) { return static_cast<Mask>((1u << k) - 1u); }
+  static __m512i load(Mask m, const uint8_t* p) { return _mm512_maskz_loadu_epi32(m, p); }
+  static Mask eq(Mask m, __m512i a, __m512i b) { return _mm512_mask_cmpeq_epi32_mask(m, a, b); }
+  static Mask gtu(Mask m, __m512i a, __m512i b) { return _mm512_mask_cmpgt_epu32_mask(m, a, b); }
+  static Mask ltu(Mask m, __m512i a, __m512i b) { return _mm512_mask_cmplt_epu32_mask(m, a, b); }
+  static __m512i inc(__m512i c, Mask k, __m512i m1) { return _mm512_mask_sub_epi32(c, k, c, m1); }
+  static __m512i maxu(__m512i a, Mask k, __m512i b) { return _mm512_mask_max_epu32(a, k, a, b); }
+  static __m512i minu(__m512i a, Mask k, __m512i b) { return _mm512_mask_min_epu32(a, k, a, b); }
+  static __m512i sign_fill(__m512i a) { return _mm512_srai_epi32(a, 31); }
+  static constexpr size_t kFlush = size_t{1} << 30;
+};
+
+template <int W>
+uint64_t lane_sum(__m512i v) {
+  alignas(64) uint8_t buf[64];
+  _mm512_store_si512(buf, v);
+  uint64_t s = 0;
+  for (int i = 0; i < 64; i += W / 8) {
+    if constexpr (W == 16) {
+      uint16_t x;
+      std::memcpy(&x, buf + i, 2);
+      s += x;
+    } else {
+      uint32_t x;
+      std::memcpy(&x, buf + i, 4);
+      s += x;
+    }
+  }
+  return s;
+}
+
+template <int W>
+uint32_t lane_reduce(__m512i v, bool want_max) {
+  alignas(64) uint8_t buf[64];
+  _mm512_store_si512(buf, v);
+  uint32_t r = want_max ? 0u : 0xFFFFFFFFu;
+  for (int i = 0; i < 64; i += W / 8) {
+    uint32_t x;
+    if constexpr (W == 16) {
+      uint16_t h;
+      std::memcpy(&h, buf + i, 2);
+      x = h;
+    } else {
+      std::memcpy(&x, buf + i, 4);
+    }
+    if (want_max ? x > r : x < r) r = x;
+  }
+  return r;
+}
+
+template <int W, uint32_t INF, uint32_t MINN>
+void float_stats_t(const uint8_t* p, size_t count, detail::FloatRaw* out) {
+  using L = Lanes<W>;
+  using Mask = typename L::Mask;
+  constexpr uint32_t SIGN = W == 16 ? 0x8000u : 0x80000000u;
+  constexpr uint32_t ALL = SIGN | (SIGN - 1);
+  constexpr size_t kPer = 64 / (W / 8);
+  const __m512i kabs = L::set1(ALL & ~SIGN);
+  const __m512i kinf = L::set1(INF);
+  const __m512i kninf = L::set1(INF | SIGN);
+  const __m512i kminn = L::set1(MINN);
+  const __m512i ksign = L::set1(SIGN);
+  const __m512i km1 = _mm512_set1_epi32(-1);
+  const __m512i kz = _mm512_setzero_si512();
+  uint64_t nan = 0, pinf = 0, ninf = 0, zero = 0, zs = 0;
+  __m512i amax = kz, maxk = kz, mink = km1;
+  const size_t nvec = (count + kPer - 1) / kPer;
+  size_t v = 0;
+  while (v < nvec) {
+    const size_t stop = (nvec - v > L::kFlush) ? v + L::kFlush : nvec;
+    __m512i c_nan = kz, c_pinf = kz, c_ninf = kz, c_zero = kz, c_zs = kz;
+    for (; v < stop; ++v) {
+      const size_t e = v * kPer;
+      const Mask m = (count - e >= kPer) ? L::all() : L::tail(count - e);
+      const __m512i x = L::load(m, p + e * (W / 8));
+      const __m512i a = _mm512_and_si512(x, kabs);
+      const Mask fin = L::ltu(m, a, kinf);
+      c_nan = L::inc(c_nan, L::gtu(m, a, kinf), km1);
+      c_pinf = L::inc(c_pinf, L::eq(m, x, kinf), km1);
+      c_ninf = L::inc(c_ninf, L::eq(m, x, kninf), km1);
+      c_zero = L::inc(c_zero, L::eq(m, a, kz), km1);
+      c_zs = L::inc(c_zs, L::ltu(m, a, kminn), km1);
+      amax = L::maxu(amax, fin, a);
+      const __m512i key = _mm512_xor_si512(x, _mm512_or_si512(L::sign_fill(x), ksign));
+      maxk = L::maxu(maxk, fin, key);
+      mink = L::minu(mink, fin, key);
+    }
+    nan += lane_sum<W>(c_nan);
+    pinf += lane_sum<W>(c_pinf);
+    ninf += lane_sum<W>(c_ninf);
+    zero += lane_sum<W>(c_zero);
+    zs += lane_sum<W>(c_zs);
+  }
+  detail::FloatRaw r{};
+  r.nan = nan;
+  r.pos_inf = pinf;
+  r.neg_inf = ninf;
+  r.zero = zero;
+  r.subnormal = zs - zero;
+  r.absmax_bits = lane_reduce<W>(amax, true);
+  r.max_key = lane_reduce<W>(maxk, true);
+  r.min_key = lane_reduce<W>(mink, false) & ALL;
+  *out = r;
+}
+
+void float_stats(const uint8_t* p, size_t count, FloatFormat f, detail::FloatRaw* out) {
+  switch (f) {
+    case FloatFormat::bf16: return float_stats_t<16, 0x7F80u, 0x0080u>(p, count, out);
+    case FloatFormat::f16: return float_stats_t<16, 0x7C00u, 0x0400u>(p, count, out);
+    case FloatFormat::f32: return float_stats_t<32, 0x7F800000u, 0x00800000u>(p, count, out);
+  }
+}
+
+// ---- memory-read probe -------------------------------------------------------------
+uint64_t read_probe(const uint8_t* p, size_t n) {
+  __m512i s0 = _mm512_setzero_si512(), s1 = s0, s2 = s0, s3 = s0;
+  size_t i = 0;
+  for (; i + 256 <= n; i += 256) {
+    s0 = _mm512_add_epi64(s0, _mm512_loadu_si512(p + i));
+    s1 = _mm512_add_epi64(s1, _mm512_loadu_si512(p + i + 64));
+    s2 = _mm512_add_epi64(s2, _mm512_loadu_si512(p + i + 128));
+    s3 = _mm512_add_epi64(s3, _mm512_loadu_si512(p + i + 192));
+  }
+  const uint64_t s =
+      hsum64(_mm512_add_epi64(_mm512_add_epi64(s0, s1), _mm512_add_epi64(s2, s3)));
+  return s + scalar::read_probe(p + i, n - i);
+}
+
+}  // namespace
+
+const detail::KernelTable table = {
+    "avx512",
+    kAVX | kAVX2 | kBMI1 | kBMI2 | kFMA | kF16C | kPOPCNT | kOSYMM | kAVX512F | kAVX512BW |
+        kAVX512VL | kAVX512DQ | kAVX512VBMI | kOSZMM,
+    &fp8_stats,
+    &scalar::histogram,
+    &block_absmax,
+    &dequantize,
+    &float_stats,
+    &scalar::e8m0_stats,
+    &read_probe,
+};
+
+}  // namespace ckptscan::kernels::avx512

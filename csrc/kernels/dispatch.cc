@@ -1,0 +1,434 @@
+// Format facts, CPU detection, the implementation registry and the checked
+// entry points. Compiled without any ISA flag: nothing here may execute an
+// instruction the baseline target lacks.
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <mutex>
+#include <string>
+
+#include "kernels/kernels.h"
+
+#if defined(CKPTSCAN_HAVE_X86) && (defined(__x86_64__) || defined(__i386__))
+#include <cpuid.h>
+#define CKPTSCAN_X86_DETECT 1
+#endif
+
+namespace ckptscan::kernels {
+
+// ---- errors ------------------------------------------------------------------
+const char* status_name(Status s) {
+  switch (s) {
+    case Status::ok: return "ok";
+    case Status::simd_unknown: return "simd_unknown";
+    case Status::simd_unsupported: return "simd_unsupported";
+    case Status::bad_length: return "bad_length";
+    case Status::bad_block: return "bad_block";
+    case Status::bad_scale_shape: return "bad_scale_shape";
+    case Status::bad_format: return "bad_format";
+  }
+  return "unknown_status";
+}
+
+const char* status_message(Status s) {
+  switch (s) {
+    case Status::ok: return "ok";
+    case Status::simd_unknown: return "unknown SIMD implementation name";
+    case Status::simd_unsupported:
+      return "the SIMD implementation needs CPU features this machine lacks";
+    case Status::bad_length: return "byte length does not match the shape and element size";
+    case Status::bad_block: return "block size must be at least 1 x 1";
+    case Status::bad_scale_shape:
+      return "scale shape must be [ceil(rows / block_rows), ceil(cols / block_cols)]";
+    case Status::bad_format: return "unknown format";
+  }
+  return "unknown status";
+}
+
+// ---- formats -----------------------------------------------------------------
+namespace {
+constexpr Fp8Traits kTraits[4] = {
+    // exp man bias sat  sub   neg_max fnuz  inf    nan_mag_lo max
+    {4, 3, 7, 0x7E, 0x07, 0xFE, false, false, 0x7F, 448.0},       // e4m3fn
+    {5, 2, 15, 0x7B, 0x03, 0xFC, false, true, 0x7D, 57344.0},     // e5m2
+    {4, 3, 8, 0x7F, 0x07, 0xFF, true, false, 0x80, 240.0},        // e4m3fnuz
+    {5, 2, 16, 0x7F, 0x03, 0xFF, true, false, 0x80, 57344.0},     // e5m2fnuz
+};
+
+bool valid(Fp8Format f) {
+  const int v = static_cast<int>(f);
+  return v >= 0 && v < 4;
+}
+bool valid(FloatFormat f) {
+  const int v = static_cast<int>(f);
+  return v >= 0 && v < 3;
+}
+}  // namespace
+
+const Fp8Traits& fp8_traits(Fp8Format f) {
+  return kTraits[valid(f) ? static_cast<int>(f) : 0];
+}
+
+double fp8_decode(uint8_t code, Fp8Format f) {
+  const Fp8Traits& t = fp8_traits(f);
+  const int mag = code & 0x7F;
+  const bool sign = (code & 0x80) != 0;
+  if (t.fnuz && code == 0x80) return std::numeric_limits<double>::quiet_NaN();
+  if (!t.fnuz && mag >= t.nan_mag_lo) return std::numeric_limits<double>::quiet_NaN();
+  if (t.has_inf && mag == 0x7C) {
+    return sign ? -std::numeric_limits<double>::infinity()
+                : std::numeric_limits<double>::infinity();
+  }
+  const int e = mag >> t.man_bits;
+  const int m = mag & ((1 << t.man_bits) - 1);
+  const double v = e == 0 ? std::ldexp(m, 1 - t.bias - t.man_bits)
+                          : std::ldexp((1 << t.man_bits) | m, e - t.bias - t.man_bits);
+  return sign ? -v : v;
+}
+
+// ---- CPU features ------------------------------------------------------------
+namespace {
+constexpr const char* kFeatureNames[kFeatureCount] = {
+    "sse2",     "popcnt",   "avx",      "avx2",       "bmi1",     "bmi2",
+    "fma",      "f16c",     "os_ymm",   "avx512f",    "avx512bw", "avx512vl",
+    "avx512dq", "avx512vbmi", "os_zmm", "neon",
+};
+
+uint32_t detect_features() {
+  uint32_t f = 0;
+#if defined(CKPTSCAN_X86_DETECT)
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
+  if (d & (1u << 26)) f |= kSSE2;
+  if (c & (1u << 23)) f |= kPOPCNT;
+  if (c & (1u << 12)) f |= kFMA;
+  if (c & (1u << 29)) f |= kF16C;
+  const bool osxsave = (c & (1u << 27)) != 0;
+  const bool avx = (c & (1u << 28)) != 0;
+  uint64_t xcr0 = 0;
+  if (osxsave) {
+    uint32_t lo = 0, hi = 0;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    xcr0 = (uint64_t{hi} << 32) | lo;
+  }
+  const bool os_ymm = osxsave && (xcr0 & 0x6) == 0x6;            // XMM | YMM
+  const bool os_zmm = os_ymm && (xcr0 & 0xE0) == 0xE0;            // opmask | ZMM_Hi256 | Hi16_ZMM
+  if (os_ymm) f |= kOSYMM;
+  if (os_zmm) f |= kOSZMM;
+  if (avx) f |= kAVX;
+  unsigned max_leaf = __get_cpuid_max(0, nullptr);
+  if (max_leaf >= 7) {
+    __cpuid_count(7, 0, a, b, c, d);
+    if (b & (1u << 3)) f |= kBMI1;
+    if (b & (1u << 5)) f |= kAVX2;
+    if (b & (1u << 8)) f |= kBMI2;
+    if (b & (1u << 16)) f |= kAVX512F;
+    if (b & (1u << 17)) f |= kAVX512DQ;
+    if (b & (1u << 30)) f |= kAVX512BW;
+    if (b & (1u << 31)) f |= kAVX512VL;
+    if (c & (1u << 1)) f |= kAVX512VBMI;
+  }
+#elif defined(__aarch64__)
+  f |= kNEON;  // Advanced SIMD is mandatory on AArch64
+#endif
+  return f;
+}
+
+const detail::KernelTable* const kRegistry[] = {
+    &scalar::table,
+#if defined(CKPTSCAN_HAVE_X86)
+    &avx2::table,
+    &avx512::table,
+#endif
+#if defined(CKPTSCAN_HAVE_NEON) && defined(__aarch64__)
+    &neon::table,
+#endif
+};
+constexpr int kRegistrySize = static_cast<int>(sizeof(kRegistry) / sizeof(kRegistry[0]));
+
+struct State {
+  std::atomic<const detail::KernelTable*> active{nullptr};
+  std::atomic<int> status{0};
+  std::mutex mu;          // guards error (written by select only)
+  std::string error;
+  uint32_t features = 0;
+};
+
+State& state() {
+  static State s;
+  return s;
+}
+
+bool supported(const detail::KernelTable* t) {
+  return (t->requires_features & ~state().features) == 0;
+}
+
+// A failed selection from the environment leaves no implementation active (every
+// entry point then reports it); a failed select_simd() keeps the previous one.
+Status select_locked(State& s, const char* name, const char* origin, bool keep_on_error) {
+  const bool want_auto = name == nullptr || name[0] == '\0' || std::strcmp(name, "auto") == 0;
+  const detail::KernelTable* chosen = nullptr;
+  Status st = Status::ok;
+  std::string err;
+  if (want_auto) {
+    for (int i = kRegistrySize - 1; i >= 0; --i) {
+      if (supported(kRegistry[i])) {
+        chosen = kRegistry[i];
+        break;
+      }
+    }
+  } else {
+    for (int i = 0; i < kRegistrySize; ++i) {
+      if (std::strcmp(kRegistry[i]->name, name) == 0) chosen = kRegistry[i];
+    }
+    if (chosen == nullptr) {
+      st = Status::simd_unknown;
+      err = std::string(origin) + "=" + name + ": unknown SIMD implementation; this build has";
+      for (int i = 0; i < kRegistrySize; ++i) err += std::string(" ") + kRegistry[i]->name;
+    } else if (!supported(chosen)) {
+      st = Status::simd_unsupported;
+      err = std::string(origin) + "=" + name + ": this CPU/OS lacks";
+      const uint32_t missing = chosen->requires_features & ~s.features;
+      for (int b = 0; b < kFeatureCount; ++b) {
+        if (missing & (1u << b)) err += std::string(" ") + kFeatureNames[b];
+      }
+      chosen = nullptr;
+    }
+  }
+  if (st != Status::ok && keep_on_error) return st;
+  s.error = err;
+  s.active.store(chosen, std::memory_order_release);
+  s.status.store(static_cast<int>(st), std::memory_order_release);
+  return st;
+}
+
+std::once_flag g_init_once;
+
+void ensure_init() {
+  std::call_once(g_init_once, [] {
+    State& s = state();
+    s.features = detect_features();
+    std::lock_guard<std::mutex> lock(s.mu);
+    const char* env = std::getenv("CKPTSCAN_SIMD");
+    select_locked(s, env, "CKPTSCAN_SIMD", false);
+  });
+}
+
+// The active table, or the selection error.
+Status active_table(const detail::KernelTable** out) {
+  ensure_init();
+  State& s = state();
+  const detail::KernelTable* t = s.active.load(std::memory_order_acquire);
+  if (t == nullptr) return static_cast<Status>(s.status.load(std::memory_order_acquire));
+  *out = t;
+  return Status::ok;
+}
+
+bool mul_ok(size_t a, size_t b, size_t* r) {
+  if (a != 0 && b > std::numeric_limits<size_t>::max() / a) return false;
+  *r = a * b;
+  return true;
+}
+
+uint32_t key_to_bits(uint32_t key, uint32_t sign, uint32_t all) {
+  return (key & sign) ? (key & ~sign) : (~key & all);
+}
+
+double bits_to_double(uint32_t bits, FloatFormat f) {
+  switch (f) {
+    case FloatFormat::bf16: {
+      const uint32_t u = bits << 16;
+      float x;
+      std::memcpy(&x, &u, 4);
+      return x;
+    }
+    case FloatFormat::f16: {
+      const int e = (bits >> 10) & 0x1F;
+      const int m = bits & 0x3FF;
+      double v;
+      if (e == 0x1F) v = m ? std::numeric_limits<double>::quiet_NaN()
+                           : std::numeric_limits<double>::infinity();
+      else if (e == 0) v = std::ldexp(m, -24);
+      else v = std::ldexp(0x400 | m, e - 25);
+      return (bits & 0x8000) ? -v : v;
+    }
+    case FloatFormat::f32: break;
+  }
+  float x;
+  std::memcpy(&x, &bits, 4);
+  return x;
+}
+
+}  // namespace
+
+const char* feature_name(int bit) {
+  return bit >= 0 && bit < kFeatureCount ? kFeatureNames[bit] : "";
+}
+
+uint32_t cpu_features() {
+  ensure_init();
+  return state().features;
+}
+
+int implementation_count() { return kRegistrySize; }
+const char* implementation_name(int i) {
+  return i >= 0 && i < kRegistrySize ? kRegistry[i]->name : "";
+}
+uint32_t implementation_requires(int i) {
+  return i >= 0 && i < kRegistrySize ? kRegistry[i]->requires_features : 0;
+}
+bool implementation_supported(int i) {
+  ensure_init();
+  return i >= 0 && i < kRegistrySize && supported(kRegistry[i]);
+}
+
+Status select_simd(const char* name) {
+  ensure_init();
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.mu);
+  return select_locked(s, name, "simd", true);
+}
+
+const char* active_simd() {
+  ensure_init();
+  const detail::KernelTable* t = state().active.load(std::memory_order_acquire);
+  return t ? t->name : "";
+}
+
+Status simd_status() {
+  ensure_init();
+  return static_cast<Status>(state().status.load(std::memory_order_acquire));
+}
+
+std::string simd_error() {
+  ensure_init();
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.mu);
+  return s.error;
+}
+
+std::string simd_explain(const char* name) {
+  ensure_init();
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.mu);
+  State probe;
+  probe.features = s.features;
+  select_locked(probe, name, "simd", false);
+  return probe.error;
+}
+
+// ---- entry points -------------------------------------------------------------
+Status fp8_stats(const uint8_t* data, size_t n, Fp8Format f, Fp8Stats* out) {
+  if (!valid(f)) return Status::bad_format;
+  const detail::KernelTable* t = nullptr;
+  if (Status st = active_table(&t); st != Status::ok) return st;
+  detail::Fp8Raw r{};
+  if (n > 0) t->fp8_stats(data, n, f, &r);
+  Fp8Stats s;
+  s.count = n;
+  s.nan = r.nan;
+  s.inf = r.inf;
+  s.zero = r.zero;
+  s.neg_zero = r.neg_zero;
+  s.subnormal = r.subnormal;
+  s.saturated = r.saturated;
+  s.negative = r.negative;
+  s.absmax_code = r.absmax_code;
+  s.absmax = fp8_decode(r.absmax_code, f);
+  *out = s;
+  return Status::ok;
+}
+
+Status histogram(const uint8_t* data, size_t n, uint64_t* out) {
+  const detail::KernelTable* t = nullptr;
+  if (Status st = active_table(&t); st != Status::ok) return st;
+  if (n == 0) {
+    for (int i = 0; i < 256; ++i) out[i] = 0;
+    return Status::ok;
+  }
+  t->histogram(data, n, out);
+  return Status::ok;
+}
+
+Status fp8_block_absmax(const uint8_t* q, size_t n, size_t rows, size_t cols, size_t br,
+                        size_t bc, Fp8Format f, uint8_t* absmax, uint64_t* nan) {
+  if (!valid(f)) return Status::bad_format;
+  size_t total = 0;
+  if (!mul_ok(rows, cols, &total) || total != n) return Status::bad_length;
+  if (br == 0 || bc == 0) return Status::bad_block;
+  const detail::KernelTable* t = nullptr;
+  if (Status st = active_table(&t); st != Status::ok) return st;
+  if (rows == 0 || cols == 0) return Status::ok;  // no blocks
+  t->block_absmax(q, rows, cols, br, bc, f, absmax, nan);
+  return Status::ok;
+}
+
+Status fp8_dequantize(const uint8_t* q, size_t n, size_t rows, size_t cols, Fp8Format f,
+                      const float* scale_inv, size_t srows, size_t scols, size_t br, size_t bc,
+                      OutType out_type, void* out) {
+  if (!valid(f)) return Status::bad_format;
+  if (out_type != OutType::f32 && out_type != OutType::bf16) return Status::bad_format;
+  size_t total = 0;
+  if (!mul_ok(rows, cols, &total) || total != n) return Status::bad_length;
+  if (br == 0 || bc == 0) return Status::bad_block;
+  if (srows != (rows + br - 1) / br || scols != (cols + bc - 1) / bc) {
+    return Status::bad_scale_shape;
+  }
+  const detail::KernelTable* t = nullptr;
+  if (Status st = active_table(&t); st != Status::ok) return st;
+  if (total == 0) return Status::ok;
+  detail::DequantArgs a{q, rows, cols, f, scale_inv, scols, br, bc, out_type, out};
+  t->dequantize(a);
+  return Status::ok;
+}
+
+Status float_stats(const uint8_t* data, size_t nbytes, FloatFormat f, FloatStats* out) {
+  if (!valid(f)) return Status::bad_format;
+  const size_t width = f == FloatFormat::f32 ? 4 : 2;
+  if (nbytes % width != 0) return Status::bad_length;
+  const detail::KernelTable* t = nullptr;
+  if (Status st = active_table(&t); st != Status::ok) return st;
+  const size_t count = nbytes / width;
+  const uint32_t sign = width == 4 ? 0x80000000u : 0x8000u;
+  const uint32_t all = sign | (sign - 1);
+  detail::FloatRaw r{0, 0, 0, 0, 0, 0, all, 0};
+  if (count > 0) t->float_stats(data, count, f, &r);
+  FloatStats s;
+  s.count = count;
+  s.nan = r.nan;
+  s.pos_inf = r.pos_inf;
+  s.neg_inf = r.neg_inf;
+  s.zero = r.zero;
+  s.subnormal = r.subnormal;
+  s.finite = count - r.nan - r.pos_inf - r.neg_inf;
+  if (s.finite == 0) {
+    s.absmax = s.min = s.max = std::numeric_limits<double>::quiet_NaN();
+  } else {
+    s.absmax = bits_to_double(r.absmax_bits, f);
+    s.min = bits_to_double(key_to_bits(r.min_key, sign, all), f);
+    s.max = bits_to_double(key_to_bits(r.max_key, sign, all), f);
+  }
+  *out = s;
+  return Status::ok;
+}
+
+Status e8m0_stats(const uint8_t* data, size_t n, E8m0Stats* out) {
+  const detail::KernelTable* t = nullptr;
+  if (Status st = active_table(&t); st != Status::ok) return st;
+  E8m0Stats s;
+  if (n > 0) t->e8m0_stats(data, n, &s);
+  s.count = n;
+  *out = s;
+  return Status::ok;
+}
+
+Status read_probe(const uint8_t* data, size_t n, uint64_t* out) {
+  const detail::KernelTable* t = nullptr;
+  if (Status st = active_table(&t); st != Status::ok) return st;
+  *out = n > 0 ? t->read_probe(data, n) : 0;
+  return Status::ok;
+}
+
+}  // namespace ckptscan::kernels

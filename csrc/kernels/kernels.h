@@ -1,0 +1,235 @@
+// ckptscan kernels: FP8 / float statistics, histograms, per-block absmax and
+// block dequantization over byte spans. Plain C++17, no Python.
+//
+// Every entry point below dispatches to the active implementation (scalar,
+// avx2, avx512 or neon), chosen once from the CPU (cpuid + xgetbv on x86) or
+// forced with CKPTSCAN_SIMD / select_simd(). All implementations return
+// bit-identical results; scalar.cc is the reference.
+//
+// Entry points never throw and never allocate in hot loops; they return a
+// Status (ok, or why the arguments or the SIMD selection are unusable).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace ckptscan::kernels {
+
+// ---- errors ------------------------------------------------------------------
+enum class Status : int {
+  ok = 0,
+  simd_unknown,       // CKPTSCAN_SIMD / select_simd(): name not in the registry
+  simd_unsupported,   // the named implementation needs features this CPU/OS lacks
+  bad_length,         // byte length does not match shape / element size
+  bad_block,          // block size with a zero dimension
+  bad_scale_shape,    // scale_inv shape != [ceil(rows/br), ceil(cols/bc)]
+  bad_format,         // unknown format enum value
+};
+const char* status_name(Status s);     // "ok", "simd_unknown", ...
+const char* status_message(Status s);  // one sentence
+
+// ---- formats -----------------------------------------------------------------
+// Safetensors names: F8_E4M3 (= e4m3fn), F8_E5M2, F8_E4M3FNUZ, F8_E5M2FNUZ.
+enum class Fp8Format : int { e4m3fn = 0, e5m2 = 1, e4m3fnuz = 2, e5m2fnuz = 3 };
+enum class FloatFormat : int { bf16 = 0, f16 = 1, f32 = 2 };
+enum class OutType : int { f32 = 0, bf16 = 1 };
+
+// Facts per FP8 format. Classification of a byte b, mag = b & 0x7F:
+//   NaN       e4m3fn: mag == 0x7F; e5m2: mag >= 0x7D; fnuz: b == 0x80
+//   Inf       e5m2 only: mag == 0x7C (+Inf 0x7C, -Inf 0xFC)
+//   zero      sign-magnitude formats: mag == 0 (+0 0x00, -0 0x80); fnuz: b == 0x00
+//   subnormal 1 <= mag <= sub_max (exponent field 0, mantissa != 0)
+//   saturated mag == sat_code (largest finite magnitude, either sign)
+//   negative  value < 0: sign bit set and neither NaN nor zero (-0 is not
+//             negative; -Inf is), i.e. 0x81 <= b <= neg_max
+struct Fp8Traits {
+  int exp_bits, man_bits, bias;
+  uint8_t sat_code;    // magnitude code of the largest finite value
+  uint8_t sub_max;     // largest subnormal magnitude code
+  uint8_t neg_max;     // largest byte that is a negative number
+  bool fnuz;           // NaN is 0x80, no -0, no Inf
+  bool has_inf;        // e5m2
+  uint8_t nan_mag_lo;  // sign-magnitude formats: NaN iff mag >= this (0x80 = never)
+  double max_finite;
+};
+const Fp8Traits& fp8_traits(Fp8Format f);
+
+// Exact decoding of one code (reference; NaN for NaN codes, +/-Inf for Inf).
+double fp8_decode(uint8_t code, Fp8Format f);
+
+// ---- results -----------------------------------------------------------------
+struct Fp8Stats {
+  uint64_t count = 0;      // elements (bytes)
+  uint64_t nan = 0;
+  uint64_t inf = 0;        // +Inf and -Inf (e5m2 only)
+  uint64_t zero = 0;       // +0 and -0
+  uint64_t neg_zero = 0;   // -0 only (0x80 in sign-magnitude formats; 0 for fnuz)
+  uint64_t subnormal = 0;
+  uint64_t saturated = 0;  // +/- largest finite magnitude
+  uint64_t negative = 0;   // value < 0 (see Fp8Traits), -Inf included, -0 excluded
+  uint8_t absmax_code = 0; // magnitude code (b & 0x7F) of the finite element of
+                           // largest magnitude; 0 if there is none
+  double absmax = 0.0;     // fp8_decode(absmax_code)
+};
+
+struct FloatStats {
+  uint64_t count = 0;
+  uint64_t nan = 0;
+  uint64_t pos_inf = 0;
+  uint64_t neg_inf = 0;
+  uint64_t zero = 0;       // +0 and -0
+  uint64_t subnormal = 0;
+  uint64_t finite = 0;     // count - nan - pos_inf - neg_inf
+  double absmax = 0.0;     // over finite elements; NaN if finite == 0
+  double min = 0.0;        // finite min (-0 < +0); NaN if finite == 0
+  double max = 0.0;        // finite max; NaN if finite == 0
+};
+
+// F8_E8M0 (ue8m0 scales): value 2^(b - 127), 0xFF is NaN, no zero, no sign.
+struct E8m0Stats {
+  uint64_t count = 0;
+  uint64_t nan = 0;
+  uint8_t min_code = 0xFF;  // over non-NaN codes; 0xFF / 0x00 when all are NaN
+  uint8_t max_code = 0x00;
+};
+
+// ---- entry points (dispatching) ---------------------------------------------
+Status fp8_stats(const uint8_t* data, size_t n, Fp8Format f, Fp8Stats* out);
+
+// out[256] is overwritten with the count of each byte value.
+Status histogram(const uint8_t* data, size_t n, uint64_t* out);
+
+// q is a row-major [rows, cols] FP8 tensor (n == rows * cols bytes). For block
+// (bi, bj) of size (br, bc) (edge blocks partial), writes the largest finite
+// magnitude code (b & 0x7F; NaN/Inf excluded; 0 for an empty, all-zero or
+// all-NaN block) to absmax[bi * nbc + bj] and its NaN count to nan[...];
+// nbr = ceil(rows / br), nbc = ceil(cols / bc). nan may be null.
+Status fp8_block_absmax(const uint8_t* q, size_t n, size_t rows, size_t cols, size_t br,
+                        size_t bc, Fp8Format f, uint8_t* absmax, uint64_t* nan);
+
+// w[i, j] = decode(q[i, j]) * scale_inv[i / br, j / bc], product in float32;
+// written as float32 or as bfloat16 bits (round to nearest even, NaN -> quiet
+// NaN with its sign). scale_inv is row-major [srows, scols] and must equal
+// [ceil(rows/br), ceil(cols/bc)]. out holds rows * cols elements.
+Status fp8_dequantize(const uint8_t* q, size_t n, size_t rows, size_t cols, Fp8Format f,
+                      const float* scale_inv, size_t srows, size_t scols, size_t br, size_t bc,
+                      OutType out_type, void* out);
+
+// data holds nbytes of bf16/f16/f32 little-endian elements.
+Status float_stats(const uint8_t* data, size_t nbytes, FloatFormat f, FloatStats* out);
+Status e8m0_stats(const uint8_t* data, size_t n, E8m0Stats* out);
+
+// Sum of the little-endian 64-bit words of data (tail bytes zero-extended):
+// the memory-read probe, the benchmark's physical limit.
+Status read_probe(const uint8_t* data, size_t n, uint64_t* out);
+
+// ---- CPU features and implementation selection -------------------------------
+enum Feature : uint32_t {
+  kSSE2 = 1u << 0,
+  kPOPCNT = 1u << 1,
+  kAVX = 1u << 2,
+  kAVX2 = 1u << 3,
+  kBMI1 = 1u << 4,
+  kBMI2 = 1u << 5,
+  kFMA = 1u << 6,
+  kF16C = 1u << 7,
+  kOSYMM = 1u << 8,   // XCR0: OS saves SSE + AVX state
+  kAVX512F = 1u << 9,
+  kAVX512BW = 1u << 10,
+  kAVX512VL = 1u << 11,
+  kAVX512DQ = 1u << 12,
+  kAVX512VBMI = 1u << 13,
+  kOSZMM = 1u << 14,  // XCR0: OS saves opmask + ZMM state
+  kNEON = 1u << 15,
+};
+constexpr int kFeatureCount = 16;
+const char* feature_name(int bit);  // name of feature 1u << bit
+uint32_t cpu_features();            // detected once
+
+int implementation_count();                  // compiled in, best last
+const char* implementation_name(int i);
+uint32_t implementation_requires(int i);
+bool implementation_supported(int i);        // this CPU/OS can run it
+
+// Reads CKPTSCAN_SIMD at first use. If it names an unknown or unsupported
+// implementation, every entry point returns that status until select_simd()
+// succeeds. "" / "auto" / unset means the best supported implementation.
+// select_simd() with a bad name returns the error and keeps the current choice.
+Status select_simd(const char* name);        // "auto" / "" -> best
+const char* active_simd();                   // name; "" if selection failed
+Status simd_status();                        // status of the current selection
+std::string simd_error();                    // message of a failed selection ("" if ok)
+std::string simd_explain(const char* name);  // why select_simd(name) would fail ("" if ok)
+
+// ---- implementation registry (internal) ----------------------------------------
+namespace detail {
+
+struct Fp8Raw {
+  uint64_t nan, inf, zero, neg_zero, subnormal, saturated, negative;
+  uint8_t absmax_code;
+};
+
+// Raw float results: counts plus bit patterns. absmax_bits is the largest
+// finite |x| bit pattern (0 if none); min_key / max_key are the order-preserving
+// keys (sign-flipped bits) of the finite min / max: min_key = all ones and
+// max_key = 0 when there is no finite element.
+struct FloatRaw {
+  uint64_t nan, pos_inf, neg_inf, zero, subnormal;
+  uint32_t absmax_bits, min_key, max_key;
+};
+
+struct DequantArgs {
+  const uint8_t* q;
+  size_t rows, cols;
+  Fp8Format fmt;
+  const float* scale;
+  size_t scols;  // row stride of scale
+  size_t br, bc;
+  OutType out_type;
+  void* out;
+};
+
+struct KernelTable {
+  const char* name;
+  uint32_t requires_features;
+  void (*fp8_stats)(const uint8_t*, size_t, Fp8Format, Fp8Raw*);
+  void (*histogram)(const uint8_t*, size_t, uint64_t*);
+  void (*block_absmax)(const uint8_t*, size_t rows, size_t cols, size_t br, size_t bc,
+                       Fp8Format, uint8_t*, uint64_t*);
+  void (*dequantize)(const DequantArgs&);
+  void (*float_stats)(const uint8_t*, size_t count, FloatFormat, FloatRaw*);
+  void (*e8m0_stats)(const uint8_t*, size_t, E8m0Stats*);
+  uint64_t (*read_probe)(const uint8_t*, size_t);
+};
+
+}  // namespace detail
+
+namespace scalar {
+extern const detail::KernelTable table;
+// The reference functions, reusable by other tables for what they do not
+// specialise.
+void fp8_stats(const uint8_t*, size_t, Fp8Format, detail::Fp8Raw*);
+void histogram(const uint8_t*, size_t, uint64_t*);
+void block_absmax(const uint8_t*, size_t, size_t, size_t, size_t, Fp8Format, uint8_t*,
+                  uint64_t*);
+void dequantize(const detail::DequantArgs&);
+void float_stats(const uint8_t*, size_t, FloatFormat, detail::FloatRaw*);
+void e8m0_stats(const uint8_t*, size_t, E8m0Stats*);
+uint64_t read_probe(const uint8_t*, size_t);
+}  // namespace scalar
+#if defined(CKPTSCAN_HAVE_X86)
+namespace avx2 {
+extern const detail::KernelTable table;
+}
+namespace avx512 {
+extern const detail::KernelTable table;
+}
+#endif
+#if defined(CKPTSCAN_HAVE_NEON)
+namespace neon {
+extern const detail::KernelTable table;
+}
+#endif
+
+}  // namespace ckptscan::kernels

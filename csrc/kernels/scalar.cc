@@ -1,0 +1,245 @@
+// Portable reference implementation: the oracle every SIMD path must match
+// bit for bit. Written for obviousness first; fast enough to be the fallback.
+#include <cmath>
+#include <cstring>
+
+#include "kernels/kernels.h"
+
+namespace ckptscan::kernels::scalar {
+namespace {
+
+// One code's class, straight from the definitions in kernels.h.
+struct CodeClass {
+  bool nan, inf, zero, neg_zero, subnormal, saturated, negative, finite;
+  uint8_t mag;
+};
+
+CodeClass classify(uint8_t b, const Fp8Traits& t) {
+  CodeClass c{};
+  c.mag = static_cast<uint8_t>(b & 0x7F);
+  const bool sign = (b & 0x80) != 0;
+  if (t.fnuz) {
+    c.nan = b == 0x80;
+    c.zero = b == 0x00;
+  } else {
+    c.nan = c.mag >= t.nan_mag_lo;
+    c.inf = t.has_inf && c.mag == 0x7C;
+    c.zero = c.mag == 0;
+    c.neg_zero = b == 0x80;
+  }
+  c.finite = !c.nan && !c.inf;
+  c.subnormal = c.mag >= 1 && c.mag <= t.sub_max && !c.nan;
+  c.saturated = c.mag == t.sat_code && !c.nan;
+  c.negative = sign && !c.nan && !c.zero;
+  return c;
+}
+
+// 8 interleaved sub-histograms of uint32, so that runs of equal bytes do not
+// serialise on one counter (store-to-load forwarding), fed by byte loads
+// (measured faster than extracting bytes from 64-bit words: 2.7 vs 1.9 GB/s);
+// flushed to uint64 every chunk.
+void histogram_impl(const uint8_t* p, size_t n, uint64_t* out) {
+  for (int i = 0; i < 256; ++i) out[i] = 0;
+  constexpr size_t kChunk = size_t{1} << 30;  // < 2^32 per sub-histogram
+  uint32_t h[8][256];
+  while (n > 0) {
+    const size_t m = n < kChunk ? n : kChunk;
+    std::memset(h, 0, sizeof(h));
+    size_t i = 0;
+    for (; i + 8 <= m; i += 8) {
+      ++h[0][p[i]];
+      ++h[1][p[i + 1]];
+      ++h[2][p[i + 2]];
+      ++h[3][p[i + 3]];
+      ++h[4][p[i + 4]];
+      ++h[5][p[i + 5]];
+      ++h[6][p[i + 6]];
+      ++h[7][p[i + 7]];
+    }
+    for (; i < m; ++i) ++h[0][p[i]];
+    for (int v = 0; v < 256; ++v) {
+      uint64_t sum = 0;
+      for (int t = 0; t < 8; ++t) sum += h[t][v];
+      out[v] += sum;
+    }
+    p += m;
+    n -= m;
+  }
+}
+
+// NaN codes decode to the quiet NaN 0x7FC00000 with the code's sign bit (what
+// ml_dtypes gives); everything else exactly.
+float decode_f32(uint8_t code, Fp8Format f) {
+  const double d = fp8_decode(code, f);
+  if (d == d) return static_cast<float>(d);
+  const uint32_t u = 0x7FC00000u | ((code & 0x80u) << 24);
+  float x;
+  std::memcpy(&x, &u, 4);
+  return x;
+}
+
+uint16_t f32_to_bf16(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  if ((u & 0x7FFFFFFFu) > 0x7F800000u) return static_cast<uint16_t>(((u >> 16) & 0x8000u) | 0x7FC0u);
+  u += 0x7FFFu + ((u >> 16) & 1u);
+  return static_cast<uint16_t>(u >> 16);
+}
+
+// Per float format: element width and the bit layout, as 32-bit numbers.
+struct FloatLayout {
+  int bytes;
+  uint32_t sign, inf, min_normal;
+};
+FloatLayout layout(FloatFormat f) {
+  switch (f) {
+    case FloatFormat::bf16: return {2, 0x8000u, 0x7F80u, 0x0080u};
+    case FloatFormat::f16: return {2, 0x8000u, 0x7C00u, 0x0400u};
+    case FloatFormat::f32: break;
+  }
+  return {4, 0x80000000u, 0x7F800000u, 0x00800000u};
+}
+
+}  // namespace
+
+void fp8_stats(const uint8_t* p, size_t n, Fp8Format f, detail::Fp8Raw* out) {
+  uint64_t h[256];
+  if (n < 2048) {  // small spans (and SIMD tails): skip the sub-histogram set-up
+    for (int v = 0; v < 256; ++v) h[v] = 0;
+    for (size_t i = 0; i < n; ++i) ++h[p[i]];
+  } else {
+    histogram_impl(p, n, h);
+  }
+  const Fp8Traits& t = fp8_traits(f);
+  detail::Fp8Raw r{};
+  for (int v = 0; v < 256; ++v) {
+    if (h[v] == 0) continue;
+    const CodeClass c = classify(static_cast<uint8_t>(v), t);
+    r.nan += c.nan ? h[v] : 0;
+    r.inf += c.inf ? h[v] : 0;
+    r.zero += c.zero ? h[v] : 0;
+    r.neg_zero += c.neg_zero ? h[v] : 0;
+    r.subnormal += c.subnormal ? h[v] : 0;
+    r.saturated += c.saturated ? h[v] : 0;
+    r.negative += c.negative ? h[v] : 0;
+    if (c.finite && c.mag > r.absmax_code) r.absmax_code = c.mag;
+  }
+  *out = r;
+}
+
+void histogram(const uint8_t* p, size_t n, uint64_t* out) { histogram_impl(p, n, out); }
+
+void block_absmax(const uint8_t* q, size_t rows, size_t cols, size_t br, size_t bc,
+                  Fp8Format f, uint8_t* absmax, uint64_t* nan) {
+  const Fp8Traits& t = fp8_traits(f);
+  const size_t nbr = (rows + br - 1) / br, nbc = (cols + bc - 1) / bc;
+  for (size_t k = 0; k < nbr * nbc; ++k) {
+    absmax[k] = 0;
+    if (nan) nan[k] = 0;
+  }
+  for (size_t i = 0; i < rows; ++i) {
+    const uint8_t* row = q + i * cols;
+    uint8_t* am = absmax + (i / br) * nbc;
+    uint64_t* nn = nan ? nan + (i / br) * nbc : nullptr;
+    for (size_t j = 0; j < cols; ++j) {
+      const CodeClass c = classify(row[j], t);
+      const size_t bj = j / bc;
+      if (c.nan && nn) ++nn[bj];
+      if (c.finite && c.mag > am[bj]) am[bj] = c.mag;
+    }
+  }
+}
+
+void dequantize(const detail::DequantArgs& a) {
+  float lut[256];
+  for (int v = 0; v < 256; ++v) lut[v] = decode_f32(static_cast<uint8_t>(v), a.fmt);
+  for (size_t i = 0; i < a.rows; ++i) {
+    const uint8_t* row = a.q + i * a.cols;
+    const float* srow = a.scale + (i / a.br) * a.scols;
+    if (a.out_type == OutType::f32) {
+      float* o = static_cast<float*>(a.out) + i * a.cols;
+      for (size_t j = 0; j < a.cols; ++j) o[j] = lut[row[j]] * srow[j / a.bc];
+    } else {
+      uint16_t* o = static_cast<uint16_t*>(a.out) + i * a.cols;
+      for (size_t j = 0; j < a.cols; ++j) o[j] = f32_to_bf16(lut[row[j]] * srow[j / a.bc]);
+    }
+  }
+}
+
+void float_stats(const uint8_t* p, size_t count, FloatFormat f, detail::FloatRaw* out) {
+  const FloatLayout L = layout(f);
+  const uint32_t all = L.sign | (L.sign - 1);  // all bits of the element
+  detail::FloatRaw r{};
+  r.min_key = all;
+  r.max_key = 0;
+  for (size_t i = 0; i < count; ++i) {
+    uint32_t u = 0;
+    if (L.bytes == 2) {
+      uint16_t h;
+      std::memcpy(&h, p + 2 * i, 2);
+      u = h;
+    } else {
+      std::memcpy(&u, p + 4 * i, 4);
+    }
+    const uint32_t a = u & ~L.sign & all;
+    if (a > L.inf) {
+      ++r.nan;
+    } else if (a == L.inf) {
+      if (u & L.sign) ++r.neg_inf; else ++r.pos_inf;
+    } else {
+      if (a == 0) ++r.zero;
+      else if (a < L.min_normal) ++r.subnormal;
+      if (a > r.absmax_bits) r.absmax_bits = a;
+      const uint32_t key = (u & L.sign) ? (~u & all) : (u | L.sign);
+      if (key < r.min_key) r.min_key = key;
+      if (key > r.max_key) r.max_key = key;
+    }
+  }
+  *out = r;
+}
+
+void e8m0_stats(const uint8_t* p, size_t n, E8m0Stats* out) {
+  E8m0Stats s;
+  s.count = n;
+  for (size_t i = 0; i < n; ++i) {
+    const uint8_t b = p[i];
+    if (b == 0xFF) {
+      ++s.nan;
+      continue;
+    }
+    if (b < s.min_code) s.min_code = b;
+    if (b > s.max_code) s.max_code = b;
+  }
+  *out = s;
+}
+
+uint64_t read_probe(const uint8_t* p, size_t n) {
+  uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  size_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    uint64_t w[4];
+    std::memcpy(w, p + i, 32);
+    s0 += w[0];
+    s1 += w[1];
+    s2 += w[2];
+    s3 += w[3];
+  }
+  for (; i + 8 <= n; i += 8) {
+    uint64_t w;
+    std::memcpy(&w, p + i, 8);
+    s0 += w;
+  }
+  if (i < n) {
+    uint64_t w = 0;
+    std::memcpy(&w, p + i, n - i);  // little-endian: zero-extended tail
+    s0 += w;
+  }
+  return s0 + s1 + s2 + s3;
+}
+
+const detail::KernelTable table = {
+    "scalar",     0u,           &fp8_stats,  &histogram, &block_absmax,
+    &dequantize,  &float_stats, &e8m0_stats, &read_probe,
+};
+
+}  // namespace ckptscan::kernels::scalar

@@ -1,0 +1,677 @@
+"""FP8 and float kernels on tensor bytes: statistics, histograms, per-block
+absmax, block dequantization, and the data checks of one FP8 weight + scale.
+
+Every function takes a *tensor source*, one of:
+
+- a shard (``ckptscan.open_shard(path)``) and a tensor name: ``fp8_stats(shard, "x.weight")``;
+- a mapping ``{name: array}`` and a name (what tests and callers holding arrays use);
+- an array with no name: a typed numpy / ml_dtypes array (``float8_e4m3fn``,
+  ``bfloat16``, ``float16``, ``float32`` ...) or raw ``uint8`` bytes with ``dtype=``
+  (a safetensors dtype string: ``"F8_E4M3"``, ``"BF16"`` ...);
+- a `RawTensor` (bytes, dtype, shape).
+
+The work is done by ``ckptscan._core`` (C++, SIMD, GIL released); this module only
+resolves sources and shapes results. All SIMD paths give identical results; pick
+one with `set_simd` (or ``CKPTSCAN_SIMD=scalar|avx2|avx512|neon``), see `simd_info`.
+
+FP8 classification (per byte ``b``, ``mag = b & 0x7F``; see `Fp8Stats`):
+
+==========  ===========================  ==============  =========  ==========
+format      NaN                          Inf             max        saturated
+==========  ===========================  ==============  =========  ==========
+F8_E4M3     0x7F, 0xFF                   none            448        0x7E, 0xFE
+F8_E5M2     0x7D-0x7F, 0xFD-0xFF         0x7C, 0xFC      57344      0x7B, 0xFB
+F8_E4M3FNUZ 0x80                         none            240        0x7F, 0xFF
+F8_E5M2FNUZ 0x80                         none            57344      0x7F, 0xFF
+==========  ===========================  ==============  =========  ==========
+
+Findings of `check_fp8_weight` (stable codes; ``scale-shape`` and ``scale-dtype``
+are the same codes the header-level checks use, so the two collapse):
+
+======================  ========  ==========================================================
+code                    severity  meaning
+======================  ========  ==========================================================
+scale-shape             error     scale shape is not [ceil(R/br), ceil(C/bc)]
+scale-dtype             error     scale dtype is not F32 (or the dtypes the caller accepts,
+                                  e.g. F8_E8M0 when the config says ``scale_fmt: ue8m0``)
+scale-unfilled          error     scale holds -3.4028235e38 (float32 lowest): vLLM pre-fills
+                                  scale buffers with it, so it means a never-loaded scale
+scale-nonfinite         error     NaN or Inf scale (the whole block dequantizes to NaN/Inf)
+scale-nonpositive       error     scale <= 0 (zero wipes the block, negative flips its sign)
+scale-subnormal         warning   float32 subnormal scale: flushed to zero by FTZ kernels
+scale-not-pow2          warning   ``ue8m0=True`` but an F32 scale is not a power of two
+fp8-nan                 error     NaN codes in the weight (count, blocks, first block)
+fp8-inf                 error     Inf codes in the weight (F8_E5M2 only)
+fp8-all-zero            warning   every code of the weight is +/-0: never filled
+fp8-zero-block          info      some (not all) blocks are all zeros; dequantizes
+                                  correctly (0 * scale), legitimate for pruned or padded
+                                  rows, worth knowing rather than wrong
+fp8-range-unused        warning   non-zero blocks whose largest code is below max/4
+======================  ========  ==========================================================
+
+Why max/4 for ``fp8-range-unused``: with absmax scaling (scale_inv = absmax / max)
+every non-zero block has a code of magnitude max (448 for e4m3fn); an exporter
+that rounds scales up to a power of two (ue8m0) loses less than 2x, so the
+largest code stays above max/2. A block below max/4 wastes at least two binades
+of its 3-bit mantissa range, or its scale belongs to another (larger) block.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import _core
+from .findings import Finding, Severity
+
+__all__ = [
+    "FP8_DTYPES",
+    "FLOAT_DTYPES",
+    "FINDING_CODES",
+    "RawTensor",
+    "Fp8Stats",
+    "FloatStats",
+    "E8m0Stats",
+    "BlockAbsmax",
+    "Fp8WeightSummary",
+    "Fp8WeightCheck",
+    "simd_info",
+    "set_simd",
+    "available_simd",
+    "using_simd",
+    "raw_tensor",
+    "fp8_decode",
+    "fp8_decode_table",
+    "fp8_stats",
+    "fp8_histogram",
+    "block_absmax",
+    "float_stats",
+    "e8m0_stats",
+    "tensor_stats",
+    "dequantize",
+    "dequantize_array",
+    "check_fp8_weight",
+    "read_probe",
+    "VLLM_UNFILLED_SCALE",
+]
+
+FP8_DTYPES: tuple[str, ...] = ("F8_E4M3", "F8_E5M2", "F8_E4M3FNUZ", "F8_E5M2FNUZ")
+FLOAT_DTYPES: tuple[str, ...] = ("BF16", "F16", "F32")
+
+#: float32 lowest; vLLM fills scale parameters with it before loading.
+VLLM_UNFILLED_SCALE = float(np.finfo(np.float32).min)  # -3.4028235e38
+
+E, W, INFO = Severity.ERROR, Severity.WARNING, Severity.INFO
+FINDING_CODES: dict[str, tuple[Severity, str]] = {
+    "scale-shape": (E, "scale shape is not [ceil(rows/br), ceil(cols/bc)] for the block size"),
+    "scale-dtype": (E, "scale dtype is not F32 (or F8_E8M0 with scale_fmt ue8m0)"),
+    "scale-unfilled": (E, "scale holds -3.4028235e38, vLLM's never-loaded sentinel"),
+    "scale-nonfinite": (E, "NaN or Inf block scale"),
+    "scale-nonpositive": (E, "block scale <= 0"),
+    "scale-subnormal": (W, "float32-subnormal block scale (flushed to zero by FTZ kernels)"),
+    "scale-not-pow2": (W, "scale_fmt ue8m0 but a scale is not a power of two"),
+    "fp8-nan": (E, "NaN codes inside an FP8 weight"),
+    "fp8-inf": (E, "Inf codes inside an FP8 (E5M2) weight"),
+    "fp8-all-zero": (W, "an FP8 weight whose codes are all zero"),
+    "fp8-zero-block": (INFO, "FP8 blocks that are all zeros"),
+    "fp8-range-unused": (W, "FP8 blocks whose largest code is below a quarter of the format max"),
+}
+
+# numpy dtype name -> safetensors dtype
+_FROM_NUMPY = {
+    "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2", "float8_e4m3fnuz": "F8_E4M3FNUZ",
+    "float8_e5m2fnuz": "F8_E5M2FNUZ", "float8_e8m0fnu": "F8_E8M0", "bfloat16": "BF16",
+    "float16": "F16", "float32": "F32",
+}
+_WIDTH = {"BF16": 2, "F16": 2, "F32": 4}
+
+
+# ---- SIMD selection ---------------------------------------------------------------
+def simd_info() -> dict[str, Any]:
+    """CPU features, compiled / available implementations, the active one, and the
+    selection error if ``CKPTSCAN_SIMD`` named one this build or CPU cannot run
+    (kernel calls then raise RuntimeError until `set_simd` succeeds)."""
+    return dict(_core.simd_info())
+
+
+def available_simd() -> list[str]:
+    """Implementations this CPU can run, reference (``scalar``) first, best last."""
+    return list(_core.simd_info()["available"])
+
+
+def set_simd(name: str) -> str:
+    """Selects an implementation (``"auto"`` = best); returns the active name.
+
+    ValueError for an unknown name or one the CPU lacks; the current one stays."""
+    return str(_core.set_simd(name))
+
+
+@contextmanager
+def using_simd(name: str) -> Iterator[str]:
+    """``with using_simd("avx2"): ...`` then back to what was active before.
+
+    The selection is process-wide: do not use concurrently from several threads."""
+    before = _core.simd_info()["active"] or "auto"
+    active = set_simd(name)
+    try:
+        yield active
+    finally:
+        _core.set_simd(before)
+
+
+# ---- tensor sources -------------------------------------------------------------------
+@dataclass(frozen=True)
+class RawTensor:
+    """A tensor as bytes: ``data`` is a C-contiguous 1-D uint8 array."""
+
+    data: np.ndarray
+    dtype: str
+    shape: tuple[int, ...]
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+def raw_tensor(source: Any, name: str | None = None, *, dtype: str | None = None,
+               shape: Sequence[int] | None = None) -> RawTensor:
+    """Resolves a tensor source (see the module docstring) to its bytes, dtype and shape."""
+    if name is not None:
+        if hasattr(source, "raw"):  # a shard
+            info = source[name]
+            return RawTensor(source.raw(name), str(info.dtype), tuple(info.shape))
+        if isinstance(source, Mapping):
+            return raw_tensor(source[name], None, dtype=dtype, shape=shape)
+        raise TypeError(f"a tensor name ({name!r}) needs a shard or a mapping as source")
+    if isinstance(source, RawTensor):
+        return source
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        arr = np.frombuffer(source, dtype=np.uint8)
+    else:
+        arr = np.asarray(source)
+    if dtype is None:
+        dtype = _FROM_NUMPY.get(arr.dtype.name)
+        if dtype is None:
+            raise TypeError(f"cannot tell the tensor dtype of a {arr.dtype} array: pass dtype=")
+    if shape is None:
+        if arr.dtype == np.uint8 and dtype in _WIDTH:
+            shape = (arr.size // _WIDTH[dtype],)
+        else:
+            shape = arr.shape
+    data = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
+    return RawTensor(data, dtype, tuple(int(s) for s in shape))
+
+
+def _fp8(t: RawTensor) -> str:
+    if t.dtype not in FP8_DTYPES:
+        raise ValueError(f"not an FP8 tensor: {t.dtype} (expected one of {', '.join(FP8_DTYPES)})")
+    return t.dtype
+
+
+def _matrix(t: RawTensor) -> tuple[int, int]:
+    if len(t.shape) == 2:
+        return t.shape[0], t.shape[1]
+    if len(t.shape) == 1:
+        return 1, t.shape[0]
+    if len(t.shape) == 0:
+        return 1, 1
+    raise ValueError(f"block kernels need a 1-D or 2-D tensor, got shape {list(t.shape)}")
+
+
+def _chunks(data: np.ndarray, threads: int) -> list[np.ndarray]:
+    n = data.size
+    if threads <= 1 or n < (1 << 22):
+        return [data]
+    step = -(-n // threads)
+    step += -step % 4096  # page-aligned pieces
+    return [data[i:i + step] for i in range(0, n, step)]
+
+
+def _map(fn: Any, parts: list[np.ndarray]) -> list[Any]:
+    if len(parts) == 1:
+        return [fn(parts[0])]
+    with ThreadPoolExecutor(len(parts)) as pool:
+        return list(pool.map(fn, parts))
+
+
+# ---- FP8 ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Fp8Stats:
+    """Counts over an FP8 tensor's codes.
+
+    ``zero`` counts +0 and -0 (``neg_zero`` the -0 alone; F8_*FNUZ have no -0).
+    ``negative`` counts values < 0: sign bit set, not NaN and not -0 (-Inf counts).
+    ``saturated`` counts codes of the largest finite magnitude, either sign.
+    ``absmax_code`` is the magnitude code (``b & 0x7F``) of the finite element of
+    largest magnitude (0 when there is none) and ``absmax`` its value.
+    """
+
+    dtype: str
+    count: int
+    nan: int
+    inf: int
+    zero: int
+    neg_zero: int
+    subnormal: int
+    saturated: int
+    negative: int
+    absmax_code: int
+    absmax: float
+
+    @property
+    def finite(self) -> int:
+        return self.count - self.nan - self.inf
+
+
+def fp8_decode(code: int, dtype: str = "F8_E4M3") -> float:
+    """The exact value of one FP8 code (NaN for NaN codes, +/-inf for E5M2 Inf)."""
+    return float(_core.fp8_decode(int(code), dtype))
+
+
+def fp8_decode_table(dtype: str = "F8_E4M3") -> np.ndarray:
+    """float64[256]: the value of every code."""
+    return np.array([_core.fp8_decode(c, dtype) for c in range(256)], dtype=np.float64)
+
+
+def fp8_stats(source: Any, name: str | None = None, *, dtype: str | None = None,
+              threads: int = 1) -> Fp8Stats:
+    """NaN / Inf / zero / subnormal / saturated / negative counts and absmax of an FP8
+    tensor, at memory speed. ``threads`` > 1 splits a large tensor across threads."""
+    t = raw_tensor(source, name, dtype=dtype)
+    fmt = _fp8(t)
+    parts = _map(lambda d: _core.fp8_stats(d, fmt), _chunks(t.data, threads))
+    total = {k: sum(int(p[k]) for p in parts)
+             for k in ("count", "nan", "inf", "zero", "neg_zero", "subnormal", "saturated",
+                       "negative")}
+    code = max(int(p["absmax_code"]) for p in parts)
+    return Fp8Stats(dtype=fmt, absmax_code=code, absmax=fp8_decode(code, fmt), **total)
+
+
+def fp8_histogram(source: Any, name: str | None = None, *, dtype: str | None = None,
+                  threads: int = 1) -> np.ndarray:
+    """uint64[256]: how many times each code (byte value) occurs."""
+    if dtype is None and name is None and _is_bytes(source):
+        dtype = "U8"  # plain bytes: any 8-bit code
+    t = raw_tensor(source, name, dtype=dtype)
+    parts: list[np.ndarray] = _map(_core.histogram, _chunks(t.data, threads))
+    if len(parts) == 1:
+        return parts[0]
+    return np.asarray(np.sum(parts, axis=0, dtype=np.uint64))
+
+
+def _is_bytes(source: Any) -> bool:
+    return isinstance(source, (bytes, bytearray, memoryview)) or (
+        isinstance(source, np.ndarray) and source.dtype == np.uint8)
+
+
+@dataclass(frozen=True)
+class BlockAbsmax:
+    """Per-block results for a [rows, cols] FP8 tensor with block (br, bc).
+
+    ``codes[bi, bj]`` is the largest finite magnitude code (``b & 0x7F``) in the
+    block (NaN and Inf excluded; 0 for an all-zero or all-NaN block) and
+    ``nan[bi, bj]`` the block's NaN count; shape [ceil(rows/br), ceil(cols/bc)].
+    """
+
+    dtype: str
+    shape: tuple[int, int]
+    block: tuple[int, int]
+    codes: np.ndarray
+    nan: np.ndarray
+
+    @property
+    def values(self) -> np.ndarray:
+        """float64 value of each block's absmax code."""
+        out: np.ndarray = fp8_decode_table(self.dtype)[self.codes]
+        return out
+
+
+def block_absmax(source: Any, name: str | None = None, block: tuple[int, int] = (128, 128), *,
+                 dtype: str | None = None) -> BlockAbsmax:
+    """Largest finite magnitude code and NaN count of every (br, bc) block."""
+    t = raw_tensor(source, name, dtype=dtype)
+    fmt = _fp8(t)
+    rows, cols = _matrix(t)
+    br, bc = int(block[0]), int(block[1])
+    codes, nan = _core.fp8_block_absmax(t.data, rows, cols, br, bc, fmt)
+    return BlockAbsmax(fmt, (rows, cols), (br, bc), codes, nan)
+
+
+# ---- BF16 / F16 / F32 / E8M0 ------------------------------------------------------
+@dataclass(frozen=True)
+class FloatStats:
+    """NaN / Inf / zero / subnormal counts and the finite range of a float tensor.
+
+    ``absmax``, ``min`` and ``max`` cover finite elements only (NaN when there is none).
+    """
+
+    dtype: str
+    count: int
+    nan: int
+    pos_inf: int
+    neg_inf: int
+    zero: int
+    subnormal: int
+    finite: int
+    absmax: float
+    min: float
+    max: float
+
+
+def float_stats(source: Any, name: str | None = None, *, dtype: str | None = None,
+                threads: int = 1) -> FloatStats:
+    """Statistics of a BF16, F16 or F32 tensor."""
+    t = raw_tensor(source, name, dtype=dtype)
+    if t.dtype not in FLOAT_DTYPES:
+        raise ValueError(f"not a float tensor: {t.dtype} (expected BF16, F16 or F32)")
+    fmt = t.dtype
+    parts = _map(lambda d: _core.float_stats(d, fmt), _chunks(t.data, threads))
+    tot = {k: sum(int(p[k]) for p in parts)
+           for k in ("count", "nan", "pos_inf", "neg_inf", "zero", "subnormal", "finite")}
+    fin = [p for p in parts if p["finite"]]
+    nan = float("nan")
+    return FloatStats(
+        dtype=fmt, **tot,
+        absmax=max((p["absmax"] for p in fin), default=nan),
+        min=min((p["min"] for p in fin), default=nan),
+        max=max((p["max"] for p in fin), default=nan),
+    )
+
+
+@dataclass(frozen=True)
+class E8m0Stats:
+    """F8_E8M0 scales (value 2^(code-127), 0xFF NaN): NaN count and code range."""
+
+    count: int
+    nan: int
+    min_code: int  # over non-NaN codes; 255 when all are NaN
+    max_code: int  # 0 when all are NaN
+
+    @property
+    def min(self) -> float:
+        return math.ldexp(1.0, self.min_code - 127) if self.count > self.nan else math.nan
+
+    @property
+    def max(self) -> float:
+        return math.ldexp(1.0, self.max_code - 127) if self.count > self.nan else math.nan
+
+
+def e8m0_stats(source: Any, name: str | None = None) -> E8m0Stats:
+    t = raw_tensor(source, name, dtype="F8_E8M0")
+    if t.dtype != "F8_E8M0":
+        raise ValueError(f"not an F8_E8M0 tensor: {t.dtype}")
+    d = _core.e8m0_stats(t.data)
+    return E8m0Stats(int(d["count"]), int(d["nan"]), int(d["min_code"]), int(d["max_code"]))
+
+
+def tensor_stats(source: Any, name: str | None = None, *,
+                 dtype: str | None = None) -> Fp8Stats | FloatStats | E8m0Stats | None:
+    """The statistics that fit the tensor's dtype, or None for dtypes without any."""
+    t = raw_tensor(source, name, dtype=dtype)
+    if t.dtype in FP8_DTYPES:
+        return fp8_stats(t)
+    if t.dtype in FLOAT_DTYPES:
+        return float_stats(t)
+    if t.dtype == "F8_E8M0":
+        return e8m0_stats(t)
+    return None
+
+
+def read_probe(data: Any) -> int:
+    """Sum of the uint64 words of a buffer: reads it at memory speed (benchmarks)."""
+    return int(_core.read_probe(data))
+
+
+# ---- dequantization ---------------------------------------------------------------------
+def _out_kind(dtype: str) -> str:
+    d = dtype.lower()
+    if d in ("bfloat16", "bf16"):
+        return "BF16"
+    if d in ("float32", "f32"):
+        return "F32"
+    raise ValueError(f"dequantize dtype must be 'bfloat16' or 'float32', not {dtype!r}")
+
+
+def _scale_f32(t: RawTensor) -> np.ndarray:
+    """A scale tensor as float32 values in its shape (F32, BF16, F16 or F8_E8M0)."""
+    if t.dtype == "F32":
+        vals = t.data.view(np.float32)
+    elif t.dtype == "BF16":
+        vals = (t.data.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+    elif t.dtype == "F16":
+        vals = t.data.view(np.float16).astype(np.float32)
+    elif t.dtype == "F8_E8M0":
+        vals = np.ldexp(np.float32(1.0), t.data.astype(np.int32) - 127).astype(np.float32)
+        vals[t.data == 0xFF] = np.nan
+    else:
+        raise ValueError(f"cannot use a {t.dtype} tensor as scale")
+    return vals.reshape(t.shape)
+
+
+def dequantize_array(q: Any, scale_inv: Any, block: tuple[int, int] = (128, 128),
+                     dtype: str = "bfloat16", *, fp8_dtype: str | None = None,
+                     out: np.ndarray | None = None) -> np.ndarray:
+    """``w[i, j] = decode(q[i, j]) * scale_inv[i // br, j // bc]`` (float32 product).
+
+    ``q`` is an FP8 tensor source (ml_dtypes array, or uint8 bytes with ``fp8_dtype``
+    and a 2-D shape), ``scale_inv`` a float32 array (or any tensor source of F32,
+    BF16, F16 or F8_E8M0). ``dtype="float32"`` returns float32; ``"bfloat16"``
+    rounds the float32 product to nearest even (NaN stays a quiet NaN) and returns
+    ``ml_dtypes.bfloat16`` when ml_dtypes is importable, else the raw bits as uint16.
+    """
+    qt = raw_tensor(q, dtype=fp8_dtype)
+    st = raw_tensor(scale_inv)
+    return _dequantize(qt, st, block, dtype, out)
+
+
+def _dequantize(qt: RawTensor, st: RawTensor, block: tuple[int, int], dtype: str,
+                out: np.ndarray | None) -> np.ndarray:
+    fmt = _fp8(qt)
+    rows, cols = _matrix(qt)
+    kind = _out_kind(dtype)
+    scale = np.ascontiguousarray(_scale_f32(st), dtype=np.float32)
+    if scale.ndim != 2:
+        scale = scale.reshape(1, -1) if scale.ndim <= 1 else scale
+    if scale.ndim != 2:
+        raise ValueError(f"scale must be 2-D, got shape {list(st.shape)}")
+    out_np = np.float32 if kind == "F32" else np.uint16
+    if out is None:
+        out = np.empty((rows, cols), dtype=out_np)
+        target = out
+    else:
+        target = out.view(out_np) if out.dtype != out_np else out
+        if target.shape != (rows, cols) or not target.flags.c_contiguous:
+            raise ValueError(f"out must be a C-contiguous [{rows}, {cols}] array")
+    _core.fp8_dequantize(qt.data, rows, cols, fmt, scale, scale.shape[0], scale.shape[1],
+                         int(block[0]), int(block[1]), target, kind)
+    if kind == "BF16" and out is target:
+        try:
+            import ml_dtypes
+        except ImportError:
+            return target
+        return target.view(ml_dtypes.bfloat16)
+    return out
+
+
+def dequantize(source: Any, weight_name: str, scale_name: str,
+               block: tuple[int, int] = (128, 128), dtype: str = "bfloat16", *,
+               scale_source: Any = None, out: np.ndarray | None = None) -> np.ndarray:
+    """Dequantizes ``weight_name`` with ``scale_name`` (DeepSeek-V3 convention) from a
+    shard or a ``{name: array}`` mapping; ``scale_source`` when the scale lives in
+    another shard. See `dequantize_array` for the arithmetic and the output type."""
+    qt = raw_tensor(source, weight_name)
+    st = raw_tensor(source if scale_source is None else scale_source, scale_name)
+    return _dequantize(qt, st, block, dtype, out)
+
+
+# ---- checks ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Fp8WeightSummary:
+    """What `check_fp8_weight` measured (a per-tensor summary for reports)."""
+
+    weight: str
+    scale: str
+    dtype: str
+    shape: tuple[int, ...]
+    scale_dtype: str
+    scale_shape: tuple[int, ...]
+    block: tuple[int, int]
+    blocks: int
+    nan_codes: int
+    nan_blocks: int
+    inf_codes: int
+    zero_blocks: int
+    low_range_blocks: int
+    absmax_code_min: int | None  # over non-zero blocks
+    absmax_code_max: int | None
+    scale_min: float | None      # finite scales only
+    scale_max: float | None
+    absmax: float | None         # max over blocks of value(absmax code) * scale (dequantized)
+
+
+@dataclass(frozen=True)
+class Fp8WeightCheck:
+    findings: list[Finding] = field(default_factory=list)
+    summary: Fp8WeightSummary | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not any(f.severity >= Severity.ERROR for f in self.findings)
+
+
+def _first_blocks(mask: np.ndarray, k: int = 5) -> list[list[int]]:
+    return [[int(i), int(j)] for i, j in np.argwhere(mask)[:k]]
+
+
+def check_fp8_weight(source: Any, weight_name: str, scale_name: str,
+                     block: tuple[int, int] = (128, 128), *,
+                     scale_source: Any = None,
+                     scale_dtype_expected: str | Sequence[str] = "F32",
+                     ue8m0: bool = False, file: str | None = None,
+                     range_factor: float = 4.0) -> Fp8WeightCheck:
+    """Reads one FP8 weight and its block scale and reports what is wrong with them.
+
+    ``source`` is a shard or a ``{name: array}`` mapping (``scale_source`` when the
+    scale is elsewhere). ``scale_dtype_expected``: the accepted scale dtype(s) —
+    add ``"F8_E8M0"`` when the config says ``scale_fmt: ue8m0``; ``ue8m0=True`` also
+    flags F32 scales that are not powers of two. ``range_factor``: blocks whose
+    largest code is below ``max / range_factor`` are reported as range-unused.
+    Codes: see the module docstring. Returns findings and a `Fp8WeightSummary`.
+    """
+    if file is None:
+        file = getattr(source, "path", None)
+    sfile = getattr(scale_source, "path", None) if scale_source is not None else file
+    qt = raw_tensor(source, weight_name)
+    st = raw_tensor(source if scale_source is None else scale_source, scale_name)
+    fmt = _fp8(qt)
+    br, bc = int(block[0]), int(block[1])
+    rows, cols = _matrix(qt)
+    nbr, nbc = -(-rows // br), -(-cols // bc)
+    expected = (scale_dtype_expected,) if isinstance(scale_dtype_expected, str) \
+        else tuple(scale_dtype_expected)
+    out: list[Finding] = []
+
+    def add(code: str, message: str, tensor: str, where: str | None, **detail: Any) -> None:
+        out.append(Finding(code, FINDING_CODES[code][0], message, where, tensor, detail))
+
+    # -- weight codes
+    ba = block_absmax(qt, block=(br, bc))
+    stats = fp8_stats(qt)
+    maxf = float(_core.fp8_traits(fmt)["max_finite"])
+    table = fp8_decode_table(fmt)
+    nan_blocks = ba.nan > 0
+    if stats.nan:
+        first = _first_blocks(nan_blocks, 1)[0]
+        add("fp8-nan", f"{stats.nan} NaN codes in {int(nan_blocks.sum())} of {nbr * nbc} blocks "
+            f"(first block {first})", weight_name, file,
+            count=stats.nan, blocks=int(nan_blocks.sum()), first_block=first)
+    if stats.inf:
+        add("fp8-inf", f"{stats.inf} Inf codes", weight_name, file, count=stats.inf)
+    # a block is all-zero when its absmax code is 0 and it has no NaN/Inf; Inf-only
+    # blocks are rare enough (E5M2 weights) to be reported by fp8-inf alone.
+    zero_blocks = (ba.codes == 0) & ~nan_blocks
+    nonzero = ~zero_blocks & ~nan_blocks
+    if stats.zero == stats.count and stats.count > 0:
+        add("fp8-all-zero", f"all {stats.count} codes are zero", weight_name, file)
+    elif zero_blocks.any():
+        add("fp8-zero-block", f"{int(zero_blocks.sum())} of {nbr * nbc} blocks are all zeros "
+            f"(first {_first_blocks(zero_blocks, 1)[0]})", weight_name, file,
+            blocks=int(zero_blocks.sum()), first_blocks=_first_blocks(zero_blocks))
+    low = nonzero & (table[ba.codes] < maxf / range_factor)
+    if low.any():
+        add("fp8-range-unused",
+            f"{int(low.sum())} of {nbr * nbc} blocks have their largest |code| below "
+            f"{maxf / range_factor:g} (format max {maxf:g}): unused range, or a scale that "
+            f"belongs to another block", weight_name, file,
+            blocks=int(low.sum()), first_blocks=_first_blocks(low),
+            smallest_absmax=float(table[ba.codes][low].min()))
+
+    # -- scale
+    scale_vals: np.ndarray | None = None
+    if st.dtype not in expected:
+        add("scale-dtype", f"scale dtype {st.dtype}, expected {' or '.join(expected)}",
+            scale_name, sfile, dtype=st.dtype, expected=list(expected))
+    try:
+        scale_vals = _scale_f32(st)
+    except ValueError:
+        scale_vals = None
+    want = (nbr, nbc) if len(qt.shape) == 2 else None
+    shape_ok = tuple(st.shape) == want or (want is None and st.numel == nbr * nbc)
+    if not shape_ok:
+        add("scale-shape", f"scale shape {list(st.shape)}, expected [{nbr}, {nbc}] for weight "
+            f"{list(qt.shape)} and block [{br}, {bc}]", scale_name, sfile,
+            shape=list(st.shape), expected=[nbr, nbc], block=[br, bc])
+    s_min = s_max = absmax = None
+    if scale_vals is not None:
+        s = scale_vals.astype(np.float32, copy=False)
+        unfilled = s == np.float32(VLLM_UNFILLED_SCALE)
+        nonfinite = ~np.isfinite(s)
+        nonpos = (s <= 0) & ~unfilled & ~nonfinite
+        tiny = np.finfo(np.float32).tiny
+        subn = (s != 0) & (np.abs(s) < tiny) & ~nonpos
+        if unfilled.any():
+            add("scale-unfilled", f"{int(unfilled.sum())} scales are -3.4028235e38, vLLM's "
+                f"never-loaded sentinel: the scale was not exported", scale_name, sfile,
+                count=int(unfilled.sum()))
+        if nonfinite.any():
+            add("scale-nonfinite", f"{int(nonfinite.sum())} scales are NaN or Inf", scale_name,
+                sfile, count=int(nonfinite.sum()))
+        if nonpos.any():
+            add("scale-nonpositive", f"{int(nonpos.sum())} scales are <= 0 (min "
+                f"{float(s[nonpos].min()):g})", scale_name, sfile, count=int(nonpos.sum()))
+        if subn.any():
+            add("scale-subnormal", f"{int(subn.sum())} scales are float32 subnormals",
+                scale_name, sfile, count=int(subn.sum()))
+        good = np.isfinite(s) & (s > 0)
+        if ue8m0 and st.dtype == "F32" and good.any():
+            mant, _ = np.frexp(s[good])
+            bad = int((mant != 0.5).sum())
+            if bad:
+                add("scale-not-pow2", f"{bad} scales are not powers of two (scale_fmt ue8m0)",
+                    scale_name, sfile, count=bad)
+        if good.any():
+            s_min, s_max = float(s[good].min()), float(s[good].max())
+        if shape_ok:
+            sv = s.reshape(nbr, nbc).astype(np.float64)
+            deq = table[ba.codes] * np.where(good.reshape(nbr, nbc), sv, np.nan)
+            usable = nonzero & np.isfinite(deq)
+            absmax = float(deq[usable].max()) if usable.any() else (0.0 if zero_blocks.all()
+                                                                    else None)
+
+    nz_codes = ba.codes[nonzero]
+    summary = Fp8WeightSummary(
+        weight=weight_name, scale=scale_name, dtype=fmt, shape=tuple(qt.shape),
+        scale_dtype=st.dtype, scale_shape=tuple(st.shape), block=(br, bc), blocks=nbr * nbc,
+        nan_codes=stats.nan, nan_blocks=int(nan_blocks.sum()), inf_codes=stats.inf,
+        zero_blocks=int(zero_blocks.sum()), low_range_blocks=int(low.sum()),
+        absmax_code_min=int(nz_codes.min()) if nz_codes.size else None,
+        absmax_code_max=int(nz_codes.max()) if nz_codes.size else None,
+        scale_min=s_min, scale_max=s_max, absmax=absmax,
+    )
+    return Fp8WeightCheck(out, summary)
