@@ -1,0 +1,34 @@
+"""The kernels' C++ differential test (every SIMD path this CPU runs against the
+scalar reference) built with AddressSanitizer + UBSan, as CI runs it."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"),
+                    reason="tests/cpp/build.sh builds the x86 paths")
+def test_kernels_under_asan_ubsan(tmp_path: Path) -> None:
+    if shutil.which("g++") is None:
+        if IN_CI:
+            pytest.fail("g++ is not installed: the sanitizer build must run in CI")
+        pytest.skip("g++ is not installed")
+    env = dict(os.environ, TMPDIR=str(tmp_path),
+               ASAN_OPTIONS="detect_leaks=0:abort_on_error=1",
+               UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1")
+    run = subprocess.run(
+        ["sh", str(ROOT / "tests/cpp/build.sh"), "-fsanitize=address,undefined",
+         "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output[-4000:]
+    assert "runtime error" not in output and "AddressSanitizer" not in output, output[-4000:]
