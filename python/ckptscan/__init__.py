@@ -1,7 +1,7 @@
 """ckptscan: what is inside a safetensors checkpoint, without loading it.
 
 Public API (imported lazily so that ``ckptscan --help`` starts instantly):
-`open_shard`, `open_checkpoint`, `scan`, `simd_info`, `Shard`, `TensorInfo`,
+`open_shard`, `open_checkpoint`, `scan`, `scan_farm`, `simd_info`, `Shard`, `TensorInfo`,
 `Checkpoint`, and the exceptions `CkptScanError`, `HeaderError`, `ShardIOError`.
 """
 
@@ -25,16 +25,19 @@ _EXPORTS = {
     "Finding": "findings",
     "Severity": "findings",
     "scan": "scan",
+    "scan_farm": "farm",
     "simd_info": "kernels",
 }
 
 __all__ = [
     "Checkpoint", "CkptScanError", "Finding", "HeaderError", "Problem", "Severity", "Shard",
-    "ShardIOError", "TensorInfo", "open_checkpoint", "open_shard", "scan", "simd_info",
+    "ShardIOError", "TensorInfo", "open_checkpoint", "open_shard", "scan", "scan_farm",
+    "simd_info",
 ]
 
 if TYPE_CHECKING:
     from .checkpoint import Checkpoint, open_checkpoint
+    from .farm import scan_farm
     from .errors import CkptScanError, HeaderError, Problem, ShardIOError
     from .findings import Finding, Severity
     from .kernels import simd_info

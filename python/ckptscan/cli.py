@@ -69,6 +69,41 @@ def _parser() -> argparse.ArgumentParser:
     report_options(d, "never")  # the demo's defects are planted: finding them is success
     sub.add_parser("doctor", help="versions, CPU features and the active SIMD kernels")
     sub.add_parser("codes", help="list every finding code with its severity")
+    f = sub.add_parser(
+        "farm", help="scan every checkpoint under ROOTs into a SQLite store, or query the store",
+        description="Finds every checkpoint under the ROOTs (directories, Hugging Face cache "
+                    "snapshots, single .safetensors files), scans the new and changed ones in "
+                    "parallel into a SQLite store and prints one row per checkpoint. Without "
+                    "ROOT, queries the store only.")
+    f.add_argument("roots", nargs="*", metavar="ROOT")
+    f.add_argument("--db", metavar="PATH",
+                   help="the store (default: $XDG_CACHE_HOME/ckptscan/farm.db, "
+                        "~/.cache/ckptscan/farm.db)")
+    f.add_argument("--where", metavar="SQL",
+                   help="only rows matching this SQL condition on the store's columns, "
+                        "e.g. \"errors > 0\" or \"quant_method = 'fp8' AND shards > 100\"")
+    f.add_argument("--findings", action="store_true",
+                   help="one row per finding instead of one per checkpoint")
+    f.add_argument("--format", choices=("table", "json", "jsonl", "csv"), default="table",
+                   help="json: one document; jsonl: JSON Lines, one row per line")
+    f.add_argument("--output", "-o", metavar="FILE", help="write the rows to FILE")
+    f.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="checkpoints scanned at once (default: one per core)")
+    f.add_argument("--io-jobs", type=int, default=16, metavar="N",
+                   help="header reads in flight per checkpoint (default 16; more on network "
+                        "storage)")
+    f.add_argument("--deep", action="store_true",
+                   help="read every tensor's data (NaN/Inf, FP8 codes, block scales)")
+    f.add_argument("--rescan", action="store_true",
+                   help="scan every checkpoint again, changed or not")
+    f.add_argument("--processes", action="store_true",
+                   help="scan in worker processes instead of threads")
+    f.add_argument("--dask", metavar="ADDRESS",
+                   help="run the scans on this Dask scheduler (pip install 'ckptscan[dask]'); "
+                        "its workers must see the same paths")
+    f.add_argument("--fail-on", choices=("error", "warning", "info", "never"), default="error",
+                   help="exit 1 when a listed checkpoint has a finding at this level "
+                        "(default: error)")
     return p
 
 
@@ -140,6 +175,48 @@ def _doctor() -> int:
     return EXIT_OK
 
 
+def _farm(args: argparse.Namespace) -> int:
+    from .farm import FarmProgressBar, format_rows, scan_farm, summary_lines
+    from .store import Store
+
+    try:
+        if args.roots:
+            bar = FarmProgressBar(sys.stderr) if sys.stderr.isatty() else None
+            result = scan_farm(args.roots, db=args.db, jobs=args.jobs, deep=args.deep,
+                               io_jobs=args.io_jobs, dask=args.dask, processes=args.processes,
+                               rescan=args.rescan, progress=bar)
+            paths: list[str] | None = [r["path"] for r in result.rows]
+            db = result.db
+        else:
+            result, paths, db = None, None, args.db
+        with Store(db, create=bool(args.roots)) as store:
+            rows = store.query(args.where, paths, "findings" if args.findings else "checkpoints")
+            if args.findings:
+                listed = {r["checkpoint"] for r in rows}
+                counts = store.query(None, listed)
+            else:
+                counts = rows
+    except KeyboardInterrupt:
+        print("ckptscan: interrupted; every checkpoint finished so far is stored, run again "
+              "to resume", file=sys.stderr)
+        return 130
+    data = format_rows(rows, args.format, findings=args.findings,
+                       color=args.output is None and _color(sys.stdout))
+    if args.output:
+        with open(args.output, "w", encoding="utf-8", newline="") as fh:
+            fh.write(data)
+    else:
+        sys.stdout.write(data)
+    if result is not None:
+        for line in summary_lines(result):
+            print(line, file=sys.stderr)
+    if args.fail_on == "never":
+        return EXIT_OK
+    keys = {"error": ("errors",), "warning": ("errors", "warnings"),
+            "info": ("errors", "warnings", "infos")}[args.fail_on]
+    return EXIT_FINDINGS if any(r[k] for r in counts for k in keys) else EXIT_OK
+
+
 def _codes() -> int:
     from .checks import iter_codes
 
@@ -168,6 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _demo(args)
         if args.command == "doctor":
             return _doctor()
+        if args.command == "farm":
+            return _farm(args)
         return _codes()
     except CkptScanError as exc:
         print(f"ckptscan: {exc}", file=sys.stderr)

@@ -1,0 +1,392 @@
+"""The farm's result store: one SQLite file (Python's sqlite3, WAL mode).
+
+Tables (schema version in ``PRAGMA user_version``, see ``SCHEMA_SQL``):
+
+- ``checkpoints``: one row per checkpoint, keyed by its absolute path: the
+  summary columns of its `Report`, the fingerprint of its files, and the whole
+  report as JSON (``report``), so that any renderer can show a stored
+  checkpoint without opening it again.
+- ``shards``: one row per ``*.safetensors`` file of a checkpoint with the
+  fingerprint fields (size, mtime_ns, ctime_ns, inode, dev) it was scanned at.
+- ``findings``: one row per finding of a checkpoint.
+
+Every checkpoint is written in one short transaction (its rows deleted and
+inserted again), so a reader or a second writer only ever sees a checkpoint
+wholly before or wholly after a scan, and an interrupted scan loses nothing
+that was committed. Readers run under an authorizer that allows reads only.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .errors import CkptScanError
+from .findings import Finding, Severity
+
+SCHEMA_VERSION = 1
+SCHEMA_NAME = "ckptscan.farm/1"
+BUSY_TIMEOUT_MS = 60_000
+
+SCHEMA_SQL = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    path             TEXT PRIMARY KEY,  -- absolute path as discovered (HF snapshots not resolved)
+    kind             TEXT NOT NULL,     -- dir | hf-snapshot | file
+    repo             TEXT,              -- Hugging Face cache: ORG/NAME
+    revision         TEXT,              -- Hugging Face cache: snapshot (commit) id
+    model_type       TEXT,              -- config.json model_type
+    family           TEXT,              -- taxonomy family used
+    shards           INTEGER NOT NULL,  -- .safetensors files found
+    missing_shards   INTEGER NOT NULL,  -- named by index.json, not on disk
+    tensors          INTEGER NOT NULL,
+    parameters       INTEGER NOT NULL,
+    bytes            INTEGER NOT NULL,  -- tensor data bytes
+    dtypes           TEXT NOT NULL,     -- JSON {dtype: {tensors, parameters, bytes}}
+    main_dtype       TEXT,              -- dtype holding the most parameters
+    quant_method     TEXT,              -- quantization_config.quant_method
+    quant_format     TEXT,              -- fmt (or the FP8 dtype found)
+    quant_block      TEXT,              -- weight_block_size as "128x128"
+    fp8_tensors      INTEGER NOT NULL,
+    scale_tensors    INTEGER NOT NULL,
+    errors           INTEGER NOT NULL,
+    warnings         INTEGER NOT NULL,
+    infos            INTEGER NOT NULL,
+    deep             INTEGER NOT NULL,  -- 1 when scanned with --deep
+    fingerprint      TEXT NOT NULL,     -- digest of the files (size, mtime_ns, ctime_ns, inode)
+    ckptscan_version TEXT NOT NULL,
+    scanned_at       TEXT NOT NULL,     -- UTC, ISO 8601
+    scan_seconds     REAL NOT NULL,
+    report           TEXT NOT NULL      -- Report.to_dict() as JSON
+);
+CREATE TABLE IF NOT EXISTS shards (
+    checkpoint   TEXT NOT NULL REFERENCES checkpoints(path) ON DELETE CASCADE,
+    name         TEXT NOT NULL,         -- file name inside the checkpoint
+    path         TEXT NOT NULL,         -- as discovered (may be a symlink)
+    target       TEXT,                  -- what a symlink resolves to (HF blobs)
+    size         INTEGER,               -- NULL when stat failed
+    mtime_ns     INTEGER,
+    ctime_ns     INTEGER,
+    inode        INTEGER,
+    dev          INTEGER,
+    tensors      INTEGER,               -- NULL when not parsed
+    header_bytes INTEGER,
+    problems     INTEGER NOT NULL,      -- problems the reader found in this file
+    error        TEXT,                  -- why it could not be read, if so
+    PRIMARY KEY (checkpoint, name)
+);
+CREATE TABLE IF NOT EXISTS findings (
+    checkpoint TEXT NOT NULL REFERENCES checkpoints(path) ON DELETE CASCADE,
+    seq        INTEGER NOT NULL,        -- order in the report
+    code       TEXT NOT NULL,
+    severity   TEXT NOT NULL,           -- error | warning | info
+    message    TEXT NOT NULL,
+    file       TEXT,
+    tensor     TEXT,
+    detail     TEXT,                    -- JSON object or NULL
+    PRIMARY KEY (checkpoint, seq)
+);
+CREATE INDEX IF NOT EXISTS findings_code ON findings(code);
+CREATE INDEX IF NOT EXISTS shards_inode ON shards(dev, inode);
+"""
+
+#: The columns of `checkpoints` a listing shows (everything but the report blob).
+SUMMARY_COLUMNS: tuple[str, ...] = (
+    "path", "kind", "repo", "revision", "model_type", "family", "shards", "missing_shards",
+    "tensors", "parameters", "bytes", "dtypes", "main_dtype", "quant_method", "quant_format",
+    "quant_block", "fp8_tensors", "scale_tensors", "errors", "warnings", "infos", "deep",
+    "fingerprint", "ckptscan_version", "scanned_at", "scan_seconds",
+)
+FINDING_COLUMNS: tuple[str, ...] = (
+    "checkpoint", "seq", "code", "severity", "message", "file", "tensor", "detail")
+
+
+class StoreError(CkptScanError):
+    """The store cannot be used (newer schema, not a ckptscan store) or a query is invalid."""
+
+
+def default_db_path() -> Path:
+    """``$XDG_CACHE_HOME/ckptscan/farm.db`` (default ``~/.cache/ckptscan/farm.db``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "ckptscan" / "farm.db"
+
+
+@dataclass
+class ShardRow:
+    name: str
+    path: str
+    target: str | None
+    size: int | None
+    mtime_ns: int | None
+    ctime_ns: int | None
+    inode: int | None
+    dev: int | None
+    tensors: int | None = None
+    header_bytes: int | None = None
+    problems: int = 0
+    error: str | None = None
+
+
+@dataclass
+class CheckpointRecord:
+    """What the store keeps of one scanned checkpoint: its Report and how its files looked."""
+
+    path: str
+    kind: str
+    report: Any  # result.Report
+    fingerprint: str
+    shards: list[ShardRow] = field(default_factory=list)
+    repo: str | None = None
+    revision: str | None = None
+    deep: bool = False
+    seconds: float = 0.0
+    version: str = ""
+
+
+# ---------------------------------------------------------------- read-only queries
+
+_READ_ACTIONS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION}
+
+
+def _read_only(action: int, *_args: Any) -> int:
+    return sqlite3.SQLITE_OK if action in _READ_ACTIONS else sqlite3.SQLITE_DENY
+
+
+def _utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+class Store:
+    """A farm store. One connection; use it from one thread (the farm's writer)."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, create: bool = True) -> None:
+        self.path = str(default_db_path() if path is None else path)
+        memory = self.path == ":memory:"
+        if not memory:
+            if not create and not os.path.exists(self.path):
+                raise StoreError(f"{self.path}: no such store")
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
+                                    isolation_level=None, check_same_thread=False)
+        try:
+            self._setup_retrying()
+        except sqlite3.DatabaseError as exc:
+            self.conn.close()
+            raise StoreError(f"{self.path}: not a usable ckptscan store ({exc})") from None
+
+    def _setup_retrying(self) -> None:
+        """Switching a new store to WAL takes an exclusive lock, and SQLite answers
+        "database is locked" at once (no busy handler) when another process is
+        doing the same: retry within the busy timeout."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        delay = 0.005
+        while True:
+            try:
+                self._setup()
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
+
+    # ---- schema ---------------------------------------------------------------
+    def _setup(self) -> None:
+        c = self.conn
+        c.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        mode = c.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        self.wal = str(mode).lower() == "wal"
+        c.execute("PRAGMA synchronous = NORMAL")
+        c.execute("PRAGMA foreign_keys = ON")
+        version = c.execute("PRAGMA user_version").fetchone()[0]
+        if version == SCHEMA_VERSION:
+            return
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: store schema {version} is newer than this ckptscan "
+                             f"({SCHEMA_VERSION}); upgrade ckptscan or use another --db")
+        with self.transaction():
+            version = c.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
+                tables = {r[0] for r in c.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'")}
+                if tables - {"meta", "checkpoints", "shards", "findings"}:
+                    raise StoreError(f"{self.path}: holds other tables; not a ckptscan store")
+                for stmt in SCHEMA_SQL.split(";"):
+                    if stmt.strip():
+                        c.execute(stmt)
+                c.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (SCHEMA_NAME,))
+                c.execute("INSERT OR REPLACE INTO meta VALUES ('created_at', ?)", (_utc_now(),))
+                c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT; rolled back on any exception (Ctrl-C included)."""
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            yield c
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        c.execute("COMMIT")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- writing ----------------------------------------------------------------
+    def known(self) -> dict[str, tuple[str, bool, str]]:
+        """path -> (fingerprint, deep, ckptscan_version) of every stored checkpoint."""
+        return {p: (fp, bool(d), v) for p, fp, d, v in self.conn.execute(
+            "SELECT path, fingerprint, deep, ckptscan_version FROM checkpoints")}
+
+    def put(self, rec: CheckpointRecord) -> None:
+        """Replaces one checkpoint's rows in one transaction."""
+        r = rec.report
+        summary = r.to_dict()
+        counts = summary["summary"]
+        dtypes = summary["dtypes"]
+        main = max(dtypes.items(), key=lambda kv: (kv[1]["parameters"], kv[0]))[0] if dtypes \
+            else None
+        q = r.quantization
+        row = (
+            rec.path, rec.kind, rec.repo, rec.revision, r.model_type, r.family,
+            len(r.shards.found), len(r.shards.missing), r.total.tensors, r.total.parameters,
+            r.total.bytes, _json(dtypes), main, q.method, q.format,
+            "x".join(map(str, q.block_size)) if q.block_size else None,
+            q.fp8_tensors, q.scale_tensors, counts["error"], counts["warning"], counts["info"],
+            int(rec.deep), rec.fingerprint, rec.version, _utc_now(), round(rec.seconds, 6),
+            _json(summary),
+        )
+        shard_rows = [(rec.path, s.name, s.path, s.target, s.size, s.mtime_ns, s.ctime_ns,
+                       s.inode, s.dev, s.tensors, s.header_bytes, s.problems, s.error)
+                      for s in rec.shards]
+        finding_rows = [(rec.path, i, f.code, str(f.severity), f.message, f.file, f.tensor,
+                         _json(f.detail) if f.detail else None)
+                        for i, f in enumerate(r.findings)]
+        with self.transaction() as c:
+            c.execute("DELETE FROM findings WHERE checkpoint = ?", (rec.path,))
+            c.execute("DELETE FROM shards WHERE checkpoint = ?", (rec.path,))
+            c.execute("DELETE FROM checkpoints WHERE path = ?", (rec.path,))
+            c.execute(f"INSERT INTO checkpoints VALUES ({', '.join('?' * len(row))})", row)
+            c.executemany("INSERT INTO shards VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", shard_rows)
+            c.executemany("INSERT INTO findings VALUES (?,?,?,?,?,?,?,?)", finding_rows)
+
+    def prune(self, roots: Sequence[str], keep: Iterable[str],
+              protect: Sequence[str] = ()) -> list[str]:
+        """Deletes checkpoints stored under `roots` (or equal to one) that are not in
+        `keep` (they are gone from disk), except those under `protect` (directories
+        that could not be listed this time). Returns the paths removed."""
+        keep = set(keep)
+        gone = []
+        for path in self.paths():
+            if (path not in keep and any(_under(path, root) for root in roots)
+                    and not any(_under(path, p) for p in protect)):
+                gone.append(path)
+        if gone:
+            with self.transaction() as c:
+                for path in gone:
+                    c.execute("DELETE FROM findings WHERE checkpoint = ?", (path,))
+                    c.execute("DELETE FROM shards WHERE checkpoint = ?", (path,))
+                    c.execute("DELETE FROM checkpoints WHERE path = ?", (path,))
+        return gone
+
+    # ---- reading ----------------------------------------------------------------
+    def paths(self) -> list[str]:
+        return [p for (p,) in self.conn.execute("SELECT path FROM checkpoints ORDER BY path")]
+
+    def query(self, where: str | None = None, paths: Iterable[str] | None = None,
+              table: str = "checkpoints") -> list[dict[str, Any]]:
+        """Rows of `checkpoints` (summary columns) or `findings`, filtered by a SQL
+        boolean expression `where` (read-only: anything but a read is refused) and
+        optionally restricted to checkpoints in `paths`. Ordered by path."""
+        if table == "checkpoints":
+            cols, key, order = SUMMARY_COLUMNS, "path", "path"
+        elif table == "findings":
+            cols, key, order = FINDING_COLUMNS, "checkpoint", "checkpoint, seq"
+        else:
+            raise StoreError(f"unknown table {table!r}")
+        sql = f"SELECT {', '.join(cols)} FROM {table}"
+        if where:
+            sql += f" WHERE ({where})"
+        sql += f" ORDER BY {order}"
+        wanted = None if paths is None else set(paths)
+        c = self.conn
+        c.set_authorizer(_read_only)
+        try:
+            cur = c.execute(sql)
+            rows = [dict(zip(cols, r, strict=True)) for r in cur]
+        except (sqlite3.Error, sqlite3.Warning) as exc:
+            raise StoreError(f"invalid --where {where!r}: {exc}") from None
+        finally:
+            c.set_authorizer(None)
+        if wanted is not None:
+            rows = [r for r in rows if r[key] in wanted]
+        return rows
+
+    def load_report(self, path: str) -> Any:
+        """The stored `Report` of one checkpoint (None if not stored)."""
+        row = self.conn.execute("SELECT report FROM checkpoints WHERE path = ?",
+                                (path,)).fetchone()
+        return None if row is None else report_from_dict(orjson.loads(row[0]))
+
+    def integrity(self) -> str:
+        return str(self.conn.execute("PRAGMA integrity_check").fetchone()[0])
+
+
+def _under(path: str, root: str) -> bool:
+    root = root.rstrip(os.sep) or os.sep
+    return path == root or path.startswith(root if root.endswith(os.sep) else root + os.sep)
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+
+
+# ---------------------------------------------------------------- Report <- dict
+
+def report_from_dict(d: dict[str, Any]) -> Any:
+    """Rebuilds the `Report` whose `to_dict()` gave `d` (what the store keeps)."""
+    from .result import (
+        Count,
+        DeepSummary,
+        Quantization,
+        Report,
+        RoleSummary,
+        Shards,
+        TensorRow,
+    )
+
+    q = d["quantization"]
+    deep = d.get("deep")
+    return Report(
+        checkpoint=d["checkpoint"],
+        model_type=d["model_type"],
+        family=d["family"],
+        shards=Shards(**d["shards"]),
+        total=Count(d["tensors"], d["parameters"], d["bytes"]),
+        dtypes={k: Count(**v) for k, v in d["dtypes"].items()},
+        roles={k: RoleSummary(**v) for k, v in d["roles"].items()},
+        quantization=Quantization(**q),
+        examples={k: [TensorRow(r["name"], r["dtype"], tuple(r["shape"]), r["file"]) for r in v]
+                  for k, v in d["examples"].items()},
+        findings=[Finding(f["code"], Severity.parse(f["severity"]), f["message"], f["file"],
+                          f["tensor"], f.get("detail") or {}) for f in d["findings"]],
+        deep=None if deep is None else DeepSummary(**deep),
+    )
