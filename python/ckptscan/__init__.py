@@ -37,8 +37,8 @@ __all__ = [
 
 if TYPE_CHECKING:
     from .checkpoint import Checkpoint, open_checkpoint
-    from .farm import scan_farm
     from .errors import CkptScanError, HeaderError, Problem, ShardIOError
+    from .farm import scan_farm
     from .findings import Finding, Severity
     from .kernels import simd_info
     from .scan import scan
