@@ -14,7 +14,9 @@ namespace ckptscan {
 
 bool MappedFile::open(const std::string& path, std::string* err) {
   path_ = path;
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO (or a device) named like a shard must not
+  // block; it has no effect on reading a regular file, the only kind accepted.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     *err = std::strerror(errno);
     return false;
@@ -25,8 +27,9 @@ bool MappedFile::open(const std::string& path, std::string* err) {
     ::close(fd);
     return false;
   }
-  if (S_ISDIR(st.st_mode)) {
-    *err = "is a directory";
+  if (!S_ISREG(st.st_mode)) {
+    *err = S_ISDIR(st.st_mode) ? "is a directory" : S_ISFIFO(st.st_mode) ? "is a FIFO, not a regular file"
+                                                                           : "is not a regular file";
     ::close(fd);
     return false;
   }

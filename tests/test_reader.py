@@ -397,3 +397,14 @@ def test_single_file_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(ckptscan.ShardIOError):
         ckptscan.open_checkpoint(tmp_path / "absent")
 
+
+
+def test_fifo_named_like_a_shard_does_not_block(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "model.safetensors")
+    os.mkfifo(tmp_path / "config.json")
+    save_file({"a": np.ones(3, np.float32)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ckptscan.ShardIOError, match="FIFO"):
+        ckptscan.open_shard(tmp_path / "model.safetensors")
+    ckpt = ckptscan.open_checkpoint(tmp_path)  # would hang on open() without O_NONBLOCK
+    assert {p.code for p in ckpt.problems} == {"io-error", "config-invalid"}
+    assert ckpt.num_tensors == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -77,6 +78,9 @@ class Checkpoint:
 
 def _read_json(path: Path, code: str, problems: list[Problem]) -> dict[str, Any] | None:
     try:
+        if not stat.S_ISREG(path.stat().st_mode):  # a FIFO would block the read
+            problems.append(Problem(code, "not a regular file", str(path)))
+            return None
         data = orjson.loads(path.read_bytes())
     except OSError as exc:
         problems.append(Problem(code, f"cannot read: {exc.strerror or exc}", str(path)))
