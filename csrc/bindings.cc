@@ -116,6 +116,19 @@ py::array raw_view(PyShard& s, int64_t row) {
 
 }  // namespace
 
+// A parsed index.json, kept alive by the Python object.
+struct PyIndex {
+  ckptscan::IndexTable table;
+};
+
+template <class T>
+py::array owned_column(std::vector<T>&& v) {
+  auto* keep = new std::vector<T>(std::move(v));
+  py::capsule owner(keep, [](void* p) { delete static_cast<std::vector<T>*>(p); });
+  return py::array(py::dtype::of<T>(), {static_cast<py::ssize_t>(keep->size())}, {sizeof(T)},
+                   keep->data(), owner);
+}
+
 static void bind_reader(py::module_& m) {
   py::list dtypes;
   for (const auto& d : ckptscan::kDtypes) dtypes.append(py::make_tuple(std::string(d.name), d.bits));
@@ -193,6 +206,60 @@ static void bind_reader(py::module_& m) {
       },
       py::arg("data"), py::arg("file_size") = py::none(),
       "Parses a header from the first bytes of a file held in memory (tests, fuzzing).");
+  py::class_<PyIndex, std::shared_ptr<PyIndex>>(m, "Index")
+      .def("__len__", [](const PyIndex& x) { return x.table.size(); })
+      .def("names",
+           [](const PyIndex& x) {
+             py::list out(x.table.size());
+             for (size_t i = 0; i < x.table.size(); ++i) {
+               const auto n = x.table.name(i);
+               out[i] = py::reinterpret_steal<py::object>(PyUnicode_DecodeUTF8(n.data(), n.size(), "strict"));
+             }
+             return out;
+           })
+      .def_property_readonly("shard_ids", [](py::object self) { return column(self.cast<PyIndex&>().table.shard, self); })
+      .def_property_readonly("offsets", [](py::object self) { return column(self.cast<PyIndex&>().table.offset, self); })
+      .def_property_readonly("shard_names", [](const PyIndex& x) { return x.table.shard_names; })
+      .def_property_readonly("total_size",
+                             [](const PyIndex& x) -> py::object {
+                               if (!x.table.has_total_size) return py::none();
+                               return py::int_(x.table.total_size);
+                             })
+      .def_property_readonly("problems", [](const PyIndex& x) {
+        ckptscan::ParsedHeader h;
+        h.problems = x.table.problems;
+        return problems_of(h);
+      });
+  m.def(
+      "parse_index",
+      [](py::buffer data) {
+        py::buffer_info info = data.request();
+        auto x = std::make_shared<PyIndex>();
+        {
+          py::gil_scoped_release nogil;
+          x->table = ckptscan::parse_index_json(static_cast<const uint8_t*>(info.ptr),
+                                                static_cast<size_t>(info.size * info.itemsize));
+        }
+        return x;
+      },
+      py::arg("data"), "Parses a model.safetensors.index.json held in memory.");
+  m.def(
+      "match_names",
+      [](const std::shared_ptr<PyIndex>& index, const std::vector<std::shared_ptr<PyShard>>& shards,
+         const std::vector<int64_t>& shard_pos) {
+        std::vector<const ckptscan::TensorTable*> tables;
+        for (const auto& s : shards) tables.push_back(&s->table());
+        ckptscan::NameMatch match;
+        {
+          py::gil_scoped_release nogil;
+          match = ckptscan::match_names(index ? &index->table : nullptr, tables, shard_pos);
+        }
+        return py::make_tuple(owned_column(std::move(match.entry_row)),
+                              owned_column(std::move(match.row_entry)),
+                              owned_column(std::move(match.dup_of)));
+      },
+      py::arg("index"), py::arg("shards"), py::arg("shard_pos"),
+      "Joins tensor names across the index and the shards: (entry_row, row_entry, dup_of).");
   m.def("name_template", [](std::string_view name) {
     std::string tmpl;
     std::vector<int64_t> ints;

@@ -336,17 +336,22 @@ class NameSet {
 
 class Parser {
  public:
-  Parser(const uint8_t* json, size_t n, ParsedHeader* out) : p_(json), n_(n), out_(out) {}
+  Parser(const uint8_t* json, size_t n, ParsedHeader* out)
+      : p_(json), n_(n), out_(out), problems_(&out->problems), base_(kPrefixLen) {}
+  // For a model.safetensors.index.json: offsets are from the file's start.
+  Parser(const uint8_t* json, size_t n, IndexTable* index)
+      : p_(json), n_(n), index_(index), problems_(&index->problems), base_(0) {}
 
   void run();
+  void run_index();
 
  private:
   // A fatal syntax problem: parsing stops; semantic ones are collected.
   struct Stop {};
 
-  uint64_t file_offset(size_t pos) const { return kPrefixLen + pos; }
+  uint64_t file_offset(size_t pos) const { return base_ + pos; }
   void problem_at(ErrorCode code, uint64_t offset, std::string_view tensor, std::string msg) {
-    out_->problems.push_back({code, offset, std::string(tensor), std::move(msg)});
+    problems_->push_back({code, offset, std::string(tensor), std::move(msg)});
   }
   void problem(ErrorCode code, size_t pos, std::string_view tensor, std::string msg) {
     problem_at(code, file_offset(pos), tensor, std::move(msg));
@@ -407,11 +412,16 @@ class Parser {
   // Validates sizes and appends the row; false when the entry is unusable.
   bool finish_entry(std::string_view name, size_t pos, Entry& e);
   void check_coverage();
+  void parse_weight_map();
+  void parse_index_metadata();
 
   const uint8_t* p_;
   size_t n_;
   size_t i_ = 0;
-  ParsedHeader* out_;
+  ParsedHeader* out_ = nullptr;
+  IndexTable* index_ = nullptr;
+  std::vector<Problem>* problems_;
+  uint64_t base_;
   NameSet seen_;
   bool seen_metadata_ = false;
   std::string key_, scratch_;
@@ -1082,6 +1092,143 @@ void Parser::check_coverage() {
   }
 }
 
+void Parser::run_index() {
+  IndexTable& x = *index_;
+  const size_t bad = first_invalid_utf8(p_, n_);
+  if (bad != n_) {
+    problem(ErrorCode::kNotUtf8, bad, {}, "index is not valid UTF-8");
+    return;
+  }
+  bool seen_map = false, seen_meta = false;
+  try {
+    expect('{', "'{' opening the index");
+    if (!peek('}')) {
+      for (;;) {
+        skip_ws();
+        const size_t kpos = i_;
+        parse_string(&key_);
+        expect(':', "':'");
+        bool* seen = std::string_view(key_) == "weight_map" ? &seen_map
+                     : std::string_view(key_) == "metadata" ? &seen_meta : nullptr;
+        if (seen != nullptr && *seen) {
+          problem(ErrorCode::kDuplicateKey, kpos, {}, "\"" + key_ + "\" appears twice");
+          skip_value(1);
+        } else if (seen == &seen_map) {
+          seen_map = true;
+          parse_weight_map();
+        } else if (seen == &seen_meta) {
+          seen_meta = true;
+          parse_index_metadata();
+        } else {
+          skip_value(1);
+        }
+        if (peek(',')) {
+          ++i_;
+          continue;
+        }
+        break;
+      }
+    }
+    expect('}', "',' or '}'");
+    skip_ws();
+    if (i_ < n_) fatal(ErrorCode::kJsonSyntax, i_, "unexpected bytes after the index's closing '}'");
+  } catch (const Stop&) {
+    std::vector<Problem> problems = std::move(x.problems);
+    x = IndexTable{};  // no partial table
+    x.problems = std::move(problems);
+    return;
+  }
+  if (!seen_map) problem(ErrorCode::kMissingField, 0, {}, "index has no \"weight_map\"");
+}
+
+void Parser::parse_weight_map() {
+  IndexTable& x = *index_;
+  skip_ws();
+  if (i_ >= n_ || p_[i_] != '{') {
+    const size_t pos = i_;
+    skip_value(1);
+    problem(ErrorCode::kNotObject, pos, {}, "\"weight_map\" is not an object");
+    return;
+  }
+  ++i_;
+  if (peek('}')) {
+    ++i_;
+    return;
+  }
+  std::unordered_map<std::string, uint32_t> shard_ids;
+  uint32_t last = UINT32_MAX;
+  for (;;) {
+    skip_ws();
+    const size_t kpos = i_;
+    parse_string(&key_);
+    expect(':', "':'");
+    skip_ws();
+    const size_t vpos = i_;
+    if (i_ >= n_ || p_[i_] != '"') {
+      skip_value(2);
+      problem(ErrorCode::kNotObject, vpos, key_, "weight_map value is not a file name");
+    } else {
+      parse_string(&scratch_);
+      // Consecutive entries usually name the same shard.
+      if (last == UINT32_MAX || x.shard_names[last] != scratch_) {
+        auto it = shard_ids.find(scratch_);
+        if (it == shard_ids.end()) {
+          it = shard_ids.emplace(scratch_, static_cast<uint32_t>(x.shard_names.size())).first;
+          x.shard_names.push_back(scratch_);
+        }
+        last = it->second;
+      }
+      x.names += key_;
+      x.name_start.push_back(x.names.size());
+      x.shard.push_back(last);
+      x.offset.push_back(file_offset(kpos));
+    }
+    if (peek(',')) {
+      ++i_;
+      continue;
+    }
+    expect('}', "',' or '}'");
+    return;
+  }
+}
+
+// "metadata": only total_size matters; writers store it as an integer or a
+// float, and other keys are free-form.
+void Parser::parse_index_metadata() {
+  skip_ws();
+  if (i_ >= n_ || p_[i_] != '{') {
+    skip_value(1);
+    return;
+  }
+  ++i_;
+  if (peek('}')) {
+    ++i_;
+    return;
+  }
+  for (;;) {
+    skip_ws();
+    parse_string(&key_);
+    expect(':', "':'");
+    skip_ws();
+    uint64_t v;
+    const size_t vpos = i_;
+    if (std::string_view(key_) == "total_size" && fast_u64(&i_, &v) &&
+        (i_ >= n_ || (p_[i_] != '.' && p_[i_] != 'e' && p_[i_] != 'E'))) {
+      index_->has_total_size = true;
+      index_->total_size = v;
+    } else {
+      i_ = vpos;
+      skip_value(2);
+    }
+    if (peek(',')) {
+      ++i_;
+      continue;
+    }
+    expect('}', "',' or '}'");
+    return;
+  }
+}
+
 }  // namespace
 
 void name_template(std::string_view name, std::string* tmpl, std::vector<int64_t>* ints) {
@@ -1097,6 +1244,125 @@ ParsedHeader parse_header_json(const uint8_t* json, size_t n, uint64_t file_size
   out.data_end = out.data_start;
   Parser(json, n, &out).run();
   return out;
+}
+
+IndexTable parse_index_json(const uint8_t* json, size_t n) {
+  IndexTable out;
+  Parser(json, n, &out).run_index();
+  return out;
+}
+
+namespace {
+
+// Open-addressing map from a name to an int64 payload, names kept by pointer
+// (they live in the tables being joined). Sized once for n keys.
+class NameIndex {
+ public:
+  explicit NameIndex(size_t n) {
+    size_t cap = 16;
+    while (cap < 2 * n) cap *= 2;
+    slots_.assign(cap, Slot{});
+  }
+  // The payload stored for `name`, inserting `value` when absent; `*found`
+  // says which.
+  int64_t& get(std::string_view name, int64_t value, bool* found) {
+    const uint64_t h = hash_bytes(name, seed_);
+    const size_t mask = slots_.size() - 1;
+    size_t i = h & mask;
+    for (; slots_[i].p != nullptr; i = (i + 1) & mask) {
+      if (slots_[i].hash == h && std::string_view(slots_[i].p, slots_[i].len) == name) {
+        *found = true;
+        return slots_[i].value;
+      }
+    }
+    slots_[i] = Slot{h, name.data(), name.size(), value};
+    *found = false;
+    return slots_[i].value;
+  }
+
+ private:
+  struct Slot {
+    uint64_t hash = 0;
+    const char* p = nullptr;
+    size_t len = 0;
+    int64_t value = -1;
+  };
+  uint64_t seed_ = hash_seed();
+  std::vector<Slot> slots_;
+};
+
+}  // namespace
+
+NameMatch match_names(const IndexTable* index, const std::vector<const TensorTable*>& shards,
+                      const std::vector<int64_t>& shard_pos) {
+  NameMatch m;
+  std::vector<size_t> first_row{0};
+  for (const TensorTable* t : shards) first_row.push_back(first_row.back() + t->size());
+  const size_t rows = first_row.back();
+  const size_t entries = index != nullptr ? index->size() : 0;
+  m.entry_row.assign(entries, -1);
+  m.row_entry.assign(rows, -1);
+  m.dup_of.assign(rows, -1);
+
+  // 1. Per shard, the entries the index places there against the shard's own
+  //    rows: small tables that stay in cache, and the whole join when the
+  //    index and the headers agree.
+  if (entries > 0) {
+    std::vector<std::vector<uint32_t>> by_shard(shards.size());
+    for (size_t e = 0; e < entries; ++e) {
+      const uint32_t id = index->shard[e];
+      const int64_t pos = id < shard_pos.size() ? shard_pos[id] : -1;
+      if (pos >= 0 && static_cast<size_t>(pos) < shards.size()) by_shard[pos].push_back(static_cast<uint32_t>(e));
+    }
+    for (size_t s = 0; s < shards.size(); ++s) {
+      if (by_shard[s].empty()) continue;
+      NameIndex names(by_shard[s].size());
+      bool found;
+      for (uint32_t e : by_shard[s]) names.get(index->name(e), e, &found);
+      const TensorTable& t = *shards[s];
+      for (size_t i = 0; i < t.size(); ++i) {
+        const int64_t e = names.get(t.name(i), -1, &found);
+        if (found && m.entry_row[e] < 0) {
+          m.entry_row[e] = static_cast<int64_t>(first_row[s] + i);
+          m.row_entry[first_row[s] + i] = e;
+        }
+      }
+    }
+  }
+  // 2. What is left (rows the index does not place in their shard, or every
+  //    row when there is no index): one table over all entries and those rows.
+  std::vector<size_t> left;
+  for (size_t r = 0; r < rows; ++r) {
+    if (m.row_entry[r] < 0) left.push_back(r);
+  }
+  if (left.empty()) return m;
+  NameIndex all(entries + left.size());
+  bool found;
+  for (size_t e = 0; e < entries; ++e) all.get(index->name(e), -2 - static_cast<int64_t>(e), &found);
+  size_t s = 0;
+  for (size_t r : left) {
+    while (first_row[s + 1] <= r) ++s;
+    int64_t& v = all.get(shards[s]->name(r - first_row[s]), static_cast<int64_t>(r), &found);
+    if (!found) continue;  // first sighting of a name in no entry: v = r now
+    if (v <= -2) {         // a name the index lists (elsewhere)
+      const int64_t e = -2 - v;
+      m.row_entry[r] = e;
+      if (m.entry_row[e] < 0) {
+        m.entry_row[e] = static_cast<int64_t>(r);
+      } else {
+        m.dup_of[r] = m.entry_row[e];
+      }
+    } else {
+      m.dup_of[r] = v;
+    }
+  }
+  // A listed name whose first copy was matched in its own shard and whose
+  // other copy sits elsewhere: the second copy is a duplicate of the first.
+  for (size_t r : left) {
+    const int64_t e = m.row_entry[r];
+    if (e >= 0 && m.dup_of[r] < 0 && m.entry_row[e] != static_cast<int64_t>(r)) m.dup_of[r] = m.entry_row[e];
+  }
+  return m;
 }
 
 ParsedHeader parse_header_bytes(const uint8_t* prefix, size_t prefix_len, uint64_t file_size) {

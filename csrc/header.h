@@ -57,6 +57,39 @@ struct ParsedHeader {
   bool ok() const { return problems.empty(); }
 };
 
+// A model.safetensors.index.json's weight_map as columns: entry i maps name i
+// to shard_names[shard[i]]. Problems (offsets from the file's start) say what
+// is wrong; a syntax error leaves no entries.
+struct IndexTable {
+  std::string names;
+  std::vector<uint64_t> name_start{0};
+  std::vector<uint32_t> shard;
+  std::vector<uint64_t> offset;  // of each entry's name in the file
+  std::vector<std::string> shard_names;
+  bool has_total_size = false;
+  uint64_t total_size = 0;
+  std::vector<Problem> problems;
+
+  size_t size() const { return shard.size(); }
+  std::string_view name(size_t i) const {
+    return std::string_view(names).substr(name_start[i], name_start[i + 1] - name_start[i]);
+  }
+};
+
+IndexTable parse_index_json(const uint8_t* json, size_t n);
+
+// Joins names across an index (may be null) and the shards' tables, rows
+// numbered across the shards in order. shard_pos[id] is the position in
+// `shards` of the index's shard_names[id] (-1: not among them). entry_row[e]
+// is the row matched to entry e (-1: in no shard); row_entry[r] the entry
+// naming row r (-1: not in the index); dup_of[r] another row with the same
+// name (-1: none).
+struct NameMatch {
+  std::vector<int64_t> entry_row, row_entry, dup_of;
+};
+NameMatch match_names(const IndexTable* index, const std::vector<const TensorTable*>& shards,
+                      const std::vector<int64_t>& shard_pos);
+
 // Parses the N JSON bytes of a header whose file is `file_size` bytes long.
 // Never throws on bad input; every problem lands in `problems`.
 ParsedHeader parse_header_json(const uint8_t* json, size_t n, uint64_t file_size);

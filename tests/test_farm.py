@@ -688,8 +688,8 @@ def test_unreadable_files_and_directories(tmp_path: Path) -> None:
             (str(root / "ok"), False)]
         assert sql(db, "SELECT code, message, file FROM findings WHERE checkpoint = ? "
                        "AND code = 'io-error'", str(root / "locked")) == [
-            ("io-error", "cannot open: Permission denied",
-             str(root / "locked" / "model-00001-of-00002.safetensors"))]
+            ("io-error", "cannot open: Permission denied (4 tensors the index places in it "
+             "cannot be read)", str(root / "locked" / "model-00001-of-00002.safetensors"))]
         if os.geteuid() == 0:
             assert f"note: {root / 'hidden'}: cannot list directory: Permission denied" \
                 in stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -12,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from . import _core
 from .errors import Problem, ShardIOError
 from .shard import Shard, load_shard
 
@@ -21,6 +23,33 @@ CONFIG_NAME = "config.json"
 # Header reads on network storage cost a round trip each, not bandwidth: keep
 # many in flight. (Data scans use their own, smaller pool: one per core.)
 DEFAULT_HEADER_JOBS = 16
+
+
+@dataclass(eq=False)
+class Index:
+    """model.safetensors.index.json, parsed by the C++ core into columns
+    (a 96k-entry weight_map is no 96k-item dict unless someone asks for one)."""
+
+    path: Path
+    core: Any  # _core.Index
+
+    def __len__(self) -> int:
+        return len(self.core)
+
+    @cached_property
+    def shard_names(self) -> list[str]:
+        """The shard file names the weight_map uses, in first-use order."""
+        return self.core.shard_names  # type: ignore[no-any-return]
+
+    @property
+    def total_size(self) -> int | None:
+        return self.core.total_size  # type: ignore[no-any-return]
+
+    @cached_property
+    def weight_map(self) -> dict[str, str]:
+        names = self.shard_names
+        return dict(zip(self.core.names(), (names[i] for i in self.core.shard_ids.tolist()),
+                        strict=True))
 
 
 @dataclass
@@ -35,25 +64,27 @@ class Checkpoint:
 
     path: Path
     shards: list[Shard]
-    index: dict[str, Any] | None = None
+    index: Index | None = None
     config: dict[str, Any] | None = None
-    index_path: Path | None = None
     problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def index_path(self) -> Path | None:
+        return None if self.index is None else self.index.path
 
     @property
     def files(self) -> list[str]:
         """Shard file names found, sorted."""
         return [os.path.basename(s.path) for s in self.shards]
 
-    @cached_property
+    @property
     def weight_map(self) -> dict[str, str]:
-        wm = (self.index or {}).get("weight_map")
-        return wm if isinstance(wm, dict) else {}
+        return {} if self.index is None else self.index.weight_map
 
     @cached_property
     def referenced(self) -> list[str]:
         """Shard file names that index.json refers to, sorted."""
-        return sorted(v for v in set(self.weight_map.values()) if isinstance(v, str))
+        return [] if self.index is None else sorted(self.index.shard_names)
 
     @property
     def missing(self) -> list[str]:
@@ -76,22 +107,48 @@ class Checkpoint:
         self.close()
 
 
-def _read_json(path: Path, code: str, problems: list[Problem]) -> dict[str, Any] | None:
+def _regular_bytes(path: Path, code: str, problems: list[Problem]) -> bytes | None:
     try:
         if not stat.S_ISREG(path.stat().st_mode):  # a FIFO would block the read
             problems.append(Problem(code, "not a regular file", str(path)))
             return None
-        data = orjson.loads(path.read_bytes())
+        return path.read_bytes()
     except OSError as exc:
         problems.append(Problem(code, f"cannot read: {exc.strerror or exc}", str(path)))
         return None
+
+
+def read_json(path: Path, code: str, problems: list[Problem]) -> dict[str, Any] | None:
+    """config.json and the like: a JSON object, or None with a problem recorded."""
+    data = _regular_bytes(path, code, problems)
+    if data is None:
+        return None
+    try:
+        obj = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         problems.append(Problem(code, f"not valid JSON: {exc}", str(path)))
         return None
-    if not isinstance(data, dict):
+    if not isinstance(obj, dict):
         problems.append(Problem(code, "top level is not a JSON object", str(path)))
         return None
-    return data
+    return obj
+
+
+def read_index(path: Path, code: str, problems: list[Problem]) -> Index | None:
+    """index.json through the C++ parser. None when it is unusable (unreadable,
+    not JSON, no weight_map); its other problems are recorded either way."""
+    data = _regular_bytes(path, code, problems)
+    if data is None:
+        return None
+    core = _core.parse_index(data)
+    found = core.problems
+    for kind, offset, tensor, msg in found:
+        problems.append(Problem(code, f"{kind}: {msg}", str(path), offset, tensor))
+    fatal = {"json-syntax", "json-too-deep", "header-not-utf8", "missing-field"}
+    if any(kind in fatal for kind, *_ in found) or (
+            any(kind == "not-an-object" and tensor is None for kind, _, tensor, _ in found)):
+        return None
+    return Index(path, core)
 
 
 def _find_index(directory: Path) -> Path | None:
@@ -100,6 +157,32 @@ def _find_index(directory: Path) -> Path | None:
         return default
     others = sorted(directory.glob("*.safetensors.index.json"))
     return others[0] if others else None
+
+
+def assemble(root: Path, shards: list[Shard], index: Index | None,
+             config: dict[str, Any] | None, problems: Sequence[Problem] = ()) -> Checkpoint:
+    """A Checkpoint from what was read, with its problems gathered: the shards'
+    own, `problems` (index/config/filesystem), and missing shards."""
+    ckpt = Checkpoint(root, shards, index, config, [])
+    for s in shards:
+        ckpt.problems.extend(s.problems)
+    ckpt.problems.extend(problems)
+    for name in ckpt.missing:
+        ckpt.problems.append(Problem("shard-missing", "listed in the index but not on disk",
+                                     str(root / name)))
+    if not shards and not ckpt.missing:
+        ckpt.problems.append(Problem("no-shards", "no .safetensors file found", str(root)))
+    return ckpt
+
+
+def load_shards(files: Sequence[Any], jobs: int | None,
+                load: Callable[[Any], Shard] = load_shard) -> list[Shard]:
+    """Loads shards on a thread pool (the core releases the GIL while parsing)."""
+    workers = min(jobs or DEFAULT_HEADER_JOBS, max(1, len(files)))
+    if workers <= 1:
+        return [load(f) for f in files]
+    with ThreadPoolExecutor(workers, thread_name_prefix="ckptscan-header") as pool:
+        return list(pool.map(load, files))
 
 
 def open_checkpoint(path: str | os.PathLike[str], jobs: int | None = None) -> Checkpoint:
@@ -111,35 +194,15 @@ def open_checkpoint(path: str | os.PathLike[str], jobs: int | None = None) -> Ch
     root = Path(path)
     problems: list[Problem] = []
     index = config = None
-    index_path = None
     if root.is_dir():
         files = sorted(p for p in root.glob("*.safetensors") if not p.is_dir())
         index_path = _find_index(root)
         if index_path is not None:
-            index = _read_json(index_path, "index-invalid", problems)
-            if index is not None and not isinstance(index.get("weight_map"), dict):
-                problems.append(Problem("index-invalid", "has no \"weight_map\" object",
-                                        str(index_path)))
+            index = read_index(index_path, "index-invalid", problems)
         if (root / CONFIG_NAME).exists():
-            config = _read_json(root / CONFIG_NAME, "config-invalid", problems)
+            config = read_json(root / CONFIG_NAME, "config-invalid", problems)
     elif root.exists():
         files = [root]
     else:
         raise ShardIOError(str(root), "no such file or directory")
-
-    workers = min(jobs or DEFAULT_HEADER_JOBS, max(1, len(files)))
-    if workers <= 1:
-        shards = [load_shard(f) for f in files]
-    else:
-        with ThreadPoolExecutor(workers, thread_name_prefix="ckptscan-header") as pool:
-            shards = list(pool.map(load_shard, files))
-
-    ckpt = Checkpoint(root, shards, index, config, index_path, problems)
-    for s in shards:
-        problems.extend(s.problems)
-    for name in ckpt.missing:
-        problems.append(Problem("shard-missing", "listed in the index but not on disk",
-                                str(root / name)))
-    if not shards and not ckpt.missing:
-        problems.append(Problem("no-shards", "no .safetensors file found", str(root)))
-    return ckpt
+    return assemble(root, load_shards(files, jobs), index, config, problems)

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _core
 from .checkpoint import Checkpoint
 from .errors import Problem
 from .findings import Finding, Severity
@@ -152,20 +153,20 @@ def emit(frame: Frame, rows: np.ndarray, code: str, message: Callable[[int], str
     order = np.argsort(tmpl, kind="stable")
     rows = rows[order]
     bounds = np.flatnonzero(np.diff(tmpl[order])) + 1
-    names = frame.names
+    name = frame.name
     out: list[Finding] = []
     for group in np.split(rows, bounds):
         if len(group) <= COLLAPSE_AFTER:
-            out += [finding(code, message(i), frame.file(i), names[i], **detail)
+            out += [finding(code, message(i), frame.file(i), name(i), **detail)
                     for i in group.tolist()]
             continue
         i = int(group[0])
         template = frame.templates[int(frame.template[i])]
         out.append(Finding(code, CODES[code][0],
                            f"{len(group)} tensors like {template}: {message(i)}",
-                           frame.file(i), names[i],
+                           frame.file(i), name(i),
                            {**detail, "count": len(group), "template": template,
-                            "examples": [names[j] for j in group[:COLLAPSE_AFTER].tolist()]}))
+                            "examples": [name(j) for j in group[:COLLAPSE_AFTER].tolist()]}))
     return out
 
 
@@ -176,17 +177,21 @@ _OF_N = re.compile(r"-(\d+)-of-(\d+)\.safetensors$")
 
 def check_files(ckpt: Checkpoint, frame: Frame) -> list[Finding]:
     files = ckpt.files
-    lost: dict[str, int] = {}
-    index_findings: list[Finding] = []
-    if ckpt.index is not None:
-        index_findings, lost = _index_vs_headers(ckpt, frame)
+    join = _join(ckpt, frame)
+    lost = _lost_per_shard(ckpt, frame, join)
     out = []
+    told: set[str] = set()
     for p in ckpt.problems:
         f = from_problem(p)
+        name = os.path.basename(p.path)
+        n = lost.get(name, 0)
         if p.code == "shard-missing":
-            n = lost.get(os.path.basename(p.path), 0)
             f = finding("shard-missing", f"listed in the index with {n} tensors, not on disk",
                         p.path, lost_tensors=n)
+        elif n and name not in told:  # the first problem of a shard that lost tensors
+            f = Finding(f.code, f.severity, f"{f.message} ({n} tensors the index places in it "
+                        "cannot be read)", f.file, f.tensor, {**f.detail, "lost_tensors": n})
+        told.add(name)
         out.append(f)
     declared = {int(m.group(2)) for f in files if (m := _OF_N.search(f))}
     if len(declared) == 1 and (n := declared.pop()) != len(files):
@@ -194,18 +199,18 @@ def check_files(ckpt: Checkpoint, frame: Frame) -> list[Finding]:
                            f"shard names say -of-{n} but there are {len(files)} files "
                            "(harmless: the index is what loaders follow)",
                            str(ckpt.path), declared=n, files=len(files)))
+    out += _duplicates(frame, join)
     if ckpt.index is None:
-        return out + _duplicates(frame)
+        return out
     referenced = set(ckpt.referenced)
     for name in files:
         if name not in referenced:
             out.append(finding("shard-unreferenced", "on disk but not in the index",
                                os.path.join(ckpt.path, name)))
-    out += index_findings
-    out += _duplicates(frame)
-    total = (ckpt.index.get("metadata") or {}).get("total_size")
+    out += _index_vs_headers(ckpt, frame, join)
+    total = ckpt.index.total_size
     actual = int(frame.nbytes.sum())
-    if isinstance(total, int) and total != actual and not ckpt.missing:
+    if total is not None and total != actual and not lost:  # lost shards explain it
         out.append(finding("index-total-size",
                            f"index.json says total_size {total:,}; the tensors hold {actual:,} "
                            "bytes (some writers store another size: not an error)",
@@ -213,57 +218,83 @@ def check_files(ckpt: Checkpoint, frame: Frame) -> list[Finding]:
     return out
 
 
-def _index_vs_headers(ckpt: Checkpoint, frame: Frame) -> tuple[list[Finding], dict[str, int]]:
-    """Index-vs-header findings, and how many tensors each missing shard takes along."""
-    wm = ckpt.weight_map
-    base = [os.path.basename(s.path) for s in frame.shards]
-    names = frame.names
-    have = dict(zip(names, map(base.__getitem__, frame.shard_of.tolist()), strict=True))
-    holders: dict[str, list[str]] = {}
-    if len(have) < len(names):  # a name in several shards: remember them all
-        for name, si in zip(names, frame.shard_of.tolist(), strict=True):
-            holders.setdefault(name, []).append(base[si])
-    missing = set(ckpt.missing)
-    lost: dict[str, int] = defaultdict(int)
-    found: list[tuple[str, Finding]] = []
+@dataclass
+class _Join:
+    """Names matched across index.json and the shards (see _core.match_names)."""
+
+    entry_row: np.ndarray  # per index entry: its row, -1 when in no shard
+    row_entry: np.ndarray  # per row: its index entry, -1 when unlisted
+    dup_of: np.ndarray     # per row: another row with the same name, or -1
+    entry_shard: np.ndarray  # per index entry: position in frame.shards, -1 if absent
+
+
+def _join(ckpt: Checkpoint, frame: Frame) -> _Join:
+    position = {os.path.basename(s.path): i for i, s in enumerate(frame.shards)}
+    idx = ckpt.index
+    shard_pos = [position.get(n, -1) for n in idx.shard_names] if idx is not None else []
+    entry_row, row_entry, dup_of = _core.match_names(
+        None if idx is None else idx.core, [s.core for s in frame.shards], shard_pos)
+    entry_shard = (np.asarray(shard_pos, dtype=np.int64)[idx.core.shard_ids]
+                   if idx is not None and len(idx) else np.zeros(0, np.int64))
+    return _Join(entry_row, row_entry, dup_of, entry_shard)
+
+
+def _lost_per_shard(ckpt: Checkpoint, frame: Frame, join: _Join) -> dict[str, int]:
+    """Index entries in no shard, per shard file named for them: missing or
+    unreadable shards take their tensors along (one error, not one per tensor)."""
+    if ckpt.index is None:
+        return {}
+    absent = np.flatnonzero(join.entry_row < 0)
+    ids = ckpt.index.core.shard_ids[absent]
+    counts = np.bincount(ids, minlength=len(ckpt.index.shard_names))
+    gone = {os.path.basename(s.path) for s in frame.shards if s.problems} | set(ckpt.missing)
+    names = ckpt.index.shard_names
+    return {names[i]: int(counts[i]) for i in np.flatnonzero(counts).tolist()
+            if names[i] in gone}
+
+
+def _index_vs_headers(ckpt: Checkpoint, frame: Frame, join: _Join) -> list[Finding]:
+    assert ckpt.index is not None
+    idx = ckpt.index
     root = ckpt.path
-    if wm == have:  # the common case, decided in C
-        return [], {}
-    differ = [(k, v) for k, v in wm.items() if have.get(k) != v]
-    for name, shard in sorted(differ, key=lambda kv: str(kv[0])):
-        where = holders.get(name) or ([have[name]] if name in have else [])
-        if shard in where:
-            continue
-        if not where:
-            if shard in missing:
-                lost[shard] += 1
+    shard_names = idx.shard_names
+    entry_name = idx.core.names if len(idx) else None
+    out: list[tuple[str, Finding]] = []
+    lost = set(_lost_per_shard(ckpt, frame, join))
+    absent = np.flatnonzero(join.entry_row < 0)
+    if len(absent):
+        names = entry_name() if entry_name else []
+        for e in absent.tolist():
+            shard = shard_names[int(idx.core.shard_ids[e])]
+            if shard in lost:
                 continue
-            found.append((str(shard), finding("index-tensor-absent",
-                                              f"index.json places it in {shard}, no shard holds it",
-                                              os.path.join(root, str(shard)), name)))
-        else:
-            found.append((str(shard), finding("index-wrong-shard",
-                                              f"index.json says {shard}, but it is in "
-                                              f"{', '.join(where)}",
-                                              os.path.join(root, where[0]), name)))
-    for name in sorted(have.keys() - wm.keys()):
-        found.append((have[name], finding("index-unlisted", "in the shard but not in index.json",
-                                          os.path.join(root, have[name]), name)))
-    return collapse(found), lost
+            out.append((shard, finding("index-tensor-absent",
+                                       f"index.json places it in {shard}, no shard holds it",
+                                       os.path.join(root, shard), names[e])))
+    # Listed, found, but in another shard than the index says (a copy in the
+    # right shard would have been matched first).
+    has = np.flatnonzero(join.entry_row >= 0)
+    wrong = has[frame.shard_of[join.entry_row[has]] != join.entry_shard[has]]
+    for e in wrong.tolist():
+        r = int(join.entry_row[e])
+        shard = shard_names[int(idx.core.shard_ids[e])]
+        out.append((shard, finding("index-wrong-shard",
+                                   f"index.json says {shard}, but it is in "
+                                   f"{os.path.basename(frame.file(r))}", frame.file(r),
+                                   frame.name(r))))
+    for r in np.flatnonzero(join.row_entry < 0).tolist():
+        out.append((frame.file(r), finding("index-unlisted", "in the shard but not in index.json",
+                                           frame.file(r), frame.name(r))))
+    return collapse(out)
 
 
-def _duplicates(frame: Frame) -> list[Finding]:
-    names = frame.names
-    if len(set(names)) == len(names):
-        return []
-    seen: dict[str, int] = {}
+def _duplicates(frame: Frame, join: _Join) -> list[Finding]:
     out = []
-    for i, name in enumerate(names):
-        j = seen.setdefault(name, i)
-        if j != i and frame.shard_of[j] != frame.shard_of[i]:
-            out.append(finding("tensor-duplicate",
-                               f"also in {os.path.basename(frame.file(j))}",
-                               frame.file(i), name))
+    for r in np.flatnonzero(join.dup_of >= 0).tolist():
+        j = int(join.dup_of[r])
+        first, second = min(j, r), max(j, r)
+        out.append(finding("tensor-duplicate", f"also in {os.path.basename(frame.file(first))}",
+                           frame.file(second), frame.name(second)))
     return out
 
 
@@ -425,7 +456,7 @@ def _not_convert_rows(frame: Frame, entries: list[str]) -> tuple[np.ndarray, lis
             rows = frame.rows_by_template[t]
             if not exact:  # e.g. "model.layers.0.mlp": only some rows of this template
                 rows = np.array([r for r in rows.tolist()
-                                 if not_convert_match(frame.names[r], [entry])], dtype=np.int64)
+                                 if not_convert_match(frame.name(r), [entry])], dtype=np.int64)
             for r in rows.tolist():
                 if not covered[r]:
                     covered[r] = True
@@ -459,13 +490,13 @@ def check_quantization(ckpt: Checkpoint, frame: Frame) -> list[Finding]:
     scale_of, weight_of = scale_pairs(frame)
     scale_rows = np.flatnonzero(frame.kind == KIND_CODE["scale"])
     paired_scales = scale_rows[weight_of[scale_rows] >= 0]
-    names = frame.names
     out += emit(frame, scale_rows[(weight_of[scale_rows] < 0)
                                   & _has_scale_suffix(frame, scale_rows)],
                 "scale-orphan", lambda i: "no weight of this name exists")
     w_of_s = weight_of[paired_scales]
     out += emit(frame, paired_scales[~is_fp8[w_of_s]], "scale-on-unquantized",
-                lambda i: f"its weight {names[weight_of[i]]} is {dname(int(weight_of[i]))}")
+                lambda i: f"its weight {frame.name(int(weight_of[i]))} is "
+                          f"{dname(int(weight_of[i]))}")
     fp8_pairs = paired_scales[is_fp8[w_of_s]]
     ok_dtypes = {"F32"} | ({"F8_E8M0"} if (qc.scale_fmt or "").lower() == "ue8m0" else set())
     ok_codes = [DTYPE_NAMES.index(d) for d in ok_dtypes]
@@ -577,16 +608,16 @@ def check_config(ckpt: Checkpoint, frame: Frame) -> list[Finding]:
         if hidden is not None and width != hidden:
             out.append(finding("config-hidden-size",
                                f"hidden_size is {hidden}, the embedding is {rows_} x {width}",
-                               frame.file(i), frame.names[i]))
+                               frame.file(i), frame.name(i)))
         if vocab is not None and rows_ != vocab:
             out.append(finding("config-vocab", f"vocab_size is {vocab}, the embedding has "
-                               f"{rows_} rows", frame.file(i), frame.names[i]))
+                               f"{rows_} rows", frame.file(i), frame.name(i)))
     heads = np.flatnonzero((role == ROLE_CODE[LM_HEAD]) & (frame.ndim == 2))
     for i in heads[:1].tolist():
         rows_ = frame.shape(i)[0]
         if vocab is not None and rows_ != vocab:
             out.append(finding("config-vocab", f"vocab_size is {vocab}, lm_head has "
-                               f"{rows_} rows", frame.file(i), frame.names[i]))
+                               f"{rows_} rows", frame.file(i), frame.name(i)))
     n_mtp = _cfg_int(config, "num_nextn_predict_layers", "num_mtp_modules",
                      "mtp_num_hidden_layers")
     if n_mtp and not mtp.any():

@@ -325,7 +325,7 @@ def _scan_one(spec: CheckpointSpec, cache: dict[Any, Any], deep: bool,
     from pathlib import Path
 
     from . import checks
-    from .checkpoint import Checkpoint, _read_json
+    from .checkpoint import assemble, load_shards, read_index, read_json
     from .errors import Problem
     from .frame import build_frame
     from .scan import build_report
@@ -360,14 +360,7 @@ def _scan_one(spec: CheckpointSpec, cache: dict[Any, Any], deep: bool,
                           for p in Shard(core).problems]
         return shard
 
-    if len(readable) > 1 and io_jobs > 1:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(min(io_jobs, len(readable)),
-                                thread_name_prefix="ckptscan-io") as pool:
-            shards = list(pool.map(load, readable))
-    else:
-        shards = [load(fs) for fs in readable]
+    shards = load_shards(readable, io_jobs, load)
 
     # A file that changed or vanished while we read it: the report may not
     # describe what is on disk now (and the next scan will read it again).
@@ -379,26 +372,11 @@ def _scan_one(spec: CheckpointSpec, cache: dict[Any, Any], deep: bool,
             problems.append(Problem("io-error", msg, fs.path))
 
     index = config = None
-    index_path = None
     if spec.index is not None:
-        index_path = Path(spec.index.path)
-        index = _read_meta(spec.index, "index-invalid", problems, _read_json, cache)
-        if index is not None and not isinstance(index.get("weight_map"), dict):
-            problems.append(Problem("index-invalid", "has no \"weight_map\" object",
-                                    spec.index.path))
+        index = _read_meta(spec.index, "index-invalid", problems, read_index, cache)
     if spec.config is not None:
-        config = _read_meta(spec.config, "config-invalid", problems, _read_json, cache)
-
-    root = Path(spec.path)
-    ckpt = Checkpoint(root, shards, index, config, index_path, [])
-    for shard in shards:
-        ckpt.problems.extend(shard.problems)
-    ckpt.problems.extend(problems)
-    for name in ckpt.missing:
-        ckpt.problems.append(Problem("shard-missing", "listed in the index but not on disk",
-                                     str(root / name)))
-    if not shards and not ckpt.missing:
-        ckpt.problems.append(Problem("no-shards", "no .safetensors file found", str(root)))
+        config = _read_meta(spec.config, "config-invalid", problems, read_json, cache)
+    ckpt = assemble(Path(spec.path), shards, index, config, problems)
 
     frame = build_frame(ckpt)
     findings = checks.run_all(ckpt, frame)
@@ -444,9 +422,8 @@ def _changed(fs: FileStat, shard: Shard) -> str | None:
     return None
 
 
-def _read_meta(fs: FileStat, code: str, problems: list[Any],
-               read_json: Callable[..., dict[str, Any] | None],
-               cache: dict[Any, Any]) -> dict[str, Any] | None:
+def _read_meta(fs: FileStat, code: str, problems: list[Any], read: Callable[..., Any],
+               cache: dict[Any, Any]) -> Any:
     """index.json / config.json; a file shared in the group (an HF blob) is read once."""
     from dataclasses import replace
     from pathlib import Path
@@ -460,10 +437,10 @@ def _read_meta(fs: FileStat, code: str, problems: list[Any],
     key = ("json", code, fs.dev, fs.inode)
     if key not in cache:
         found: list[Any] = []
-        cache[key] = (read_json(Path(fs.path), code, found), found)
+        cache[key] = (read(Path(fs.path), code, found), found)
     data, found = cache[key]
     problems.extend(replace(p, path=fs.path) for p in found)
-    return data  # type: ignore[no-any-return]
+    return data
 
 
 def _failed(spec: CheckpointSpec, exc: BaseException, seconds: float) -> Outcome:

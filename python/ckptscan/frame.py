@@ -48,13 +48,9 @@ class Frame:
             out.extend(s.names)
         return out
 
-    @cached_property
-    def index_of(self) -> dict[str, int]:
-        """Name -> first row holding it (duplicates across shards: the first)."""
-        out: dict[str, int] = {}
-        for i, n in enumerate(self.names):
-            out.setdefault(n, i)
-        return out
+    def name(self, i: int) -> str:
+        """One tensor's name, without building the list of all of them."""
+        return self.shards[int(self.shard_of[i])].core.name(int(self.row_of[i]))  # type: ignore[no-any-return]
 
     @cached_property
     def rows_by_template(self) -> list[I64]:
