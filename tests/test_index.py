@@ -114,7 +114,8 @@ def test_join_matches_a_dict_reference(shard_names: list[list[str]], wm: dict[st
         header = {n: {"dtype": "U8", "shape": [1], "data_offsets": [k, k + 1]}
                   for k, n in enumerate(names)}
         blob = json.dumps(header).encode()
-        tables.append(_core.parse_bytes(len(blob).to_bytes(8, "little") + blob + b"\0" * len(names)))
+        prefix = len(blob).to_bytes(8, "little")
+        tables.append(_core.parse_bytes(prefix + blob + b"\0" * len(names)))
     files = [f"s{i}" for i in range(len(shard_names))]
     index = _core.parse_index(json.dumps({"weight_map": {k: f"s{v}" for k, v in wm.items()}})
                               .encode())

@@ -62,7 +62,10 @@ class Shard:
     def raw(self, i: int) -> npt.NDArray[np.uint8]: ...
 
 class Index:
-    """A parsed model.safetensors.index.json: entry i maps names()[i] to shard_names[shard_ids[i]]."""
+    """A parsed model.safetensors.index.json.
+
+    Entry i maps names()[i] to shard_names[shard_ids[i]].
+    """
 
     def __len__(self) -> int: ...
     def names(self) -> list[str]: ...
