@@ -390,6 +390,13 @@ class Parser {
   }
 
   void parse_string(std::string* out);
+  // The object / array whose opening bracket is at i_, one callback per
+  // member (key decoded into *key, i_ past the ':') or element; the callback
+  // consumes the value. Returns after the closing bracket.
+  template <class F>
+  void members(std::string* key, F&& on_member);
+  template <class F>
+  void elements(F&& on_element);
   void parse_hex4(uint32_t* cp);
   void skip_value(int depth);
   // Skips a JSON number (fatal if malformed); true when its magnitude is
@@ -409,6 +416,17 @@ class Parser {
   // (and reports what is wrong), so both paths accept the same inputs.
   bool fast_entry(Entry* e);
   bool fast_u64(size_t* j, uint64_t* v) const;
+  // parse_dtype, trying the previous entry's dtype first (headers repeat few).
+  bool lookup_dtype(std::string_view s, Dtype* out) {
+    if (dtype_info(last_dtype_).name == s) {
+      *out = last_dtype_;
+      return true;
+    }
+    if (!parse_dtype(s, out)) return false;
+    last_dtype_ = *out;
+    return true;
+  }
+  void tensor_member(size_t kpos, Entry* e);
   // Validates sizes and appends the row; false when the entry is unusable.
   bool finish_entry(std::string_view name, size_t pos, Entry& e);
   void check_coverage();
@@ -576,6 +594,40 @@ bool Parser::parse_u64(uint64_t* v, std::string_view tensor, const char* field) 
   return false;
 }
 
+template <class F>
+void Parser::members(std::string* key, F&& on_member) {
+  ++i_;
+  if (peek('}')) {
+    ++i_;
+    return;
+  }
+  for (;;) {
+    skip_ws();
+    const size_t kpos = i_;
+    parse_string(key);
+    expect(':', "':'");
+    on_member(kpos);
+    if (!peek(',')) break;
+    ++i_;
+  }
+  expect('}', "',' or '}'");
+}
+
+template <class F>
+void Parser::elements(F&& on_element) {
+  ++i_;
+  if (peek(']')) {
+    ++i_;
+    return;
+  }
+  for (;;) {
+    on_element();
+    if (!peek(',')) break;
+    ++i_;
+  }
+  expect(']', "',' or ']'");
+}
+
 void Parser::skip_value(int depth) {
   if (depth > kMaxJsonDepth) {
     fatal(ErrorCode::kJsonDepth, i_, "JSON nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
@@ -586,38 +638,9 @@ void Parser::skip_value(int depth) {
   if (c == '"') {
     parse_string(&scratch_);
   } else if (c == '{') {
-    ++i_;
-    if (peek('}')) {
-      ++i_;
-      return;
-    }
-    for (;;) {
-      skip_ws();
-      parse_string(&scratch_);
-      expect(':', "':'");
-      skip_value(depth + 1);
-      if (peek(',')) {
-        ++i_;
-        continue;
-      }
-      expect('}', "',' or '}'");
-      return;
-    }
+    members(&scratch_, [&](size_t) { skip_value(depth + 1); });
   } else if (c == '[') {
-    ++i_;
-    if (peek(']')) {
-      ++i_;
-      return;
-    }
-    for (;;) {
-      skip_value(depth + 1);
-      if (peek(',')) {
-        ++i_;
-        continue;
-      }
-      expect(']', "',' or ']'");
-      return;
-    }
+    elements([&] { skip_value(depth + 1); });
   } else if (c == '-' || (c >= '0' && c <= '9')) {
     const size_t pos = i_;
     if (skip_number()) {
@@ -649,12 +672,7 @@ void Parser::parse_u64_array(std::vector<uint64_t>* out, std::string_view tensor
     *ok = false;
     return;
   }
-  ++i_;
-  if (peek(']')) {
-    ++i_;
-    return;
-  }
-  for (;;) {
+  elements([&] {
     skip_ws();
     const uint8_t c = i_ < n_ ? p_[i_] : 0;
     if (c == '-' || (c >= '0' && c <= '9')) {
@@ -664,17 +682,10 @@ void Parser::parse_u64_array(std::vector<uint64_t>* out, std::string_view tensor
     } else {
       const size_t pos = i_;
       skip_value(3);
-      problem(code, pos, tensor,
-              std::string(field) + " holds a value that is not a number");
+      problem(code, pos, tensor, std::string(field) + " holds a value that is not a number");
       *ok = false;
     }
-    if (peek(',')) {
-      ++i_;
-      continue;
-    }
-    expect(']', "',' or ']'");
-    return;
-  }
+  });
 }
 
 void Parser::parse_metadata(size_t key_pos) {
@@ -694,18 +705,9 @@ void Parser::parse_metadata(size_t key_pos) {
     return;
   }
   out_->has_metadata = true;
-  ++i_;
-  if (peek('}')) {
-    ++i_;
-    return;
-  }
   NameSet keys;  // a set, not a list: 100 MB of metadata keys must stay linear
-  for (;;) {
-    skip_ws();
-    const size_t kpos = i_;
-    std::string k, v;
-    parse_string(&k);
-    expect(':', "':'");
+  std::string k, v;
+  members(&k, [&](size_t kpos) {
     skip_ws();
     const size_t vpos = i_;
     if (i_ < n_ && p_[i_] == '"') {
@@ -713,19 +715,13 @@ void Parser::parse_metadata(size_t key_pos) {
       if (!keys.insert(k)) {
         problem(ErrorCode::kDuplicateKey, kpos, {}, "__metadata__ key \"" + k + "\" appears twice");
       } else {
-        out_->metadata.emplace_back(std::move(k), std::move(v));
+        out_->metadata.emplace_back(k, v);
       }
     } else {
       skip_value(2);
       problem(ErrorCode::kMetadata, vpos, {}, "__metadata__ value of \"" + k + "\" is not a string");
     }
-    if (peek(',')) {
-      ++i_;
-      continue;
-    }
-    expect('}', "',' or '}'");
-    return;
-  }
+  });
 }
 
 bool Parser::fast_u64(size_t* j, uint64_t* v) const {
@@ -756,13 +752,7 @@ bool Parser::fast_entry(Entry* e) {
   if (j >= n_ || p_[j] != '"') return false;
   const std::string_view dt(reinterpret_cast<const char*>(p_ + ds), j - ds);
   Dtype dtype;
-  if (dtype_info(last_dtype_).name == dt) {
-    dtype = last_dtype_;
-  } else if (parse_dtype(dt, &dtype)) {
-    last_dtype_ = dtype;
-  } else {
-    return false;
-  }
+  if (!lookup_dtype(dt, &dtype)) return false;
   ++j;
   if (!lit(",\"shape\":[", 10)) return false;
   e->shape.clear();
@@ -806,16 +796,7 @@ void Parser::parse_entry(std::string_view name, Entry* e) {
     e->valid = false;
     return;
   }
-  ++i_;
-  if (peek('}')) {
-    ++i_;
-    return;
-  }
-  for (;;) {
-    skip_ws();
-    const size_t kpos = i_;
-    parse_string(&key_);
-    expect(':', "':'");
+  members(&key_, [&](size_t kpos) {
     auto dup = [&](bool* has) {
       if (*has) {
         problem(ErrorCode::kDuplicateKey, kpos, name, "field \"" + key_ + "\" appears twice");
@@ -829,11 +810,7 @@ void Parser::parse_entry(std::string_view name, Entry* e) {
       const size_t vpos = i_;
       if (i_ < n_ && p_[i_] == '"') {
         parse_string(&scratch_);
-        if (dtype_info(last_dtype_).name == scratch_) {
-          e->dtype = last_dtype_;
-        } else if (parse_dtype(scratch_, &e->dtype)) {
-          last_dtype_ = e->dtype;
-        } else {
+        if (!lookup_dtype(scratch_, &e->dtype)) {
           problem(ErrorCode::kBadDtype, vpos, name, "unknown dtype \"" + scratch_ + "\"");
           e->valid = false;
         }
@@ -872,13 +849,7 @@ void Parser::parse_entry(std::string_view name, Entry* e) {
     } else {
       skip_value(2);  // unknown fields are ignored, as the reference does
     }
-    if (peek(',')) {
-      ++i_;
-      continue;
-    }
-    expect('}', "',' or '}'");
-    return;
-  }
+  });
 }
 
 bool Parser::finish_entry(std::string_view name, size_t pos, Entry& e) {
@@ -957,51 +928,15 @@ void Parser::run() {
     return;
   }
   try {
-    expect('{', "'{' opening the header");
+    if (!peek('{')) expected("'{' opening the header");
     Entry e;
-    if (peek('}')) {
-      ++i_;
-    } else {
-      for (;;) {
-        skip_ws();
-        const size_t kpos = i_;
-        parse_string(&key_);
-        expect(':', "':'");
-        if (std::string_view(key_) == "__metadata__") {
-          parse_metadata(kpos);
-        } else {
-          if (!seen_.insert(key_)) {
-            problem(ErrorCode::kDuplicateKey, kpos, key_, "tensor name appears twice in the header");
-            Entry ignored;
-            parse_entry({}, &ignored);
-          } else {
-            e.reset();
-            name_.swap(key_);
-            const std::string& name = name_;
-            skip_ws();
-            if (!fast_entry(&e)) {
-              e.reset();
-              parse_entry(name, &e);
-            }
-            if (finish_entry(name, kpos, e)) {
-              t.names += name;
-              t.name_start.push_back(t.names.size());
-            } else if (e.offsets_ok && e.end <= UINT64_MAX - kPrefixLen - out_->header_len) {
-              // Not a usable row, but its bytes are claimed: keep them in the
-              // coverage check so one bad entry does not also read as a gap.
-              const uint64_t base = kPrefixLen + out_->header_len;
-              orphans_.push_back({base + e.begin, base + e.end, name});
-            }
-          }
-        }
-        if (peek(',')) {
-          ++i_;
-          continue;
-        }
-        expect('}', "',' or '}'");
-        break;
+    members(&key_, [&](size_t kpos) {
+      if (std::string_view(key_) == "__metadata__") {
+        parse_metadata(kpos);
+      } else {
+        tensor_member(kpos, &e);
       }
-    }
+    });
     // Only JSON whitespace may follow; writers pad with spaces.
     skip_ws();
     if (i_ < n_) {
@@ -1016,10 +951,37 @@ void Parser::run() {
     // The header is not valid JSON: drop the rows read before the error (they
     // are incomplete, unsorted and past data_end), keeping the table well formed.
     t = TensorTable{};
-    t.name_start = t.shape_start = t.ints_start = {0};
     return;
   }
   check_coverage();
+}
+
+// One "name": {...} member of the header: a row of the table when valid.
+void Parser::tensor_member(size_t kpos, Entry* e) {
+  TensorTable& t = out_->table;
+  if (!seen_.insert(key_)) {
+    problem(ErrorCode::kDuplicateKey, kpos, key_, "tensor name appears twice in the header");
+    Entry ignored;
+    parse_entry({}, &ignored);
+    return;
+  }
+  e->reset();
+  name_.swap(key_);
+  const std::string& name = name_;
+  skip_ws();
+  if (!fast_entry(e)) {
+    e->reset();
+    parse_entry(name, e);
+  }
+  if (finish_entry(name, kpos, *e)) {
+    t.names += name;
+    t.name_start.push_back(t.names.size());
+  } else if (e->offsets_ok && e->end <= UINT64_MAX - kPrefixLen - out_->header_len) {
+    // Not a usable row, but its bytes are claimed: keep them in the coverage
+    // check so one bad entry does not also read as a gap.
+    const uint64_t base = kPrefixLen + out_->header_len;
+    orphans_.push_back({base + e->begin, base + e->end, name});
+  }
 }
 
 // Sorts rows by data offset and checks that the data is exactly covered.
@@ -1101,35 +1063,23 @@ void Parser::run_index() {
   }
   bool seen_map = false, seen_meta = false;
   try {
-    expect('{', "'{' opening the index");
-    if (!peek('}')) {
-      for (;;) {
-        skip_ws();
-        const size_t kpos = i_;
-        parse_string(&key_);
-        expect(':', "':'");
-        bool* seen = std::string_view(key_) == "weight_map" ? &seen_map
-                     : std::string_view(key_) == "metadata" ? &seen_meta : nullptr;
-        if (seen != nullptr && *seen) {
-          problem(ErrorCode::kDuplicateKey, kpos, {}, "\"" + key_ + "\" appears twice");
-          skip_value(1);
-        } else if (seen == &seen_map) {
-          seen_map = true;
-          parse_weight_map();
-        } else if (seen == &seen_meta) {
-          seen_meta = true;
-          parse_index_metadata();
-        } else {
-          skip_value(1);
-        }
-        if (peek(',')) {
-          ++i_;
-          continue;
-        }
-        break;
+    if (!peek('{')) expected("'{' opening the index");
+    members(&key_, [&](size_t kpos) {
+      bool* seen = std::string_view(key_) == "weight_map" ? &seen_map
+                   : std::string_view(key_) == "metadata" ? &seen_meta : nullptr;
+      if (seen != nullptr && *seen) {
+        problem(ErrorCode::kDuplicateKey, kpos, {}, "\"" + key_ + "\" appears twice");
+        skip_value(1);
+      } else if (seen == &seen_map) {
+        seen_map = true;
+        parse_weight_map();
+      } else if (seen == &seen_meta) {
+        seen_meta = true;
+        parse_index_metadata();
+      } else {
+        skip_value(1);
       }
-    }
-    expect('}', "',' or '}'");
+    });
     skip_ws();
     if (i_ < n_) fatal(ErrorCode::kJsonSyntax, i_, "unexpected bytes after the index's closing '}'");
   } catch (const Stop&) {
@@ -1150,46 +1100,31 @@ void Parser::parse_weight_map() {
     problem(ErrorCode::kNotObject, pos, {}, "\"weight_map\" is not an object");
     return;
   }
-  ++i_;
-  if (peek('}')) {
-    ++i_;
-    return;
-  }
   std::unordered_map<std::string, uint32_t> shard_ids;
   uint32_t last = UINT32_MAX;
-  for (;;) {
-    skip_ws();
-    const size_t kpos = i_;
-    parse_string(&key_);
-    expect(':', "':'");
+  members(&key_, [&](size_t kpos) {
     skip_ws();
     const size_t vpos = i_;
     if (i_ >= n_ || p_[i_] != '"') {
       skip_value(2);
       problem(ErrorCode::kNotObject, vpos, key_, "weight_map value is not a file name");
-    } else {
-      parse_string(&scratch_);
-      // Consecutive entries usually name the same shard.
-      if (last == UINT32_MAX || x.shard_names[last] != scratch_) {
-        auto it = shard_ids.find(scratch_);
-        if (it == shard_ids.end()) {
-          it = shard_ids.emplace(scratch_, static_cast<uint32_t>(x.shard_names.size())).first;
-          x.shard_names.push_back(scratch_);
-        }
-        last = it->second;
+      return;
+    }
+    parse_string(&scratch_);
+    // Consecutive entries usually name the same shard.
+    if (last == UINT32_MAX || x.shard_names[last] != scratch_) {
+      auto it = shard_ids.find(scratch_);
+      if (it == shard_ids.end()) {
+        it = shard_ids.emplace(scratch_, static_cast<uint32_t>(x.shard_names.size())).first;
+        x.shard_names.push_back(scratch_);
       }
-      x.names += key_;
-      x.name_start.push_back(x.names.size());
-      x.shard.push_back(last);
-      x.offset.push_back(file_offset(kpos));
+      last = it->second;
     }
-    if (peek(',')) {
-      ++i_;
-      continue;
-    }
-    expect('}', "',' or '}'");
-    return;
-  }
+    x.names += key_;
+    x.name_start.push_back(x.names.size());
+    x.shard.push_back(last);
+    x.offset.push_back(file_offset(kpos));
+  });
 }
 
 // "metadata": only total_size matters; writers store it as an integer or a
@@ -1200,15 +1135,7 @@ void Parser::parse_index_metadata() {
     skip_value(1);
     return;
   }
-  ++i_;
-  if (peek('}')) {
-    ++i_;
-    return;
-  }
-  for (;;) {
-    skip_ws();
-    parse_string(&key_);
-    expect(':', "':'");
+  members(&key_, [&](size_t) {
     skip_ws();
     uint64_t v;
     const size_t vpos = i_;
@@ -1220,13 +1147,7 @@ void Parser::parse_index_metadata() {
       i_ = vpos;
       skip_value(2);
     }
-    if (peek(',')) {
-      ++i_;
-      continue;
-    }
-    expect('}', "',' or '}'");
-    return;
-  }
+  });
 }
 
 }  // namespace
