@@ -87,7 +87,7 @@ py::list problems_of(const ParsedHeader& h) {
 // Zero-copy uint8 view of row i's bytes in the mapping. The file's size is
 // checked again first: touching pages past the end of a file that shrank
 // would raise SIGBUS.
-py::array raw_view(PyShard& s, int64_t row) {
+py::array raw_view(PyShard& s, int64_t row, bool populate) {
   const size_t i = checked_row(s, row);
   const auto& sh = s.shard();
   const TensorTable& t = s.table();
@@ -104,6 +104,10 @@ py::array raw_view(PyShard& s, int64_t row) {
   if (end > begin) {
     base = sh->file.map(&err);
     if (base == nullptr) throw std::runtime_error(err);
+    if (populate) {
+      py::gil_scoped_release nogil;
+      sh->file.prefault(begin, end - begin);
+    }
   }
   static const uint8_t kEmpty = 0;
   auto* keep = new std::shared_ptr<ckptscan::Shard>(sh);
@@ -177,7 +181,9 @@ static void bind_reader(py::module_& m) {
       .def("name", [](const PyShard& s, int64_t i) { return std::string(s.table().name(checked_row(s, i))); })
       .def("shape", [](const PyShard& s, int64_t i) { return shape_of(s.table(), checked_row(s, i)); })
       .def("index", [](PyShard& s, std::string_view name) { return s.index(name); })
-      .def("raw", &raw_view);
+      .def("raw", &raw_view, py::arg("row"), py::arg("populate") = false,
+           "Zero-copy read-only view of a row's bytes; populate=True maps its pages in "
+           "bulk first (for a scan that will read them all).");
 
   m.def(
       "open_shard",

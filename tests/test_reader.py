@@ -258,6 +258,7 @@ def test_differential_numpy_files(tensors: dict[str, np.ndarray], metadata: dict
             want = np.ascontiguousarray(ref.get_tensor(info.name))
             assert info.nbytes == want.nbytes and info.numel == want.size
             assert shard.raw(info.name).tobytes() == want.tobytes()
+            assert shard.raw(info.name, populate=True).tobytes() == want.tobytes()
             # (the reference's numpy reader returns scalars with shape (1,))
             np.testing.assert_array_equal(shard.array(info.name), want.reshape(info.shape))
         offsets = [t.offsets for t in shard.tensors]
