@@ -132,3 +132,48 @@ def test_deep_scan_goes_on_when_a_shard_shrinks_after_opening(tmp_path: Path) ->
     failed = [f for f in findings if f.code == "deep-read-failed"]
     assert failed and all(f.file == str(victim) for f in failed)
     assert summary.unreadable == len(failed) and summary.tensors > 0
+
+
+def _compressed_tensors_like(root: Path, scale: object, with_scale: bool = True) -> Path:
+    """An FP8 layout with per-channel multipliers (weight_scale) instead of
+    block scales, as compressed-tensors / ModelOpt exports store them."""
+    import json
+
+    import numpy as np
+    from safetensors import safe_open
+
+    from ckptscan.synth import encode_e4m3fn, write_safetensors
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(0, 1, (256, 320)).astype(np.float32)
+    tensors: dict[str, tuple[str, tuple[int, ...], np.ndarray]] = {
+        "model.layers.0.mlp.down_proj.weight":
+            ("F8_E4M3", (256, 320), encode_e4m3fn(w / np.abs(w).max() * 448)),
+        "model.layers.0.mlp.down_proj.input_scale": ("F32", (), np.array([0.5], np.float32)),
+        "model.layers.0.input_layernorm.weight": ("F32", (320,), np.ones(320, np.float32))}
+    if with_scale:
+        arr = np.asarray(scale, dtype=np.float32)
+        tensors["model.layers.0.mlp.down_proj.weight_scale"] = ("F32", arr.shape, arr)
+    root.mkdir()
+    write_safetensors(root / "model.safetensors", tensors)
+    with safe_open(str(root / "model.safetensors"), "numpy") as ref:  # a valid file
+        assert sorted(ref.keys()) == sorted(tensors)
+    (root / "config.json").write_text(json.dumps({
+        "model_type": "llama", "quantization_config": {"quant_method": "compressed-tensors"}}))
+    return root
+
+
+def test_per_channel_multipliers_are_not_block_scales(tmp_path: Path) -> None:
+    import numpy as np
+
+    clean = scan(_compressed_tensors_like(tmp_path / "a", np.full((256, 1), 0.01, np.float32)),
+                 deep=True)
+    assert [f.code for f in clean.findings if f.severity > Severity.INFO] == []
+    bad = np.full((256, 1), 0.01, np.float32)
+    bad[7, 0] = np.nan
+    found = scan(_compressed_tensors_like(tmp_path / "b", bad), deep=True)
+    assert [(f.code, f.tensor) for f in found.findings if f.severity > Severity.INFO] == [
+        ("float-nan", "model.layers.0.mlp.down_proj.weight_scale")]
+    missing = scan(_compressed_tensors_like(tmp_path / "c", None, with_scale=False), deep=True)
+    assert {f.code for f in missing.findings if f.severity > Severity.INFO} == {
+        "fp8-scale-missing"}

@@ -498,11 +498,20 @@ def check_quantization(ckpt: Checkpoint, frame: Frame) -> list[Finding]:
                 lambda i: f"its weight {frame.name(int(weight_of[i]))} is "
                           f"{dname(int(weight_of[i]))}")
     fp8_pairs = paired_scales[is_fp8[w_of_s]]
-    ok_dtypes = {"F32"} | ({"F8_E8M0"} if (qc.scale_fmt or "").lower() == "ue8m0" else set())
-    ok_codes = [DTYPE_NAMES.index(d) for d in ok_dtypes]
-    want_txt = " or ".join(sorted(ok_dtypes))
-    out += emit(frame, fp8_pairs[~np.isin(frame.dtype[fp8_pairs], ok_codes)], "scale-dtype",
-                lambda i: f"scale is {dname(i)}, expected {want_txt}")
+    # Block scales (weight_scale_inv, DeepSeek's convention) are F32, or E8M0
+    # where the config says ue8m0; multipliers (weight_scale, scale_weight of
+    # compressed-tensors / ModelOpt exports) may be any float type.
+    block = block_scale_rows(frame, fp8_pairs)
+    for rows, ok_dtypes in (
+            (fp8_pairs[block], {"F32"} | ({"F8_E8M0"} if _ue8m0(qc) else set())),
+            (fp8_pairs[~block], {"F32", "BF16", "F16", "F8_E8M0"})):
+        ok_codes = [DTYPE_NAMES.index(d) for d in ok_dtypes]
+        want_txt = " or ".join(sorted(ok_dtypes))
+        def wrong_dtype(i: int, want: str = want_txt) -> str:
+            return f"scale is {dname(i)}, expected {want}"
+
+        out += emit(frame, rows[~np.isin(frame.dtype[rows], ok_codes)], "scale-dtype",
+                    wrong_dtype)
     if qc.block is not None:
         out += _scale_shapes(frame, fp8_pairs, weight_of, qc.block)
 
@@ -531,12 +540,21 @@ def _has_scale_suffix(frame: Frame, rows: np.ndarray) -> np.ndarray:
     return ok[frame.template[rows]] if len(frame.templates) else np.zeros(len(rows), bool)
 
 
+def _ue8m0(qc: QuantConfig) -> bool:
+    return (qc.scale_fmt or "").lower() == "ue8m0"
+
+
+def block_scale_rows(frame: Frame, rows: np.ndarray) -> np.ndarray:
+    """Which of `rows` are block scales (`*.weight_scale_inv`), decided per template."""
+    inv = np.array([t.endswith(".weight_scale_inv") for t in frame.templates], dtype=bool)
+    return inv[frame.template[rows]] if len(inv) else np.zeros(len(rows), dtype=bool)
+
+
 def _scale_shapes(frame: Frame, scales: np.ndarray, weight_of: np.ndarray,
                   block: tuple[int, int]) -> list[Finding]:
     """weight_scale_inv must be [ceil(rows/br), ceil(cols/bc)] for a 2-D weight."""
     rows, cols = frame.rows_2d()
-    inv_t = np.array([t.endswith(".weight_scale_inv") for t in frame.templates], dtype=bool)
-    inv = inv_t[frame.template[scales]]
+    inv = block_scale_rows(frame, scales)
     w = weight_of[scales]
     two = (rows[w] >= 0) & inv
     s, w = scales[two], w[two]

@@ -42,30 +42,40 @@ class _Outcome:
     failed: bool = False
 
 
-def _tasks(ckpt: Checkpoint, frame: Frame) -> list[_Task]:
-    scale_of, weight_of = checks.scale_pairs(frame)
+def _tasks(frame: Frame, with_blocks: bool) -> list[_Task]:
+    """What to read, in file order. An FP8 weight goes with its block scale
+    (weight_scale_inv) through the block checks, when the config gives a block
+    size (it is never guessed from shapes); a block scale read that way is not
+    read again. Multipliers (weight_scale: per tensor or per channel) and every
+    other tensor are read on their own, for NaN / Inf."""
+    scale_of, _ = checks.scale_pairs(frame)
     fp8 = np.isin(frame.dtype, [DTYPE_NAMES.index(d) for d in kernels.FP8_DTYPES])
-    # A scale read together with its FP8 weight is not read again on its own.
+    with_scale = np.flatnonzero((scale_of >= 0) & fp8 & (frame.ndim == 2))
+    if with_blocks:
+        with_scale = with_scale[checks.block_scale_rows(frame, scale_of[with_scale])]
+    else:
+        with_scale = with_scale[:0]
     covered = np.zeros(len(frame), dtype=bool)
-    paired = scale_of >= 0
-    covered[scale_of[paired & fp8]] = True
+    covered[scale_of[with_scale]] = True
+    pair = np.full(len(frame), -1, dtype=np.int64)
+    pair[with_scale] = scale_of[with_scale]
     # Data past the end of a truncated shard is reported already; do not read it.
     ends = np.concatenate([s.core.ends for s in frame.shards]) if frame.shards else np.zeros(0)
     sizes = np.array([s.file_size for s in frame.shards], dtype=np.uint64)
     readable = ends <= sizes[frame.shard_of] if len(frame) else np.zeros(0, bool)
     rows = np.flatnonzero(readable & ~covered & (frame.nbytes > 0))
     order = np.lexsort((frame.row_of[rows], frame.shard_of[rows]))
-    return [_Task(int(r), int(scale_of[r]) if fp8[r] else -1) for r in rows[order].tolist()]
+    return [_Task(int(r), int(pair[r])) for r in rows[order].tolist()]
 
 
 def deep_scan(ckpt: Checkpoint, frame: Frame, jobs: int | None = None,
               progress: Callable[[int, int], None] | None = None
               ) -> tuple[list[Finding], DeepSummary]:
     qc = checks.quant_config(ckpt.config)
-    block = qc.block if qc is not None and qc.block is not None else (128, 128)
+    block = qc.block if qc is not None else None
     ue8m0 = qc is not None and (qc.scale_fmt or "").lower() == "ue8m0"
     scale_dtypes = ("F32", "F8_E8M0") if ue8m0 else ("F32",)
-    tasks = _tasks(ckpt, frame)
+    tasks = _tasks(frame, with_blocks=block is not None)
     names = frame.names
 
     def run(task: _Task) -> _Outcome:
@@ -73,9 +83,10 @@ def deep_scan(ckpt: Checkpoint, frame: Frame, jobs: int | None = None,
         shard = frame.shards[int(frame.shard_of[i])]
         name, dtype = names[i], frame.dtype_name(i)
         try:
-            if task.scale_row >= 0 and frame.ndim[i] == 2:
+            if task.scale_row >= 0:
                 s = task.scale_row
                 sshard = frame.shards[int(frame.shard_of[s])]
+                assert block is not None  # only paired when the config gives one
                 res = kernels.check_fp8_weight(shard, name, names[s], block,
                                                scale_source=sshard,
                                                scale_dtype_expected=scale_dtypes, ue8m0=ue8m0)
