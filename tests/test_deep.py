@@ -140,9 +140,8 @@ def _compressed_tensors_like(root: Path, scale: object, with_scale: bool = True)
     import json
 
     import numpy as np
-    from safetensors import safe_open
-
     from ckptscan.synth import encode_e4m3fn, write_safetensors
+    from safetensors import safe_open
 
     rng = np.random.default_rng(0)
     w = rng.normal(0, 1, (256, 320)).astype(np.float32)
