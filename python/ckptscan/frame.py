@@ -15,7 +15,7 @@ import numpy.typing as npt
 
 from .checkpoint import Checkpoint
 from .shard import DTYPE_NAMES, Shard
-from .taxonomy import KINDS, ROLES, Taxonomy, TemplateTable
+from .taxonomy import ROLES, Taxonomy, TemplateTable
 
 U64 = npt.NDArray[np.uint64]
 I64 = npt.NDArray[np.int64]
@@ -99,9 +99,6 @@ class Frame:
 
     def role_name(self, i: int) -> str:
         return ROLES[int(self.role[i])]
-
-    def kind_name(self, i: int) -> str:
-        return KINDS[int(self.kind[i])]
 
     def file(self, i: int) -> str:
         return self.shards[int(self.shard_of[i])].path

@@ -205,8 +205,7 @@ class Store:
     def _setup(self) -> None:
         c = self.conn
         c.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        mode = c.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        self.wal = str(mode).lower() == "wal"
+        c.execute("PRAGMA journal_mode = WAL")  # ":memory:" stays "memory"
         c.execute("PRAGMA synchronous = NORMAL")
         c.execute("PRAGMA foreign_keys = ON")
         version = c.execute("PRAGMA user_version").fetchone()[0]
