@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <deque>
 #include <numeric>
 #include <random>
 
@@ -23,7 +24,14 @@ std::string format_u64(uint64_t v) { return std::to_string(v); }
 size_t first_invalid_utf8(const uint8_t* s, size_t n) {
   size_t i = 0;
   while (i < n) {
-    // ASCII fast path, 8 bytes at a time.
+    // ASCII fast path: 16 bytes at a time with SSE2, then 8.
+#if defined(__SSE2__)
+    while (i + 16 <= n &&
+           _mm_movemask_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i))) == 0) {
+      i += 16;
+    }
+    if (i >= n) break;
+#endif
     if (i + 8 <= n) {
       uint64_t w;
       std::memcpy(&w, s + i, 8);
@@ -289,46 +297,53 @@ class TemplateIndex {
   std::vector<uint64_t> hashes_;
 };
 
-// Open-addressing set of names. It keeps its own copy of every name, stored
-// as (start, length) so that slots stay valid while the buffer grows.
+// Open-addressing set of names. A name is kept by pointer when its bytes
+// outlive the set (a key without escapes, read in place from the header),
+// and copied otherwise.
 class NameSet {
  public:
-  // Returns false if the name was already present.
-  bool insert(std::string_view key) {
-    if ((count_ + 1) * 2 > slots_.size()) grow();
+  // Sizes the table for n names up front (no rehashing on the way).
+  void reserve(size_t n) {
+    size_t cap = 64;
+    while (cap < 2 * n) cap *= 2;
+    if (cap > slots_.size()) rehash(cap);
+  }
+  // Returns false if the name was already present. `stable`: key's bytes
+  // stay valid as long as the set.
+  bool insert(std::string_view key, bool stable) {
+    if ((count_ + 1) * 2 > slots_.size()) rehash(std::max<size_t>(64, slots_.size() * 2));
     const uint64_t h = hash_bytes(key, seed_);
     const size_t mask = slots_.size() - 1;
     size_t i = h & mask;
-    while (slots_[i].len != kEmpty) {
+    for (; slots_[i].p != nullptr; i = (i + 1) & mask) {
       const Slot& s = slots_[i];
-      if (s.hash == h && std::string_view(buf_).substr(s.start, s.len) == key) return false;
-      i = (i + 1) & mask;
+      if (s.hash == h && std::string_view(s.p, s.len) == key) return false;
     }
-    slots_[i] = {h, buf_.size(), key.size()};
-    buf_ += key;
+    if (!stable) key = copies_.emplace_back(key);
+    slots_[i] = {h, key.data(), key.size()};
     ++count_;
     return true;
   }
 
  private:
-  static constexpr uint64_t kEmpty = UINT64_MAX;
   struct Slot {
-    uint64_t hash = 0, start = 0, len = kEmpty;
+    uint64_t hash = 0;
+    const char* p = nullptr;
+    size_t len = 0;
   };
-  void grow() {
-    std::vector<Slot> old(std::max<size_t>(64, slots_.size() * 2));
+  void rehash(size_t cap) {
+    std::vector<Slot> old(cap);
     old.swap(slots_);
-    const size_t mask = slots_.size() - 1;
     for (const Slot& s : old) {
-      if (s.len == kEmpty) continue;
-      size_t i = s.hash & mask;
-      while (slots_[i].len != kEmpty) i = (i + 1) & mask;
+      if (s.p == nullptr) continue;
+      size_t i = s.hash & (cap - 1);
+      while (slots_[i].p != nullptr) i = (i + 1) & (cap - 1);
       slots_[i] = s;
     }
   }
   uint64_t seed_ = hash_seed();
   std::vector<Slot> slots_;
-  std::string buf_;
+  std::deque<std::string> copies_;  // a deque: its strings never move
   size_t count_ = 0;
 };
 
@@ -442,6 +457,7 @@ class Parser {
   uint64_t base_;
   NameSet seen_;
   bool seen_metadata_ = false;
+  bool last_plain_ = false;  // the last string had no escapes: its bytes are in p_
   std::string key_, scratch_;
   std::vector<char> tmpl_buf_;
   std::vector<int64_t> ints_;
@@ -474,6 +490,7 @@ void Parser::parse_hex4(uint32_t* cp) {
 
 void Parser::parse_string(std::string* out) {
   out->clear();
+  last_plain_ = false;
   if (i_ >= n_ || p_[i_] != '"') expected("a string");
   const size_t start = ++i_;
   // Fast path: runs of plain bytes (UTF-8 was validated up front).
@@ -483,6 +500,7 @@ void Parser::parse_string(std::string* out) {
     const uint8_t c = p_[i_];
     if (c == '"') {
       out->append(reinterpret_cast<const char*>(p_ + start), i_ - start);
+      last_plain_ = true;
       ++i_;
       return;
     }
@@ -712,7 +730,7 @@ void Parser::parse_metadata(size_t key_pos) {
     const size_t vpos = i_;
     if (i_ < n_ && p_[i_] == '"') {
       parse_string(&v);
-      if (!keys.insert(k)) {
+      if (!keys.insert(k, false)) {
         problem(ErrorCode::kDuplicateKey, kpos, {}, "__metadata__ key \"" + k + "\" appears twice");
       } else {
         out_->metadata.emplace_back(k, v);
@@ -922,6 +940,7 @@ void Parser::run() {
   t.dims.reserve(2 * guess);
   t.ints.reserve(2 * guess);
   t.names.reserve(n_ / 2);
+  seen_.reserve(guess);
   const size_t bad = first_invalid_utf8(p_, n_);
   if (bad != n_) {
     problem(ErrorCode::kNotUtf8, bad, {}, "header is not valid UTF-8");
@@ -959,7 +978,11 @@ void Parser::run() {
 // One "name": {...} member of the header: a row of the table when valid.
 void Parser::tensor_member(size_t kpos, Entry* e) {
   TensorTable& t = out_->table;
-  if (!seen_.insert(key_)) {
+  // The key was just read; without escapes its bytes sit in the header as is.
+  const bool plain = last_plain_;
+  const std::string_view key =
+      plain ? std::string_view(reinterpret_cast<const char*>(p_ + kpos + 1), key_.size()) : key_;
+  if (!seen_.insert(key, plain)) {
     problem(ErrorCode::kDuplicateKey, kpos, key_, "tensor name appears twice in the header");
     Entry ignored;
     parse_entry({}, &ignored);
