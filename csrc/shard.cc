@@ -29,15 +29,22 @@ std::unique_ptr<Shard> open_shard(const std::string& path) {
     return shard;
   }
   const uint64_t n = first.header_len;
-  std::vector<uint8_t> buf(static_cast<size_t>(n));
-  const int64_t hgot = shard->file.pread(8, buf.data(), buf.size(), &err);
+  // One buffer per thread, reused: a fresh allocation per shard costs zeroed
+  // pages. Headers beyond kReuse (rare, or hostile) get their own buffer so
+  // that no thread keeps one pinned. Nothing points into it past the parse.
+  constexpr uint64_t kReuse = 16u << 20;
+  thread_local std::vector<uint8_t> reused;
+  std::vector<uint8_t> own;
+  std::vector<uint8_t>& buf = n <= kReuse ? reused : own;
+  if (buf.size() < n) buf.resize(static_cast<size_t>(n));
+  const int64_t hgot = shard->file.pread(8, buf.data(), static_cast<size_t>(n), &err);
   if (hgot < 0 || static_cast<uint64_t>(hgot) != n) {
     h.problems.push_back({ErrorCode::kIo, 8, {},
                           hgot < 0 ? "cannot read the header: " + err
                                    : "file ended while reading the header (it shrank?)"});
     return shard;
   }
-  h = parse_header_json(buf.data(), buf.size(), size);
+  h = parse_header_json(buf.data(), static_cast<size_t>(n), size);
   return shard;
 }
 
