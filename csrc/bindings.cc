@@ -5,6 +5,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -53,6 +55,29 @@ class PyShard {
   std::once_flag index_once_;
   std::unordered_map<std::string_view, int64_t> index_;
 };
+
+// A list of n names as Python str. Names are almost always ASCII, which
+// needs no decoding: PyUnicode_New + memcpy (UTF-8 was validated when parsed).
+template <class Name>
+py::list name_list(size_t n, Name&& name) {
+  PyObject* list = PyList_New(static_cast<Py_ssize_t>(n));
+  if (list == nullptr) throw py::error_already_set();
+  py::list out = py::reinterpret_steal<py::list>(list);
+  for (size_t i = 0; i < n; ++i) {
+    const std::string_view v = name(i);
+    const bool ascii = std::all_of(v.begin(), v.end(), [](char c) { return (c & 0x80) == 0; });
+    PyObject* str;
+    if (ascii) {
+      str = PyUnicode_New(static_cast<Py_ssize_t>(v.size()), 127);
+      if (str != nullptr) std::memcpy(PyUnicode_1BYTE_DATA(str), v.data(), v.size());
+    } else {
+      str = PyUnicode_DecodeUTF8(v.data(), static_cast<Py_ssize_t>(v.size()), "strict");
+    }
+    if (str == nullptr) throw py::error_already_set();
+    PyList_SET_ITEM(list, static_cast<Py_ssize_t>(i), str);
+  }
+  return out;
+}
 
 // A read-only numpy view of a column, owned by the Python shard object.
 template <class T>
@@ -169,15 +194,7 @@ static void bind_reader(py::module_& m) {
       .def_property_readonly("ints", [](py::object self) { return column(self.cast<PyShard&>().table().ints, self); })
       .def_property_readonly("templates", [](const PyShard& s) { return s.table().templates; })
       .def("names",
-           [](const PyShard& s) {
-             const TensorTable& t = s.table();
-             py::list out(t.size());
-             for (size_t i = 0; i < t.size(); ++i) {
-               const auto n = t.name(i);
-               out[i] = py::reinterpret_steal<py::object>(PyUnicode_DecodeUTF8(n.data(), n.size(), "strict"));
-             }
-             return out;
-           })
+           [](const PyShard& s) { return name_list(s.table().size(), [&](size_t i) { return s.table().name(i); }); })
       .def("name", [](const PyShard& s, int64_t i) { return std::string(s.table().name(checked_row(s, i))); })
       .def("shape", [](const PyShard& s, int64_t i) { return shape_of(s.table(), checked_row(s, i)); })
       .def("index", [](PyShard& s, std::string_view name) { return s.index(name); })
@@ -215,14 +232,7 @@ static void bind_reader(py::module_& m) {
   py::class_<PyIndex, std::shared_ptr<PyIndex>>(m, "Index")
       .def("__len__", [](const PyIndex& x) { return x.table.size(); })
       .def("names",
-           [](const PyIndex& x) {
-             py::list out(x.table.size());
-             for (size_t i = 0; i < x.table.size(); ++i) {
-               const auto n = x.table.name(i);
-               out[i] = py::reinterpret_steal<py::object>(PyUnicode_DecodeUTF8(n.data(), n.size(), "strict"));
-             }
-             return out;
-           })
+           [](const PyIndex& x) { return name_list(x.table.size(), [&](size_t i) { return x.table.name(i); }); })
       .def_property_readonly("shard_ids", [](py::object self) { return column(self.cast<PyIndex&>().table.shard, self); })
       .def_property_readonly("offsets", [](py::object self) { return column(self.cast<PyIndex&>().table.offset, self); })
       .def_property_readonly("shard_names", [](const PyIndex& x) { return x.table.shard_names; })
