@@ -68,10 +68,16 @@ inline uint8_t hmax_u8(__m512i v) {
   return static_cast<uint8_t>(_mm_cvtsi128_si32(x) & 0xFF);
 }
 
-// Software prefetch distance for streaming kernels: at this core's
-// compute rate the hardware prefetcher alone leaves ~25% of the read
-// bandwidth unused (measured: 10 -> 13 GB/s on one Sapphire Rapids thread).
+// Software prefetch for streaming kernels, at two distances: into L1 shortly
+// before use and into L2 four times further ahead, so that enough lines are in
+// flight to reach the memory bandwidth. Measured on one Sapphire Rapids thread
+// (AVX-512 FP8 statistics over 1 GiB): no prefetch 10 GB/s, L1 only 10-13 GB/s
+// (65-86% of the read probe), both 13.5 GB/s (93%).
 constexpr size_t kPrefetch = 2048;
+inline void prefetch_stream(const uint8_t* p) {
+  _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetch), _MM_HINT_T0);
+  _mm_prefetch(reinterpret_cast<const char*>(p + 4 * kPrefetch), _MM_HINT_T1);
+}
 
 inline __m512i sad(__m512i acc) { return _mm512_sad_epu8(acc, _mm512_setzero_si512()); }
 
@@ -140,7 +146,7 @@ void fp8_stats_t(const uint8_t* p, size_t n, detail::Fp8Raw* out) {
     const size_t stop = (nfull - v > 255) ? v + 255 : nfull;
     reset();
     for (; v < stop; ++v) {
-      _mm_prefetch(reinterpret_cast<const char*>(p + 64 * v + kPrefetch), _MM_HINT_T0);
+      prefetch_stream(p + 64 * v);
       step(_mm512_loadu_si512(p + 64 * v), all);
     }
     flush();
@@ -225,7 +231,7 @@ void block_absmax_t(const uint8_t* q, size_t rows, size_t cols, size_t br, size_
           uint64_t nn = 0;
           size_t j = j0;
           for (; j + 64 <= j1; j += 64) {
-            _mm_prefetch(reinterpret_cast<const char*>(row + j + kPrefetch), _MM_HINT_T0);
+            prefetch_stream(row + j);
             step(_mm512_loadu_si512(row + j), all, a, nn);
           }
           if (j < j1) {
@@ -345,7 +351,7 @@ void dequantize_t(const detail::DequantArgs& a) {
       for (size_t j = j0; j < j1; j += 32) {
         const size_t k = j1 - j;
         const __mmask32 m = k >= 32 ? __mmask32(0xFFFFFFFFu) : _bzhi_u32(~0u, unsigned(k));
-        _mm_prefetch(reinterpret_cast<const char*>(row + j + kPrefetch), _MM_HINT_T0);
+        prefetch_stream(row + j);
         const __m256i bytes = _mm256_maskz_loadu_epi8(m, row + j);
         const __m512i w = dec(_mm512_castsi256_si512(bytes));
         const __m512 p0 = _mm512_mul_ps(_mm512_castsi512_ps(_mm512_unpacklo_epi16(kz, w)), s);
