@@ -100,7 +100,7 @@ void fp8_stats_t(const uint8_t* p, size_t n, detail::Fp8Raw* out) {
     __m256i c_nan = kzero, c_inf = kzero, c_zero = kzero, c_zs = kzero, c_sat = kzero,
             c_neg = kzero, c_negz = kzero;
     for (; v < stop; ++v) {
-      prefetch_stream(p + 32 * v);
+      if ((v & 1) == 0) prefetch_stream(p + 32 * v);  // once per 64-byte line
       const __m256i b = load(p + 32 * v);
       const __m256i mag = _mm256_and_si256(b, k7f);
       __m256i nan, zero, key;
@@ -222,7 +222,7 @@ void block_absmax_t(const uint8_t* q, size_t rows, size_t cols, size_t br, size_
           uint64_t nans = 0;
           size_t j = j0;
           for (; j + 32 <= j1; j += 32) {
-            prefetch_stream(row + j);
+            if ((j & 32) == 0) prefetch_stream(row + j);  // once per 64-byte line
             const __m256i b = load(row + j);
             const __m256i mag = _mm256_and_si256(b, k7f);
             __m256i nan, key;

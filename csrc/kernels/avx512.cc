@@ -351,7 +351,7 @@ void dequantize_t(const detail::DequantArgs& a) {
       for (size_t j = j0; j < j1; j += 32) {
         const size_t k = j1 - j;
         const __mmask32 m = k >= 32 ? __mmask32(0xFFFFFFFFu) : _bzhi_u32(~0u, unsigned(k));
-        prefetch_stream(row + j);
+        if ((j & 32) == 0) prefetch_stream(row + j);  // once per 64-byte line
         const __m256i bytes = _mm256_maskz_loadu_epi8(m, row + j);
         const __m512i w = dec(_mm512_castsi256_si512(bytes));
         const __m512 p0 = _mm512_mul_ps(_mm512_castsi512_ps(_mm512_unpacklo_epi16(kz, w)), s);
