@@ -18,6 +18,7 @@
 #include "header.h"
 #include "kernels/kernels.h"
 #include "mapped_file.h"
+#include "name_template.h"
 #include "shard.h"
 
 namespace py = pybind11;
@@ -39,6 +40,13 @@ class PyShard {
   const TensorTable& table() const { return s_->header.table; }
   const std::shared_ptr<ckptscan::Shard>& shard() const { return s_; }
 
+  // The rows' name templates, computed on first use (the report needs them,
+  // a reader may not). Called with the GIL held, which serialises the first use.
+  const ckptscan::NameTemplates& templates() {
+    std::call_once(templates_once_, [this] { templates_ = ckptscan::name_templates(table()); });
+    return templates_;
+  }
+
   // Row of `name`, or -1. The map is built on first use only.
   int64_t index(std::string_view name) {
     std::call_once(index_once_, [this] {
@@ -52,7 +60,8 @@ class PyShard {
 
  private:
   std::shared_ptr<ckptscan::Shard> s_;
-  std::once_flag index_once_;
+  std::once_flag index_once_, templates_once_;
+  ckptscan::NameTemplates templates_;
   std::unordered_map<std::string_view, int64_t> index_;
 };
 
@@ -80,8 +89,8 @@ py::list name_list(size_t n, Name&& name) {
 }
 
 // A read-only numpy view of a column, owned by the Python shard object.
-template <class T>
-py::array column(const std::vector<T>& v, py::handle owner) {
+template <class T, class A>
+py::array column(const std::vector<T, A>& v, py::handle owner) {
   py::array a(py::dtype::of<T>(), {static_cast<py::ssize_t>(v.size())}, {sizeof(T)}, v.data(), owner);
   py::detail::array_proxy(a.ptr())->flags &= ~py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
   return a;
@@ -187,12 +196,12 @@ static void bind_reader(py::module_& m) {
       .def_property_readonly("begins", [](py::object self) { return column(self.cast<PyShard&>().table().begin, self); })
       .def_property_readonly("ends", [](py::object self) { return column(self.cast<PyShard&>().table().end, self); })
       .def_property_readonly("numels", [](py::object self) { return column(self.cast<PyShard&>().table().numel, self); })
-      .def_property_readonly("template_ids", [](py::object self) { return column(self.cast<PyShard&>().table().template_id, self); })
+      .def_property_readonly("template_ids", [](py::object self) { return column(self.cast<PyShard&>().templates().template_id, self); })
       .def_property_readonly("shape_starts", [](py::object self) { return column(self.cast<PyShard&>().table().shape_start, self); })
       .def_property_readonly("dims", [](py::object self) { return column(self.cast<PyShard&>().table().dims, self); })
-      .def_property_readonly("int_starts", [](py::object self) { return column(self.cast<PyShard&>().table().ints_start, self); })
-      .def_property_readonly("ints", [](py::object self) { return column(self.cast<PyShard&>().table().ints, self); })
-      .def_property_readonly("templates", [](const PyShard& s) { return s.table().templates; })
+      .def_property_readonly("int_starts", [](py::object self) { return column(self.cast<PyShard&>().templates().ints_start, self); })
+      .def_property_readonly("ints", [](py::object self) { return column(self.cast<PyShard&>().templates().ints, self); })
+      .def_property_readonly("templates", [](PyShard& s) { return s.templates().templates; })
       .def("names",
            [](const PyShard& s) { return name_list(s.table().size(), [&](size_t i) { return s.table().name(i); }); })
       .def("name", [](const PyShard& s, int64_t i) { return std::string(s.table().name(checked_row(s, i))); })

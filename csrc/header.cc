@@ -4,7 +4,9 @@
 #include <cstring>
 #include <deque>
 #include <numeric>
-#include <random>
+#include <optional>
+
+#include "hash.h"
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -24,12 +26,15 @@ std::string format_u64(uint64_t v) { return std::to_string(v); }
 size_t first_invalid_utf8(const uint8_t* s, size_t n) {
   size_t i = 0;
   while (i < n) {
-    // ASCII fast path: 16 bytes at a time with SSE2, then 8.
+    // ASCII fast path: 64 bytes at a time with SSE2, then 8.
 #if defined(__SSE2__)
-    while (i + 16 <= n &&
-           _mm_movemask_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i))) == 0) {
-      i += 16;
+    auto load = [&](size_t k) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + k)); };
+    while (i + 64 <= n &&
+           _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(load(i), load(i + 16)),
+                                          _mm_or_si128(load(i + 32), load(i + 48)))) == 0) {
+      i += 64;
     }
+    while (i + 16 <= n && _mm_movemask_epi8(load(i)) == 0) i += 16;
     if (i >= n) break;
 #endif
     if (i + 8 <= n) {
@@ -157,60 +162,81 @@ inline size_t plain_run(const uint8_t* p, size_t n, size_t i) {
   return i;
 }
 
-// ---- name templates ------------------------------------------------------------
+// ---- numbers ---------------------------------------------------------------
 
-// Position of the first '.' in p[i, n), or n; 8 bytes per step.
-inline size_t next_dot(const char* p, size_t i, size_t n) {
-  constexpr uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
-  while (i + 8 <= n) {
-    uint64_t w;
-    std::memcpy(&w, p + i, 8);
-    const uint64_t x = w ^ (ones * '.');
-    const uint64_t hit = (x - ones) & ~x & highs;  // exact for the lowest match
-    if (hit != 0) return i + static_cast<size_t>(__builtin_ctzll(hit) >> 3);
-    i += 8;
-  }
-  while (i < n && p[i] != '.') ++i;
-  return i;
+constexpr uint64_t kPow10[9] = {1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000};
+
+// How many of the 8 bytes at p are ASCII digits before the first one that is
+// not (0-8). Bytewise, with no carries between bytes.
+inline unsigned leading_digits(const uint8_t* p) {
+  uint64_t w;
+  std::memcpy(&w, p, 8);
+  const uint64_t x = w ^ 0x3030303030303030ULL;  // a digit's byte becomes 0..9
+  const uint64_t not_digit = (x | ((x & 0x7F7F7F7F7F7F7F7FULL) + 0x0606060606060606ULL)) & 0xF0F0F0F0F0F0F0F0ULL;
+  return not_digit == 0 ? 8 : static_cast<unsigned>(__builtin_ctzll(not_digit)) >> 3;
 }
 
-// Writes `name`'s template to out (room for 2 * size + 2 bytes: "{}" may
-// replace a one-digit component) and its integers to ints; returns the length.
-size_t template_into(std::string_view name, char* out, std::vector<int64_t>* ints) {
-  ints->clear();
-  const char* p = name.data();
-  const size_t n = name.size();
-  size_t w = 0;
-  for (size_t start = 0;;) {
-    const size_t end = next_dot(p, start, n);
-    const size_t len = end - start;
-    bool numeric = len > 0 && len <= 18 && static_cast<unsigned>(p[start]) - '0' < 10 &&
-                   (len == 1 || p[start] != '0');
-    int64_t v = 0;
-    for (size_t k = start; numeric && k < end; ++k) {
-      const unsigned d = static_cast<unsigned>(p[k]) - '0';
-      numeric = d < 10;
-      v = v * 10 + static_cast<int64_t>(d);
+// The value of the n (1-8) digits at p: moved to the top of a word (leading
+// zero digits below), then combined pairwise in three multiplies.
+inline uint64_t digits_value(const uint8_t* p, unsigned n) {
+  uint64_t w;
+  std::memcpy(&w, p, 8);
+  w = ((w & 0x0F0F0F0F0F0F0F0FULL) << (8 * (8 - n)));
+  w = (w * 10 + (w >> 8)) & 0x00FF00FF00FF00FFULL;
+  w = (w * 100 + (w >> 16)) & 0x0000FFFF0000FFFFULL;
+  return (w * 10000 + (w >> 32)) & 0xFFFFFFFFULL;
+}
+
+// Reads the JSON non-negative integer of at most 19 digits (so it fits in 64
+// bits) at q, eight digits per step. Returns the position after it, or null
+// when there is none (no digit, a leading zero, 20 digits or more): the
+// general path then decides what is there.
+[[gnu::noinline]] const uint8_t* read_long_u64(const uint8_t* q, const uint8_t* end, uint64_t* v) {
+  const uint8_t* const start = q;
+  uint64_t acc = 0;
+  for (;;) {
+    if (end - q < 8) {  // the header's last bytes: one at a time
+      for (unsigned d; q < end && q - start <= 19 && (d = static_cast<unsigned>(*q) - '0') < 10; ++q) {
+        acc = acc * 10 + d;
+      }
+      break;
     }
-    if (numeric) {
-      out[w++] = '{';
-      out[w++] = '}';
-      ints->push_back(v);
-    } else if (len == 2 && p[start] == '{' && p[start + 1] == '}') {
-      // A literal "{}" component could not be told apart from a number's
-      // ("{}.0" and "0.{}" would both be "{}.{}"): such a name is its own
-      // template, with no integers.
-      std::memcpy(out, p, n);
-      ints->clear();
-      return n;
-    } else {
-      std::memcpy(out + w, p + start, len);
-      w += len;
-    }
-    if (end == n) return w;
-    out[w++] = '.';
-    start = end + 1;
+    const unsigned n = leading_digits(q);
+    if (n == 0) break;
+    acc = acc * kPow10[n] + digits_value(q, n);
+    q += n;
+    if (n < 8 || q - start > 19) break;
   }
+  const ptrdiff_t len = q - start;
+  if (len == 0 || len > 19 || (*start == '0' && len > 1)) return nullptr;
+  *v = acc;
+  return q;
+}
+
+// read_long_u64 for the common cases inline: up to 15 digits (shapes and
+// offsets), not at the header's very end.
+[[gnu::always_inline]] inline const uint8_t* read_u64(const uint8_t* q, const uint8_t* end, uint64_t* v) {
+  if (end - q >= 16) {
+    const unsigned n = leading_digits(q);
+    if (n - 1 < 7) {  // 1-7 digits
+      if (*q == '0' && n > 1) return nullptr;
+      *v = digits_value(q, n);
+      return q + n;
+    }
+    const unsigned m = n == 8 ? leading_digits(q + 8) : 8;
+    if (m < 8 && *q != '0') {  // 8-15 digits
+      *v = digits_value(q, 8) * kPow10[m] + (m != 0 ? digits_value(q + 8, m) : 0);
+      return q + 8 + m;
+    }
+  }
+  return read_long_u64(q, end, v);
+}
+
+// The position after the literal `lit` when the bytes at q are it, else null
+// (a constant length: the comparison compiles to a few loads).
+template <size_t N>
+inline const uint8_t* after(const uint8_t* q, const uint8_t* end, const char (&lit)[N]) {
+  return static_cast<size_t>(end - q) >= N - 1 && std::memcmp(q, lit, N - 1) == 0 ? q + (N - 1) : nullptr;
 }
 
 // ---- the tensor table under construction ----------------------------------
@@ -231,79 +257,15 @@ struct Entry {
   }
 };
 
-// A keyed hash for the two open-addressing tables below. The seed is drawn
-// once per process so that a hostile header cannot precompute collisions
-// (which would turn each insert into a long probe).
-uint64_t hash_seed() {
-  static const uint64_t seed = [] {
-    std::random_device rd;
-    return (static_cast<uint64_t>(rd()) << 32) ^ rd() ^ 0x9E3779B97F4A7C15ULL;
-  }();
-  return seed;
-}
-
-inline uint64_t hash_bytes(std::string_view s, uint64_t seed) {
-  const char* p = s.data();
-  size_t n = s.size();
-  uint64_t h = seed ^ (n * 0x9E3779B97F4A7C15ULL);
-  while (n >= 8) {
-    uint64_t w;
-    std::memcpy(&w, p, 8);
-    h = (h ^ w) * 0xff51afd7ed558ccdULL;
-    h ^= h >> 32;
-    p += 8;
-    n -= 8;
-  }
-  uint64_t w = 0;
-  std::memcpy(&w, p, n);
-  h = (h ^ w) * 0xc4ceb9fe1a85ec53ULL;
-  return h ^ (h >> 29);
-}
-
-// Template string -> id; the strings themselves live in the table's
-// `templates` (looked up by id, so the table may grow freely).
-class TemplateIndex {
- public:
-  uint32_t find_or_add(std::string_view tmpl, std::vector<std::string>* templates) {
-    if ((templates->size() + 1) * 2 > ids_.size()) grow(*templates);
-    const uint64_t h = hash_bytes(tmpl, seed_);
-    const size_t mask = ids_.size() - 1;
-    size_t i = h & mask;
-    for (; ids_[i] != kEmpty; i = (i + 1) & mask) {
-      if (hashes_[i] == h && (*templates)[ids_[i]] == tmpl) return ids_[i];
-    }
-    ids_[i] = static_cast<uint32_t>(templates->size());
-    hashes_[i] = h;
-    templates->emplace_back(tmpl);
-    return ids_[i];
-  }
-
- private:
-  static constexpr uint32_t kEmpty = UINT32_MAX;
-  void grow(const std::vector<std::string>& templates) {
-    const size_t size = std::max<size_t>(64, ids_.size() * 2);
-    ids_.assign(size, kEmpty);
-    hashes_.assign(size, 0);
-    for (uint32_t id = 0; id < templates.size(); ++id) {
-      const uint64_t h = hash_bytes(templates[id], seed_);
-      size_t i = h & (size - 1);
-      while (ids_[i] != kEmpty) i = (i + 1) & (size - 1);
-      ids_[i] = id;
-      hashes_[i] = h;
-    }
-  }
-  uint64_t seed_ = hash_seed();
-  std::vector<uint32_t> ids_;
-  std::vector<uint64_t> hashes_;
-};
-
-// Open-addressing set of names. A name is kept by pointer when its bytes
-// outlive the set (a key without escapes, read in place from the header),
-// and copied otherwise.
+// Open-addressing set of names: 8-byte slots (a hash tag and the key's
+// number) so that sizing it per shard costs little. A key is kept by pointer
+// when its bytes outlive the set (a name read in place from the header), and
+// copied otherwise.
 class NameSet {
  public:
   // Sizes the table for n names up front (no rehashing on the way).
   void reserve(size_t n) {
+    keys_.reserve(n);
     size_t cap = 64;
     while (cap < 2 * n) cap *= 2;
     if (cap > slots_.size()) rehash(cap);
@@ -311,40 +273,188 @@ class NameSet {
   // Returns false if the name was already present. `stable`: key's bytes
   // stay valid as long as the set.
   bool insert(std::string_view key, bool stable) {
-    if ((count_ + 1) * 2 > slots_.size()) rehash(std::max<size_t>(64, slots_.size() * 2));
+    if ((keys_.size() + 1) * 2 > slots_.size()) rehash(std::max<size_t>(64, slots_.size() * 2));
     const uint64_t h = hash_bytes(key, seed_);
+    const uint32_t tag = static_cast<uint32_t>(h >> 32) | 1;  // 0 marks an empty slot
     const size_t mask = slots_.size() - 1;
     size_t i = h & mask;
-    for (; slots_[i].p != nullptr; i = (i + 1) & mask) {
-      const Slot& s = slots_[i];
-      if (s.hash == h && std::string_view(s.p, s.len) == key) return false;
+    for (; slots_[i].tag != 0; i = (i + 1) & mask) {
+      if (slots_[i].tag == tag && keys_[slots_[i].key] == key) return false;
     }
     if (!stable) key = copies_.emplace_back(key);
-    slots_[i] = {h, key.data(), key.size()};
-    ++count_;
+    slots_[i] = {tag, static_cast<uint32_t>(keys_.size())};
+    keys_.push_back(key);
     return true;
   }
 
  private:
   struct Slot {
-    uint64_t hash = 0;
-    const char* p = nullptr;
-    size_t len = 0;
+    uint32_t tag = 0;
+    uint32_t key = 0;  // index into keys_
   };
   void rehash(size_t cap) {
-    std::vector<Slot> old(cap);
-    old.swap(slots_);
-    for (const Slot& s : old) {
-      if (s.p == nullptr) continue;
-      size_t i = s.hash & (cap - 1);
-      while (slots_[i].p != nullptr) i = (i + 1) & (cap - 1);
-      slots_[i] = s;
+    slots_.assign(cap, Slot{});
+    for (size_t k = 0; k < keys_.size(); ++k) {
+      const uint64_t h = hash_bytes(keys_[k], seed_);
+      size_t i = h & (cap - 1);
+      while (slots_[i].tag != 0) i = (i + 1) & (cap - 1);
+      slots_[i] = {static_cast<uint32_t>(h >> 32) | 1, static_cast<uint32_t>(k)};
     }
   }
   uint64_t seed_ = hash_seed();
   std::vector<Slot> slots_;
+  std::vector<std::string_view> keys_;
   std::deque<std::string> copies_;  // a deque: its strings never move
-  size_t count_ = 0;
+};
+
+// memcmp-style order of two names, inline: names are compared once or twice
+// per tensor, and mostly share a long prefix.
+inline int compare_names(std::string_view a, std::string_view b) {
+  const size_t n = std::min(a.size(), b.size());
+  size_t i = 0;
+#if defined(__SSE2__)
+  for (; i + 16 <= n; i += 16) {
+    const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a.data() + i));
+    const __m128i y = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.data() + i));
+    const unsigned same = static_cast<unsigned>(_mm_movemask_epi8(_mm_cmpeq_epi8(x, y)));
+    if (same != 0xFFFF) {
+      const unsigned k = static_cast<unsigned>(__builtin_ctz(~same));
+      return static_cast<uint8_t>(a[i + k]) - static_cast<uint8_t>(b[i + k]);
+    }
+  }
+#endif
+  for (; i < n; ++i) {
+    if (a[i] != b[i]) return static_cast<uint8_t>(a[i]) - static_cast<uint8_t>(b[i]);
+  }
+  return a.size() < b.size() ? -1 : (a.size() > b.size() ? 1 : 0);
+}
+
+// The set of tensor names seen so far, for rejecting a repeated one. Writers
+// emit names in a few sorted runs (safetensors: by dtype, then by name), so
+// while there are few runs a name is checked by comparing it with its
+// neighbours: the previous name, and a cursor in each earlier run that only
+// moves forward while the current run ascends. Past kMaxRuns (an unsorted
+// header) every name goes through a hash set instead.
+class SeenNames {
+ public:
+  void reserve(size_t n) { keys_.reserve(n); }
+
+  // Returns false if the name was already present. `stable`: key's bytes
+  // stay valid as long as this object.
+  bool insert(std::string_view key, bool stable) {
+    if (hashed_) {
+      if (!set_.insert(key, stable)) return false;
+      return true;
+    }
+    const int order = keys_.empty() ? -1 : compare_names(keys_.back(), key);
+    if (order < 0) {
+      if (!runs_.empty() && in_earlier_run(key)) return false;
+    } else {
+      if (order == 0) return false;
+      runs_.push_back({run_start_, keys_.size(), 0});
+      run_start_ = keys_.size();
+      if (runs_.size() > kMaxRuns) return switch_to_hash(key, stable);
+      for (Run& r : runs_) r.cursor = r.first;
+      if (in_earlier_run(key)) return false;
+    }
+    if (!stable) key = copies_.emplace_back(key);
+    keys_.push_back(key);
+    return true;
+  }
+
+ private:
+  static constexpr size_t kMaxRuns = 8;
+  struct Run {
+    size_t first, last, cursor;
+  };
+  bool in_earlier_run(std::string_view key) {
+    for (Run& r : runs_) {
+      int order = 1;
+      while (r.cursor < r.last && (order = compare_names(keys_[r.cursor], key)) < 0) ++r.cursor;
+      if (order == 0) return true;
+    }
+    return false;
+  }
+  bool switch_to_hash(std::string_view key, bool stable) {
+    hashed_ = true;
+    set_.reserve(2 * keys_.size() + 64);
+    for (std::string_view k : keys_) set_.insert(k, true);  // keys_ and copies_ stay alive
+    return set_.insert(key, stable);
+  }
+
+  std::vector<std::string_view> keys_;  // in arrival order, each run ascending
+  std::vector<Run> runs_;               // the closed runs
+  size_t run_start_ = 0;
+  bool hashed_ = false;
+  NameSet set_;
+  std::deque<std::string> copies_;  // a deque: its strings never move
+};
+
+// Appends rows to a TensorTable through columns sized ahead and written by
+// index: push_back's capacity check and its out-of-line growth path cost as
+// much as reading the entry. finish() trims the columns to their contents.
+class TableBuilder {
+ public:
+  TableBuilder(TensorTable* t, size_t rows, size_t name_bytes, uint64_t data_start)
+      : t_(t), next_(data_start) {
+    resize_rows(rows);
+    t_->dims.resize(2 * rows + 16);
+    t_->names.resize(name_bytes);
+  }
+
+  size_t dims_size() const { return dims_; }
+  uint64_t dim(size_t k) const { return t_->dims[k]; }
+  void push_dim(uint64_t d) {
+    if (dims_ == t_->dims.size()) t_->dims.resize(2 * dims_ + 16);
+    t_->dims[dims_++] = d;
+  }
+  void truncate_dims(size_t n) { dims_ = n; }
+
+  // A row whose dims are the last pushed ones.
+  void add(Dtype dtype, uint64_t begin, uint64_t end, uint64_t numel, std::string_view name) {
+    if (rows_ == t_->dtype.size()) resize_rows(2 * rows_ + 16);
+    if (names_ + name.size() > t_->names.size()) t_->names.resize(2 * (names_ + name.size()));
+    TensorTable& t = *t_;
+    contiguous_ &= begin == next_;  // each tensor starting where the last one ended
+    next_ = end;
+    t.dtype[rows_] = static_cast<uint8_t>(dtype);
+    t.begin[rows_] = begin;
+    t.end[rows_] = end;
+    t.numel[rows_] = numel;
+    std::memcpy(&t.names[names_], name.data(), name.size());
+    names_ += name.size();
+    ++rows_;
+    t.shape_start[rows_] = dims_;
+    t.name_start[rows_] = names_;
+  }
+
+  // True when the rows came in data order with no gap or overlap: the
+  // coverage check then has nothing to sort or report but the file's end.
+  bool contiguous() const { return contiguous_; }
+  uint64_t data_end() const { return next_; }
+
+  void finish() {
+    TensorTable& t = *t_;
+    for (auto* v : {&t.begin, &t.end, &t.numel}) v->resize(rows_);
+    t.dtype.resize(rows_);
+    t.shape_start.resize(rows_ + 1);
+    t.name_start.resize(rows_ + 1);
+    t.dims.resize(dims_);
+    t.names.resize(names_);
+  }
+
+ private:
+  void resize_rows(size_t n) {
+    TensorTable& t = *t_;
+    for (auto* v : {&t.begin, &t.end, &t.numel}) v->resize(n);
+    t.dtype.resize(n);
+    t.shape_start.resize(n + 1);
+    t.name_start.resize(n + 1);
+  }
+  TensorTable* t_;
+  size_t rows_ = 0, dims_ = 0, names_ = 0;
+  uint64_t next_;
+  bool contiguous_ = true;
 };
 
 // ---- the JSON parser -------------------------------------------------------
@@ -425,12 +535,6 @@ class Parser {
                        ErrorCode code, bool* ok);
   void parse_metadata(size_t key_pos);
   void parse_entry(std::string_view name, Entry* e);
-  // The entry exactly as safetensors writers lay it out, no whitespace:
-  // {"dtype":"X","shape":[..],"data_offsets":[b,e]}. Returns false, leaving
-  // the position unchanged, on any deviation: the general path then parses it
-  // (and reports what is wrong), so both paths accept the same inputs.
-  bool fast_entry(Entry* e);
-  bool fast_u64(size_t* j, uint64_t* v) const;
   // parse_dtype, trying the previous entry's dtype first (headers repeat few).
   bool lookup_dtype(std::string_view s, Dtype* out) {
     if (dtype_info(last_dtype_).name == s) {
@@ -438,13 +542,33 @@ class Parser {
       return true;
     }
     if (!parse_dtype(s, out)) return false;
-    last_dtype_ = *out;
+    remember_dtype(*out);
     return true;
   }
+  bool fast_u64(size_t* j, uint64_t* v) const;
+  // The dtype string at q (after its opening quote) in the writers' layout:
+  // returns the position after its closing quote, or null.
+  const uint8_t* read_dtype(const uint8_t* q, const uint8_t* end, Dtype* dtype);
+  void remember_dtype(Dtype d) {
+    last_dtype_ = d;
+    const std::string_view name = dtype_info(d).name;
+    std::memset(last_dtype_text_, 0, sizeof(last_dtype_text_));
+    std::memcpy(last_dtype_text_, name.data(), name.size());
+    last_dtype_text_[name.size()] = '"';
+  }
+  bool fast_member();
   void tensor_member(size_t kpos, Entry* e);
-  // Validates sizes and appends the row; false when the entry is unusable.
-  bool finish_entry(std::string_view name, size_t pos, Entry& e);
+  // Checks the entry's sizes and appends its row (its dims are already at
+  // the end of the table's, from dims_start). An unusable entry leaves no row.
+  void append_row(std::string_view name, size_t pos, Dtype dtype, size_t dims_start, uint64_t begin,
+                  uint64_t end);
+  // Records the problem that keeps an entry out of the table.
+  [[gnu::noinline]] void reject_row(std::string_view name, size_t pos, Dtype dtype, size_t dims_start,
+                                    uint64_t begin, uint64_t end, bool overflow, uint64_t numel,
+                                    uint64_t total_bits);
   void check_coverage();
+  // Where the header says the data ends against the file's size.
+  void check_file_end(uint64_t data_end);
   void parse_weight_map();
   void parse_index_metadata();
 
@@ -452,20 +576,18 @@ class Parser {
   size_t n_;
   size_t i_ = 0;
   ParsedHeader* out_ = nullptr;
+  std::optional<TableBuilder> rows_;
   IndexTable* index_ = nullptr;
   std::vector<Problem>* problems_;
   uint64_t base_;
-  NameSet seen_;
+  SeenNames seen_;
   bool seen_metadata_ = false;
   bool last_plain_ = false;  // the last string had no escapes: its bytes are in p_
   std::string key_, scratch_;
-  std::vector<char> tmpl_buf_;
-  std::vector<int64_t> ints_;
   std::vector<uint64_t> offsets_;
   std::string name_;
   Dtype last_dtype_ = Dtype::F32;
-  uint32_t last_template_ = UINT32_MAX;
-  TemplateIndex template_ids_;
+  char last_dtype_text_[16] = "F32\"";  // its name and closing quote, for read_dtype
   struct Orphan {
     uint64_t begin, end;
     std::string name;
@@ -742,66 +864,84 @@ void Parser::parse_metadata(size_t key_pos) {
   });
 }
 
+const uint8_t* Parser::read_dtype(const uint8_t* q, const uint8_t* end, Dtype* dtype) {
+  const uint8_t* const start = q;
+#if defined(__SSE2__)
+  // Mostly the same as the previous entry's: compared as 16 bytes at once.
+  if (end - q >= 16) {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
+    const unsigned quotes = static_cast<unsigned>(_mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8('"'))));
+    if (quotes == 0) return nullptr;
+    const unsigned len = static_cast<unsigned>(__builtin_ctz(quotes));
+    const unsigned want = (2u << len) - 1;  // the name and its closing quote
+    const unsigned same = static_cast<unsigned>(
+        _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(last_dtype_text_)))));
+    if ((same & want) == want) {
+      *dtype = last_dtype_;
+      return q + len + 1;
+    }
+  }
+#endif
+  while (q < end && q - start < 16 && *q != '"' && *q > ' ' && *q != '\\') ++q;
+  if (q >= end || *q != '"' || !parse_dtype({reinterpret_cast<const char*>(start), static_cast<size_t>(q - start)}, dtype)) {
+    return nullptr;
+  }
+  remember_dtype(*dtype);
+  return q + 1;
+}
+
 bool Parser::fast_u64(size_t* j, uint64_t* v) const {
-  const size_t start = *j;
-  // At most 19 digits always fit in 64 bits; a longer number goes to the
-  // general path, which decides whether it overflows.
-  const size_t lim = std::min(n_, start + 19);
-  size_t k = start;
-  uint64_t acc = 0;
-  for (unsigned d; k < lim && (d = static_cast<unsigned>(p_[k]) - '0') < 10; ++k) acc = acc * 10 + d;
-  if (k == start || (k < n_ && static_cast<unsigned>(p_[k]) - '0' < 10)) return false;
-  if (p_[start] == '0' && k - start > 1) return false;  // leading zero: not JSON
-  *j = k;
-  *v = acc;
+  const uint8_t* q = read_u64(p_ + *j, p_ + n_, v);
+  if (q == nullptr) return false;
+  *j = static_cast<size_t>(q - p_);
   return true;
 }
 
-bool Parser::fast_entry(Entry* e) {
-  size_t j = i_;
-  auto lit = [&](const char* s, size_t len) {
-    if (j + len > n_ || std::memcmp(p_ + j, s, len) != 0) return false;
-    j += len;
-    return true;
-  };
-  if (!lit("{\"dtype\":\"", 10)) return false;
-  const size_t ds = j;
-  while (j < n_ && j - ds < 16 && p_[j] > ' ' && p_[j] != '\\' && p_[j] != '"') ++j;
-  if (j >= n_ || p_[j] != '"') return false;
-  const std::string_view dt(reinterpret_cast<const char*>(p_ + ds), j - ds);
+// The writers' layout, read in place: "name":{"dtype":"X","shape":[..],
+// "data_offsets":[b,e]} with no whitespace and no escape in the name. Returns
+// false, leaving the position unchanged, on any deviation: the general path
+// then reads the member (and reports what is wrong), so both paths accept the
+// same inputs.
+bool Parser::fast_member() {
+  const uint8_t* const end = p_ + n_;
+  const size_t kpos = i_;
+  if (kpos >= n_ || p_[kpos] != '"') return false;
+  const size_t close = plain_run(p_, n_, kpos + 1);
+  const uint8_t* q = after(p_ + close, end, "\":{\"dtype\":\"");
+  const std::string_view key(reinterpret_cast<const char*>(p_ + kpos + 1), close - kpos - 1);
+  if (q == nullptr || key == "__metadata__") return false;
   Dtype dtype;
-  if (!lookup_dtype(dt, &dtype)) return false;
-  ++j;
-  if (!lit(",\"shape\":[", 10)) return false;
-  e->shape.clear();
-  if (j < n_ && p_[j] == ']') {
-    ++j;
+  if ((q = read_dtype(q, end, &dtype)) == nullptr || (q = after(q, end, ",\"shape\":[")) == nullptr) return false;
+  const size_t dims_start = rows_->dims_size();
+  auto fail = [&] {
+    rows_->truncate_dims(dims_start);
+    return false;
+  };
+  if (q < end && *q == ']') {
+    ++q;
   } else {
     for (;;) {
       uint64_t d;
-      if (!fast_u64(&j, &d)) return false;
-      e->shape.push_back(d);
-      if (j < n_ && p_[j] == ',') {
-        ++j;
-        continue;
-      }
-      if (j < n_ && p_[j] == ']') {
-        ++j;
-        break;
-      }
-      return false;
+      q = read_u64(q, end, &d);
+      if (q == nullptr || q == end) return fail();
+      rows_->push_dim(d);
+      if (*q++ == ']') break;
+      if (q[-1] != ',') return fail();
     }
   }
-  uint64_t b, end;
-  if (!lit(",\"data_offsets\":[", 17) || !fast_u64(&j, &b) || !lit(",", 1) || !fast_u64(&j, &end) ||
-      !lit("]}", 2) || b > end) {
-    return false;
+  uint64_t b, e;
+  if ((q = after(q, end, ",\"data_offsets\":[")) == nullptr || (q = read_u64(q, end, &b)) == nullptr ||
+      q == end || *q != ',' || (q = read_u64(q + 1, end, &e)) == nullptr || (q = after(q, end, "]}")) == nullptr ||
+      b > e) {
+    return fail();
   }
-  e->dtype = dtype;
-  e->begin = b;
-  e->end = end;
-  e->has_dtype = e->has_shape = e->has_offsets = e->offsets_ok = true;
-  i_ = j;
+  i_ = static_cast<size_t>(q - p_);
+  if (!seen_.insert(key, true)) {
+    problem(ErrorCode::kDuplicateKey, kpos, key, "tensor name appears twice in the header");
+    rows_->truncate_dims(dims_start);
+    return true;
+  }
+  append_row(key, kpos, dtype, dims_start, b, e);
   return true;
 }
 
@@ -870,92 +1010,85 @@ void Parser::parse_entry(std::string_view name, Entry* e) {
   });
 }
 
-bool Parser::finish_entry(std::string_view name, size_t pos, Entry& e) {
-  for (auto [has, field] : {std::pair{e.has_dtype, "dtype"}, std::pair{e.has_shape, "shape"},
-                            std::pair{e.has_offsets, "data_offsets"}}) {
-    if (!has) {
-      problem(ErrorCode::kMissingField, pos, name, std::string("tensor entry has no ") + field);
-      e.valid = false;
-    }
-  }
-  if (!e.valid) return false;
-
-  // Sizes with overflow checks: numel, then bits.
-  uint64_t numel = 1;
+inline void Parser::append_row(std::string_view name, size_t pos, Dtype dtype, size_t dims_start,
+                               uint64_t begin, uint64_t end) {
+  // Sizes with overflow checks (no division: this runs once per tensor).
+  uint64_t numel = 1, total_bits;
   bool overflow = false;
-  for (uint64_t d : e.shape) {
-    if (d != 0 && numel > UINT64_MAX / d) overflow = true;
-    numel *= d;
+  for (size_t k = dims_start; k < rows_->dims_size(); ++k) overflow |= __builtin_mul_overflow(numel, rows_->dim(k), &numel);
+  overflow |= __builtin_mul_overflow(numel, uint64_t{dtype_info(dtype).bits}, &total_bits);
+  const uint64_t data_start = kPrefixLen + out_->header_len;
+  if (overflow || total_bits % 8 != 0 || end > UINT64_MAX - data_start) {
+    return reject_row(name, pos, dtype, dims_start, begin, end, overflow, numel, total_bits);
   }
-  const uint64_t bits = dtype_info(e.dtype).bits;
-  if (!overflow && numel > UINT64_MAX / bits) overflow = true;
+  if (end - begin != total_bits / 8) {
+    problem(ErrorCode::kSizeMismatch, pos, name,
+            "data_offsets span " + format_u64(end - begin) + " bytes but " +
+                std::string(dtype_info(dtype).name) + " shape needs " + format_u64(total_bits / 8));
+  }
+  rows_->add(dtype, data_start + begin, data_start + end, numel, name);
+}
+
+void Parser::reject_row(std::string_view name, size_t pos, Dtype dtype, size_t dims_start, uint64_t begin,
+                        uint64_t end, bool overflow, uint64_t numel, uint64_t total_bits) {
+  const uint64_t data_start = kPrefixLen + out_->header_len;
   if (overflow) {
     problem(ErrorCode::kSizeOverflow, pos, name, "element count times dtype width overflows 64 bits");
-    return false;
-  }
-  const uint64_t total_bits = numel * bits;
-  if (total_bits % 8 != 0) {
+  } else if (total_bits % 8 != 0) {
     problem(ErrorCode::kNotByteAligned, pos, name,
-            std::to_string(numel) + " elements of " + std::string(dtype_info(e.dtype).name) +
-                " are " + std::to_string(total_bits) + " bits, not a whole number of bytes");
-    return false;
-  }
-  const uint64_t data_start = kPrefixLen + out_->header_len;
-  if (e.end > UINT64_MAX - data_start) {
+            std::to_string(numel) + " elements of " + std::string(dtype_info(dtype).name) + " are " +
+                std::to_string(total_bits) + " bits, not a whole number of bytes");
+  } else {
     problem(ErrorCode::kBadOffsets, pos, name, "data_offsets overflow the file's address space");
-    return false;
   }
-  if (e.end - e.begin != total_bits / 8) {
-    problem(ErrorCode::kSizeMismatch, pos, name,
-            "data_offsets span " + format_u64(e.end - e.begin) + " bytes but " +
-                std::string(dtype_info(e.dtype).name) + " shape needs " + format_u64(total_bits / 8));
-  }
-
-  TensorTable& t = out_->table;
-  t.dtype.push_back(static_cast<uint8_t>(e.dtype));
-  t.dims.insert(t.dims.end(), e.shape.begin(), e.shape.end());
-  t.shape_start.push_back(t.dims.size());
-  t.begin.push_back(data_start + e.begin);
-  t.end.push_back(data_start + e.end);
-  t.numel.push_back(numel);
-
-  if (tmpl_buf_.size() < 2 * name.size() + 2) tmpl_buf_.resize(2 * name.size() + 2);
-  const std::string_view tmpl(tmpl_buf_.data(), template_into(name, tmpl_buf_.data(), &ints_));
-  if (last_template_ == UINT32_MAX || t.templates[last_template_] != tmpl) {
-    last_template_ = template_ids_.find_or_add(tmpl, &t.templates);
-  }
-  t.template_id.push_back(last_template_);
-  t.ints.insert(t.ints.end(), ints_.begin(), ints_.end());
-  t.ints_start.push_back(t.ints.size());
-  return true;
+  rows_->truncate_dims(dims_start);
+  // Not a row, but its bytes are claimed: keep them in the coverage check so
+  // that one bad entry does not also read as a gap.
+  if (end <= UINT64_MAX - data_start) orphans_.push_back({data_start + begin, data_start + end, std::string(name)});
 }
 
 void Parser::run() {
   TensorTable& t = out_->table;
-  // Real headers spend ~100-150 bytes per tensor: reserve once, not per push.
-  const size_t guess = n_ / 96 + 1;
-  for (auto* v : {&t.name_start, &t.shape_start, &t.begin, &t.end, &t.numel, &t.ints_start}) v->reserve(guess);
-  t.dtype.reserve(guess);
-  t.template_id.reserve(guess);
-  t.dims.reserve(2 * guess);
-  t.ints.reserve(2 * guess);
-  t.names.reserve(n_ / 2);
-  seen_.reserve(guess);
   const size_t bad = first_invalid_utf8(p_, n_);
   if (bad != n_) {
     problem(ErrorCode::kNotUtf8, bad, {}, "header is not valid UTF-8");
     return;
   }
+  // Real headers spend ~100-150 bytes per tensor, half of it on the name.
+  // Beyond a first 64k rows the columns grow as rows come, so that a large
+  // hostile header costs memory only for what it really holds.
+  const size_t guess = std::min<size_t>(n_ / 96 + 1, size_t{1} << 16);
+  rows_.emplace(&t, guess, std::min<size_t>(n_ / 2, guess * 96) + 64, kPrefixLen + out_->header_len);
+  seen_.reserve(guess);
   try {
     if (!peek('{')) expected("'{' opening the header");
     Entry e;
-    members(&key_, [&](size_t kpos) {
-      if (std::string_view(key_) == "__metadata__") {
-        parse_metadata(kpos);
-      } else {
-        tensor_member(kpos, &e);
+    ++i_;
+    if (peek('}')) {
+      ++i_;
+    } else {
+      for (;;) {
+        if (i_ >= n_ || p_[i_] != '"') skip_ws();
+        if (!fast_member()) {
+          const size_t kpos = i_;
+          parse_string(&key_);
+          expect(':', "':'");
+          if (std::string_view(key_) == "__metadata__") {
+            parse_metadata(kpos);
+          } else {
+            tensor_member(kpos, &e);
+          }
+        }
+        if (i_ < n_ && p_[i_] == ',') {  // the writers' layout: no whitespace
+          ++i_;
+          continue;
+        }
+        if (!peek(',')) break;
+        ++i_;
       }
-    });
+      expect('}', "',' or '}'");
+    }
+    rows_->finish();
     // Only JSON whitespace may follow; writers pad with spaces.
     skip_ws();
     if (i_ < n_) {
@@ -975,10 +1108,9 @@ void Parser::run() {
   check_coverage();
 }
 
-// One "name": {...} member of the header: a row of the table when valid.
+// One "name": {...} member of the header, its key just read into key_.
 void Parser::tensor_member(size_t kpos, Entry* e) {
-  TensorTable& t = out_->table;
-  // The key was just read; without escapes its bytes sit in the header as is.
+  // Without escapes, the key's bytes sit in the header as they are.
   const bool plain = last_plain_;
   const std::string_view key =
       plain ? std::string_view(reinterpret_cast<const char*>(p_ + kpos + 1), key_.size()) : key_;
@@ -990,42 +1122,44 @@ void Parser::tensor_member(size_t kpos, Entry* e) {
   }
   e->reset();
   name_.swap(key_);
-  const std::string& name = name_;
-  skip_ws();
-  if (!fast_entry(e)) {
-    e->reset();
-    parse_entry(name, e);
+  parse_entry(name_, e);
+  for (auto [has, field] : {std::pair{e->has_dtype, "dtype"}, std::pair{e->has_shape, "shape"},
+                            std::pair{e->has_offsets, "data_offsets"}}) {
+    if (!has) {
+      problem(ErrorCode::kMissingField, kpos, name_, std::string("tensor entry has no ") + field);
+      e->valid = false;
+    }
   }
-  if (finish_entry(name, kpos, *e)) {
-    t.names += name;
-    t.name_start.push_back(t.names.size());
-  } else if (e->offsets_ok && e->end <= UINT64_MAX - kPrefixLen - out_->header_len) {
-    // Not a usable row, but its bytes are claimed: keep them in the coverage
-    // check so one bad entry does not also read as a gap.
-    const uint64_t base = kPrefixLen + out_->header_len;
-    orphans_.push_back({base + e->begin, base + e->end, name});
+  const uint64_t data_start = kPrefixLen + out_->header_len;
+  if (e->valid) {
+    const size_t dims_start = rows_->dims_size();
+    for (uint64_t d : e->shape) rows_->push_dim(d);
+    append_row(name_, kpos, e->dtype, dims_start, e->begin, e->end);
+  } else if (e->offsets_ok && e->end <= UINT64_MAX - data_start) {
+    orphans_.push_back({data_start + e->begin, data_start + e->end, name_});
   }
 }
 
 // Sorts rows by data offset and checks that the data is exactly covered.
 void Parser::check_coverage() {
+  if (rows_->contiguous() && orphans_.empty()) return check_file_end(rows_->data_end());
   TensorTable& t = out_->table;
   const size_t n = t.size();
-  std::vector<uint32_t> order(n);
-  std::iota(order.begin(), order.end(), 0u);
-  const bool sorted = std::is_sorted(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
+  auto before = [&](size_t a, size_t b) {
     return t.begin[a] < t.begin[b] || (t.begin[a] == t.begin[b] && t.end[a] < t.end[b]);
-  });
+  };
+  bool sorted = true;
+  for (size_t i = 1; i < n && sorted; ++i) sorted = !before(i, i - 1);
   if (!sorted) {
-    std::stable_sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
-      return t.begin[a] < t.begin[b] || (t.begin[a] == t.begin[b] && t.end[a] < t.end[b]);
-    });
+    std::vector<uint32_t> order(n);
+    std::iota(order.begin(), order.end(), 0u);
+    std::stable_sort(order.begin(), order.end(), before);
     TensorTable s;
-    s.templates = std::move(t.templates);
     s.name_start.reserve(n + 1);
     s.names.reserve(t.names.size());
     for (uint32_t r : order) {
-      s.names += t.name(r);
+      const std::string_view name = t.name(r);
+      s.names.insert(s.names.end(), name.begin(), name.end());
       s.name_start.push_back(s.names.size());
       s.dtype.push_back(t.dtype[r]);
       s.dims.insert(s.dims.end(), t.dims.begin() + t.shape_start[r], t.dims.begin() + t.shape_start[r + 1]);
@@ -1033,9 +1167,6 @@ void Parser::check_coverage() {
       s.begin.push_back(t.begin[r]);
       s.end.push_back(t.end[r]);
       s.numel.push_back(t.numel[r]);
-      s.template_id.push_back(t.template_id[r]);
-      s.ints.insert(s.ints.end(), t.ints.begin() + t.ints_start[r], t.ints.begin() + t.ints_start[r + 1]);
-      s.ints_start.push_back(s.ints.size());
     }
     t = std::move(s);
   }
@@ -1065,6 +1196,10 @@ void Parser::check_coverage() {
     expected = std::max(expected, e);
     prev = name;
   }
+  check_file_end(expected);
+}
+
+void Parser::check_file_end(uint64_t expected) {
   out_->data_end = expected;
   const uint64_t size = out_->file_size;
   if (expected > size) {
@@ -1174,11 +1309,6 @@ void Parser::parse_index_metadata() {
 }
 
 }  // namespace
-
-void name_template(std::string_view name, std::string* tmpl, std::vector<int64_t>* ints) {
-  tmpl->resize(2 * name.size() + 2);
-  tmpl->resize(template_into(name, tmpl->data(), ints));
-}
 
 ParsedHeader parse_header_json(const uint8_t* json, size_t n, uint64_t file_size) {
   ParsedHeader out;
@@ -1313,7 +1443,7 @@ ParsedHeader parse_header_bytes(const uint8_t* prefix, size_t prefix_len, uint64
   ParsedHeader out;
   out.file_size = file_size;
   // An empty table still has its n + 1 start offsets, whichever way we return.
-  out.table.name_start = out.table.shape_start = out.table.ints_start = {0};
+  out.table.name_start = out.table.shape_start = {0};
   auto fail = [&](ErrorCode code, uint64_t offset, std::string msg) {
     out.problems.push_back({code, offset, {}, std::move(msg)});
     return out;

@@ -5,6 +5,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -21,27 +22,45 @@ inline constexpr uint64_t kMaxHeaderLen = 100'000'000;  // the reference's bound
 // top-level object and the tensor entry included (depth counts from 1 there).
 inline constexpr int kMaxJsonDepth = 126;
 
+// An allocator whose resize() leaves new elements uninitialised. The parser
+// sizes its columns ahead and writes every element it keeps: zero-filling
+// them first would touch (and, on a fresh heap, fault in) every page twice.
+template <class T>
+struct UninitAllocator : std::allocator<T> {
+  template <class U>
+  struct rebind {
+    using other = UninitAllocator<U>;
+  };
+  UninitAllocator() = default;
+  template <class U>
+  UninitAllocator(const UninitAllocator<U>&) noexcept {}
+  template <class U>
+  void construct(U* p) noexcept {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <class U, class... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
+};
+template <class T>
+using Column = std::vector<T, UninitAllocator<T>>;
+
 // The parsed tensors as columns (struct of arrays): a 96k-tensor checkpoint
 // must not cost 96k heap objects. Row i is tensor i, ordered by data offset.
 struct TensorTable {
-  std::string names;                 // all names, concatenated
-  std::vector<uint64_t> name_start{0};  // size n + 1: name i = names[start[i], start[i+1])
-  std::vector<uint8_t> dtype;        // Dtype
-  std::vector<uint64_t> shape_start{0};  // size n + 1, into dims
-  std::vector<uint64_t> dims;
-  std::vector<uint64_t> begin;       // absolute byte offsets in the file
-  std::vector<uint64_t> end;
-  std::vector<uint64_t> numel;
-  // Name templates: digits-only dotted components become "{}"; the integers
-  // removed are kept in order. A MoE checkpoint has a few dozen templates.
-  std::vector<uint32_t> template_id;
-  std::vector<std::string> templates;
-  std::vector<uint64_t> ints_start{0};  // size n + 1, into ints
-  std::vector<int64_t> ints;
+  Column<char> names;                // all names, concatenated
+  Column<uint64_t> name_start{0};    // size n + 1: name i = names[start[i], start[i+1])
+  Column<uint8_t> dtype;             // Dtype
+  Column<uint64_t> shape_start{0};   // size n + 1, into dims
+  Column<uint64_t> dims;
+  Column<uint64_t> begin;            // absolute byte offsets in the file
+  Column<uint64_t> end;
+  Column<uint64_t> numel;
 
   size_t size() const { return dtype.size(); }
   std::string_view name(size_t i) const {
-    return std::string_view(names).substr(name_start[i], name_start[i + 1] - name_start[i]);
+    return std::string_view(names.data() + name_start[i], name_start[i + 1] - name_start[i]);
   }
 };
 
@@ -98,8 +117,5 @@ ParsedHeader parse_header_json(const uint8_t* json, size_t n, uint64_t file_size
 // `prefix_len` bytes of the file (at least min(file_size, 8 + N) when
 // available). Checks the length prefix, then calls parse_header_json.
 ParsedHeader parse_header_bytes(const uint8_t* prefix, size_t prefix_len, uint64_t file_size);
-
-// Splits a tensor name into its template and integers (see TensorTable).
-void name_template(std::string_view name, std::string* tmpl, std::vector<int64_t>* ints);
 
 }  // namespace ckptscan

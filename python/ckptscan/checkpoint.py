@@ -6,7 +6,7 @@ import os
 import stat
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -52,25 +52,55 @@ class Index:
                         strict=True))
 
 
-@dataclass
 class Checkpoint:
     """What was found on disk, what was parsed, and what went wrong doing it.
 
     `shards` holds every safetensors file found (broken ones too: their
     `problems` say why, and the tensors that could be parsed are there);
     `problems` gathers those and the checkpoint-level ones (missing shard,
-    unreadable index.json ...).
+    unreadable index.json ...). index.json is read on first use of `index`,
+    `problems` or anything derived from them: a 96k-entry index is as big as
+    all the headers together, and reading a tensor does not need it.
     """
 
-    path: Path
-    shards: list[Shard]
-    index: Index | None = None
-    config: dict[str, Any] | None = None
-    problems: list[Problem] = field(default_factory=list)
+    def __init__(self, path: Path, shards: list[Shard], config: dict[str, Any] | None = None,
+                 problems: Sequence[Problem] = (), *, index: Index | None = None,
+                 index_path: Path | None = None) -> None:
+        self.path = path
+        self.shards = shards
+        self.config = config
+        self._found = list(problems)  # while opening: filesystem, config.json
+        self._index_path = index.path if index is not None else index_path
+        self._index = index
+        self._index_read = index is not None or index_path is None
+        self._index_problems: list[Problem] = []
+
+    @property
+    def index(self) -> Index | None:
+        if not self._index_read:
+            self._index_read = True
+            assert self._index_path is not None
+            self._index = read_index(self._index_path, "index-invalid", self._index_problems)
+        return self._index
 
     @property
     def index_path(self) -> Path | None:
-        return None if self.index is None else self.index.path
+        return self._index_path
+
+    @cached_property
+    def problems(self) -> list[Problem]:
+        """The shards' problems, then the checkpoint's own (index.json,
+        config.json, filesystem), then shards the index lists but the disk lacks."""
+        out = [p for s in self.shards for p in s.problems]
+        out += self._found
+        self.index  # noqa: B018  (reads index.json: its problems come next)
+        out += self._index_problems
+        for name in self.missing:
+            out.append(Problem("shard-missing", "listed in the index but not on disk",
+                               str(self.path / name)))
+        if not self.shards and not self.missing:
+            out.append(Problem("no-shards", "no .safetensors file found", str(self.path)))
+        return out
 
     @property
     def files(self) -> list[str]:
@@ -105,6 +135,9 @@ class Checkpoint:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def __repr__(self) -> str:
+        return f"<Checkpoint {str(self.path)!r} {len(self.shards)} shards>"
 
 
 def _regular_bytes(path: Path, code: str, problems: list[Problem]) -> bytes | None:
@@ -161,18 +194,9 @@ def _find_index(directory: Path) -> Path | None:
 
 def assemble(root: Path, shards: list[Shard], index: Index | None,
              config: dict[str, Any] | None, problems: Sequence[Problem] = ()) -> Checkpoint:
-    """A Checkpoint from what was read, with its problems gathered: the shards'
-    own, `problems` (index/config/filesystem), and missing shards."""
-    ckpt = Checkpoint(root, shards, index, config, [])
-    for s in shards:
-        ckpt.problems.extend(s.problems)
-    ckpt.problems.extend(problems)
-    for name in ckpt.missing:
-        ckpt.problems.append(Problem("shard-missing", "listed in the index but not on disk",
-                                     str(root / name)))
-    if not shards and not ckpt.missing:
-        ckpt.problems.append(Problem("no-shards", "no .safetensors file found", str(root)))
-    return ckpt
+    """A Checkpoint from what was read (an index already parsed, or None).
+    `problems`: the index/config/filesystem ones found while reading."""
+    return Checkpoint(root, shards, config, problems, index=index)
 
 
 def load_shards(files: Sequence[Any], jobs: int | None,
@@ -185,24 +209,31 @@ def load_shards(files: Sequence[Any], jobs: int | None,
         return list(pool.map(load, files))
 
 
+def _shard_files(directory: Path) -> list[Path]:
+    """The directory's *.safetensors files (not directories so named), sorted."""
+    with os.scandir(directory) as it:
+        names = sorted(e.name for e in it
+                       if e.name.endswith(".safetensors") and not e.is_dir())
+    return [directory / n for n in names]
+
+
 def open_checkpoint(path: str | os.PathLike[str], jobs: int | None = None) -> Checkpoint:
     """Opens every shard of a checkpoint directory (or a single .safetensors file).
 
     Nothing stops at a broken shard: its problems are recorded and the other
-    shards are read. Raises `ShardIOError` only when `path` itself is unusable.
+    shards are read. index.json is read when first needed (`Checkpoint.index`,
+    `.problems`). Raises `ShardIOError` only when `path` itself is unusable.
     """
     root = Path(path)
     problems: list[Problem] = []
-    index = config = None
+    index_path = config = None
     if root.is_dir():
-        files = sorted(p for p in root.glob("*.safetensors") if not p.is_dir())
+        files = _shard_files(root)
         index_path = _find_index(root)
-        if index_path is not None:
-            index = read_index(index_path, "index-invalid", problems)
         if (root / CONFIG_NAME).exists():
             config = read_json(root / CONFIG_NAME, "config-invalid", problems)
     elif root.exists():
         files = [root]
     else:
         raise ShardIOError(str(root), "no such file or directory")
-    return assemble(root, load_shards(files, jobs), index, config, problems)
+    return Checkpoint(root, load_shards(files, jobs), config, problems, index_path=index_path)
