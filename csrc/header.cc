@@ -342,22 +342,22 @@ class SeenNames {
   // Returns false if the name was already present. `stable`: key's bytes
   // stay valid as long as this object.
   bool insert(std::string_view key, bool stable) {
-    if (hashed_) {
-      if (!set_.insert(key, stable)) return false;
-      return true;
-    }
-    const int order = keys_.empty() ? -1 : compare_names(keys_.back(), key);
-    if (order < 0) {
-      if (!runs_.empty() && in_earlier_run(key)) return false;
-    } else {
-      if (order == 0) return false;
+    if (hashed_) return set_.insert(key, stable);
+    // The cursors need the names asked about, repeats included, to ascend
+    // within a run: a run ends where a name is not above the previous one.
+    const int order = asked_ ? compare_names(last_, key) : -1;
+    if (order == 0) return false;
+    if (order > 0) {
       runs_.push_back({run_start_, keys_.size(), 0});
       run_start_ = keys_.size();
       if (runs_.size() > kMaxRuns) return switch_to_hash(key, stable);
       for (Run& r : runs_) r.cursor = r.first;
-      if (in_earlier_run(key)) return false;
     }
+    const bool repeat = in_earlier_run(key);
     if (!stable) key = copies_.emplace_back(key);
+    last_ = key;
+    asked_ = true;
+    if (repeat) return false;
     keys_.push_back(key);
     return true;
   }
@@ -385,6 +385,8 @@ class SeenNames {
   std::vector<std::string_view> keys_;  // in arrival order, each run ascending
   std::vector<Run> runs_;               // the closed runs
   size_t run_start_ = 0;
+  std::string_view last_;               // the name asked about last
+  bool asked_ = false;
   bool hashed_ = false;
   NameSet set_;
   std::deque<std::string> copies_;  // a deque: its strings never move

@@ -213,6 +213,131 @@ def test_name_template() -> None:
     assert _core.name_template("fc1.weight") == ("fc1.weight", ())
 
 
+def template_by_rule(name: str) -> tuple[str, tuple[int, ...]]:
+    """The documented rule, written independently of the C++: a dotted
+    component of 1-18 ASCII digits without a leading zero becomes "{}"; a name
+    with a literal "{}" component is its own template."""
+    parts = name.split(".")
+    if "{}" in parts:
+        return name, ()
+    ints = []
+    out = []
+    for part in parts:
+        numeric = (0 < len(part) <= 18 and all("0" <= c <= "9" for c in part)
+                   and (len(part) == 1 or part[0] != "0"))
+        out.append("{}" if numeric else part)
+        if numeric:
+            ints.append(int(part))
+    return ".".join(out), tuple(ints)
+
+
+# Components that exercise every branch: numbers at the 18/19-digit limit,
+# leading zeros, empty components, braces, non-ASCII, and names past the
+# 128 bytes the fast path handles as bit masks.
+_component = st.one_of(
+    st.integers(0, 10**19).map(str),
+    st.sampled_from(["", "0", "00", "07", "{}", "{", "}", "1e3", "-1", "layers", "w1", "é", "1é",
+                     "9" * 18, "1" + "0" * 18, "weight_scale_inv", "x" * 40]),
+    st.text(alphabet="0123456789abc._{}", max_size=6),
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.lists(_component, min_size=1, max_size=14))
+def test_name_template_matches_the_rule(components: list[str]) -> None:
+    name = ".".join(components)
+    assert _core.name_template(name) == template_by_rule(name)
+
+
+def test_name_templates_of_a_shard(tmp_path: Path) -> None:
+    names = [f"model.layers.{i}.mlp.experts.{e}.w{w}.weight" for i in (0, 7, 61)
+             for e in (0, 9, 10, 255) for w in (1, 3)] + ["lm_head.weight", "a.07.b.0"]
+    path = tmp_path / "t.safetensors"
+    save_file({n: np.zeros(2, np.float32) for n in names}, str(path))
+    core = ckptscan.open_shard(path).core
+    got = [(core.templates[t], tuple(core.ints[core.int_starts[r]:core.int_starts[r + 1]]))
+           for r, t in enumerate(core.template_ids)]
+    assert got == [template_by_rule(n) for n in core.names()]
+    assert sorted(set(core.templates)) == sorted({template_by_rule(n)[0] for n in names})
+
+
+# ---- the writers' layout (the parser's fast path) and any other layout -------
+
+
+def writer_text(entries: list[tuple[str, str, list[int], int, int]], spaced: bool = False) -> bytes:
+    """A header in the exact layout safetensors writes ('"name":{"dtype":...}',
+    no whitespace), or with spaces after every ':' and ',' (read by the general
+    path). Names may repeat, which a dict could not express."""
+    sep = (", ", ": ") if spaced else (",", ":")
+    members = [json.dumps(n) + sep[1] + json.dumps(
+        {"dtype": d, "shape": shape, "data_offsets": [b, e]}, separators=sep)
+        for n, d, shape, b, e in entries]
+    return ("{" + sep[0].join(members) + "}").encode()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["a", "b", "c", "d.0", "d.1", "e.10", "f\u00e9", "g"]),
+                min_size=1, max_size=40))
+def test_repeated_names_in_any_order(names: list[str]) -> None:
+    """Every repeat is reported once, at its second and later appearances, and
+    the table keeps the first: in sorted runs, across runs, past the few runs
+    compared in order (then hashed), in both layouts."""
+    entries = [(n, "U8", [2], 2 * i, 2 * i + 2) for i, n in enumerate(names)]
+    first = {}
+    for i, n in enumerate(names):
+        first.setdefault(n, i)
+    repeats = [i for i, n in enumerate(names) if first[n] != i]
+    for spaced in (False, True):
+        text = writer_text(entries, spaced)
+        core = _core.parse_bytes(raw_file(text, b"\0" * (2 * len(names))))
+        dups = [p for p in core.problems if p[0] == "duplicate-key"]
+        assert len(dups) == len(repeats)
+        assert [p[2] for p in dups] == [names[i] for i in repeats]
+        assert core.names() == [n for i, n in enumerate(names) if first[n] == i]
+        # The repeats' bytes are read as a gap: nothing else is wrong.
+        assert {p[0] for p in core.problems} <= {"duplicate-key", "data-gap", "trailing-bytes"}
+
+
+@pytest.mark.parametrize("digits", range(1, 21))
+def test_numbers_of_every_length(digits: int) -> None:
+    """Shape and offsets of 1-20 digits: the eight-digits-at-a-time reader and
+    the general one agree, up to the largest u64 and past it."""
+    for v in {10 ** (digits - 1), 10 ** digits - 1, min(2**64 - 1, 10 ** digits - 1),
+              int("1" * digits)}:
+        for spaced in (False, True):
+            text = writer_text([("t", "U8", [v], 0, v)], spaced)
+            core = _core.parse_bytes(raw_file(text), min(8 + len(text) + v, 2**64 - 1))
+            got = [p[0] for p in core.problems]
+            if v >= 2**64:
+                assert "number-invalid" in got and len(core) == 0
+            elif v * 8 >= 2**64:  # its size in bits overflows
+                assert got[0] == "size-overflow" and len(core) == 0, got
+            else:
+                assert got == [] and core.numels.tolist() == [v] and core.dims.tolist() == [v]
+                assert core.ends.tolist() == [8 + len(text) + v]
+
+
+@pytest.mark.parametrize("text", [
+    b'{"t":{"dtype":"U8","shape":[012],"data_offsets":[0,12]}}',
+    b'{"t":{"dtype":"U8","shape":[12],"data_offsets":[00,12]}}',
+    b'{"t":{"dtype":"U8","shape":[1.0],"data_offsets":[0,1]}}',
+    b'{"t":{"dtype":"U8","shape":[1e2],"data_offsets":[0,100]}}',
+    b'{"t":{"dtype":"U8","shape":[-1],"data_offsets":[0,1]}}',
+    b'{"t":{"dtype":"U8","shape":[12345678901],"data_offsets":[0,12345678901.5]}}',
+])
+def test_numbers_that_are_not_u64_in_the_writers_layout(text: bytes) -> None:
+    got = codes(raw_file(text), 1 << 40)
+    assert got and got[0] in ("json-syntax", "number-invalid"), got
+
+
+def test_out_of_order_rows_are_sorted_and_checked() -> None:
+    entries = [("b", "U8", [4], 4, 8), ("a", "U8", [4], 0, 4), ("c", "U8", [4], 8, 12)]
+    core = _core.parse_bytes(raw_file(writer_text(entries), b"\0" * 12))
+    assert core.problems == [] and core.names() == ["a", "b", "c"]
+    gap = [("a", "U8", [4], 0, 4), ("c", "U8", [4], 8, 12)]
+    assert codes(raw_file(writer_text(gap), b"\0" * 12)) == ["data-gap"]
+
+
 # ---- differential against the reference, on files it writes ------------------
 
 NUMPY_DTYPES = ["bool", "uint8", "int8", "int16", "uint16", "float16", "int32", "uint32",
