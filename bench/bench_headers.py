@@ -1,22 +1,23 @@
 #!/usr/bin/env python3
 """Header-reading speed on a full-size MiniMax-M2 replica (96,103 tensors, 125 shards).
 
-Rows, each the median of --repeat runs in this one process (page cache warm: the
-replica was just written or read):
+Each reader runs in its own fresh process (so that no reader inherits another's
+heap): one first call (the "cold" column: a command-line run pays this), then
+--repeat timed calls whose median is the main figure. Page cache warm.
 
   json        open, read 8 bytes + N, json.loads, visit every entry's dtype/shape/offsets
   orjson      the same with orjson.loads
   safetensors safe_open + get_slice per tensor, reading get_shape() / get_dtype()
-  ckptscan        every shard parsed by the C++ core on this thread; every tensor's
-                  fields reach Python (names as a list, the rest as numpy columns)
-  open_checkpoint the same through open_checkpoint(dir, jobs=1): adds index.json and
-                  config.json (orjson) and the Shard objects
-  TensorInfo      open_checkpoint, then a TensorInfo object per tensor (for scale)
-  read only       open + read the header bytes, no parsing: the floor
+  open_checkpoint  ckptscan.open_checkpoint(dir, jobs=1): every shard parsed by the
+                   C++ core on this thread, every tensor's fields reachable from Python
+                   (numpy columns; names and index.json read on first use)
+  + names, index   the same, then every name as a Python str and index.json parsed
+  TensorInfo       open_checkpoint, then a TensorInfo object per tensor (for scale)
+  read only        open + read the header bytes, no parsing: the floor
 
-Ratios use the ckptscan row. Targets: orjson/ckptscan >= 8x, safetensors/ckptscan >= 15x.
-Resident memory is measured in fresh subprocesses (VmRSS before/after, modules
-imported before the "before" reading).
+Ratios use the open_checkpoint row. Targets: orjson/ckptscan >= 8x,
+safetensors/ckptscan >= 15x. Resident memory is measured in fresh subprocesses
+(VmRSS before/after, modules imported before the "before" reading).
 
 Usage: python bench/bench_headers.py [--dir DIR] [--keep] [--repeat N]
 """
@@ -96,26 +97,26 @@ def read_safetensors(paths: list[str]) -> int:
     return n_t
 
 
-def read_ckptscan(paths: list[str]) -> int:
-    """Every shard parsed on this thread, every tensor's fields reached from
-    Python: names as a list, the rest as numpy columns (the like-for-like row)."""
-    from ckptscan.shard import load_shard
-
-    n_t = 0
-    for p in paths:
-        core = load_shard(p).core
-        names = core.names()
-        _ = core.dtype_codes, core.dims, core.shape_starts, core.begins, core.ends, core.numels
-        n_t += len(names)
-    return n_t
-
-
 def read_checkpoint(d: str) -> int:
-    """open_checkpoint on one thread: also reads index.json and config.json."""
+    """open_checkpoint on one thread (the issue's row)."""
     import ckptscan
 
     with ckptscan.open_checkpoint(d, jobs=1) as ckpt:
+        for s in ckpt.shards:
+            c = s.core
+            _ = c.dtype_codes, c.dims, c.shape_starts, c.begins, c.ends, c.numels
         return sum(len(s) for s in ckpt.shards)
+
+
+def read_everything(d: str) -> int:
+    """open_checkpoint, then what it leaves for first use: every name as a
+    Python str, and index.json."""
+    import ckptscan
+
+    with ckptscan.open_checkpoint(d, jobs=1) as ckpt:
+        n = sum(len(s.names) for s in ckpt.shards)
+        assert ckpt.index is not None
+        return n
 
 
 def read_objects(d: str) -> int:
@@ -141,14 +142,56 @@ def read_only(paths: list[str]) -> int:
     return n
 
 
-def timeit(fn: Callable[[], int], repeat: int) -> tuple[float, int]:
-    n = fn()  # warm-up
+def timeit(fn: Callable[[], int], repeat: int) -> tuple[float, float, int]:
+    """(first call, median of `repeat` later calls, tensors) in seconds."""
+    t = time.perf_counter()
+    n = fn()
+    first = time.perf_counter() - t
     times = []
     for _ in range(repeat):
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
-    return statistics.median(times), n
+    return first, statistics.median(times), n
+
+
+def reader(mode: str, d: Path) -> Callable[[], int]:
+    paths = shard_paths(d)
+    if mode == "json":
+        return lambda: read_json(paths, json.loads)
+    if mode == "orjson":
+        import orjson
+
+        return lambda: read_json(paths, orjson.loads)
+    if mode == "safetensors":
+        import safetensors  # noqa: F401  (ImportError: the row is skipped)
+
+        return lambda: read_safetensors(paths)
+    # ckptscan's modules load lazily: import them here, as the peers' are,
+    # so that the first call times reading, not importing.
+    if mode in ("open_checkpoint", "+ names, index", "TensorInfo"):
+        import ckptscan.checkpoint
+        import ckptscan.shard  # noqa: F401
+    if mode == "open_checkpoint":
+        return lambda: read_checkpoint(str(d))
+    if mode == "+ names, index":
+        return lambda: read_everything(str(d))
+    if mode == "TensorInfo":
+        return lambda: read_objects(str(d))
+    if mode == "read only":
+        return lambda: read_only(paths)
+    raise ValueError(mode)
+
+
+def run_in_child(mode: str, d: Path, repeat: int) -> tuple[float, float, int] | str:
+    """Times one reader in a fresh process; the reason when it cannot run."""
+    extra = [] if _core_on_path_already() else ["--src"]
+    r = subprocess.run([sys.executable, __file__, "--child", mode, "--dir", str(d),
+                        "--repeat", str(repeat), *extra], capture_output=True, text=True)
+    if r.returncode:
+        return (r.stderr.strip().splitlines() or ["failed"])[-1]
+    first, median, n = r.stdout.split()
+    return float(first), float(median), int(n)
 
 
 # ---------------------------------------------------------------- memory (subprocess)
@@ -212,13 +255,25 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+ROWS = ("json", "orjson", "safetensors", "open_checkpoint", "+ names, index", "TensorInfo",
+        "read only")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="header-reading speed on a MiniMax-M2 replica")
     ap.add_argument("--dir", type=Path, default=DEFAULT_DIR, help=f"replica dir ({DEFAULT_DIR})")
     ap.add_argument("--keep", action="store_true",
                     help="reuse the replica if present, and leave it in place afterwards")
-    ap.add_argument("--repeat", type=int, default=5, help="timed runs per row (median)")
+    ap.add_argument("--repeat", type=int, default=9, help="timed runs per row (median)")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--src", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.child:  # one reader, in this fresh process
+        if args.src:
+            sys.path.insert(0, str(SRC))
+        first, median, n = timeit(reader(args.child, args.dir), args.repeat)
+        print(first, median, n)
+        return 0
     _ensure_importable()
 
     written = prepare(args.dir, args.keep)
@@ -228,60 +283,40 @@ def main(argv: list[str] | None = None) -> int:
         with open(p, "rb") as f:
             header_bytes += struct.unpack("<Q", f.read(8))[0]
 
-    import orjson
-
     print(f"machine : {cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     print(f"replica : {args.dir}: {len(paths)} shards, {header_bytes / 1e6:.1f} MB of headers, "
           f"{sum(os.path.getsize(p) for p in paths) / 2**30:.1f} GiB apparent")
-    print(f"runs    : median of {args.repeat} (after one warm-up), page cache warm")
+    print(f"runs    : each reader in its own process: first call, then the median of "
+          f"{args.repeat}; page cache warm")
     print()
 
-    rows: dict[str, tuple[float, int] | None] = {}
-    rows["json"] = timeit(lambda: read_json(paths, json.loads), args.repeat)
-    rows["orjson"] = timeit(lambda: read_json(paths, orjson.loads), args.repeat)
-    try:
-        import safetensors  # noqa: F401
-
-        rows["safetensors"] = timeit(lambda: read_safetensors(paths), args.repeat)
-    except ImportError:
-        rows["safetensors"] = None
-        print("safetensors: not installed, row skipped")
-    ck_err = None
-    try:
-        rows["ckptscan"] = timeit(lambda: read_ckptscan(paths), args.repeat)
-        rows["open_checkpoint"] = timeit(lambda: read_checkpoint(str(args.dir)), args.repeat)
-        rows["TensorInfo"] = timeit(lambda: read_objects(str(args.dir)), args.repeat)
-    except Exception as exc:  # the C++ core may not be built
-        ck_err = f"{type(exc).__name__}: {exc}"
-    floor, _ = timeit(lambda: read_only(paths), args.repeat)
-
-    print(f"{'reader':<16} {'median ms':>10} {'tensors':>8} {'us/tensor':>10} {'MB/s':>8}")
-    print("-" * 56)
+    rows = {mode: run_in_child(mode, args.dir, args.repeat) for mode in ROWS}
+    print(f"{'reader':<16} {'median ms':>10} {'first ms':>9} {'tensors':>8} {'us/tensor':>10} "
+          f"{'MB/s':>8}")
+    print("-" * 66)
     for k, v in rows.items():
-        if v is None:
-            print(f"{k:<16} {'skipped':>10}")
+        if isinstance(v, str):
+            print(f"{k:<16} skipped: {v}")
             continue
-        t, n = v
-        print(f"{k:<16} {t * 1e3:10.1f} {n:8d} {t / n * 1e6:10.2f} {header_bytes / t / 1e6:8.0f}")
-    floor_mbs = header_bytes / floor / 1e6
-    print(f"{'read only':<16} {floor * 1e3:10.1f} {'':>8} {'':>10} {floor_mbs:8.0f}"
-          "   (open + read the header bytes, no parsing)")
-    if ck_err:
-        print(f"\nckptscan rows skipped: {ck_err}")
-    elif rows.get("ckptscan"):
-        ck = rows["ckptscan"][0]  # type: ignore[index]
+        first, t, n = v
+        floor = k == "read only"
+        per = f"{'':>10}" if floor else f"{t / n * 1e6:10.2f}"
+        print(f"{k:<16} {t * 1e3:10.1f} {first * 1e3:9.1f} {'' if floor else n:>8} {per} "
+              f"{header_bytes / t / 1e6:8.0f}")
+    ck = rows["open_checkpoint"]
+    if not isinstance(ck, str):
         print()
-        print(f"{'ratio':<24} {'measured':>9} {'target':>7}")
+        print(f"{'ratio (open_checkpoint)':<24} {'median':>8} {'first':>7} {'target':>7}")
         for peer, target in (("orjson", 8), ("safetensors", 15), ("json", None)):
             v = rows.get(peer)
-            if v is None:
+            if v is None or isinstance(v, str):
                 continue
             tgt = f"{target}x" if target else ""
-            print(f"{peer + ' / ckptscan':<24} {v[0] / ck:8.1f}x {tgt:>7}")
+            print(f"{peer + ' / ckptscan':<24} {v[1] / ck[1]:7.1f}x {v[0] / ck[0]:6.1f}x {tgt:>7}")
     print()
     print("resident memory added (fresh subprocess, after imports):")
     for mode in ("ckptscan", "orjson", "json"):
-        if mode == "ckptscan" and ck_err:
+        if mode == "ckptscan" and isinstance(ck, str):
             continue
         r = rss_added(mode, args.dir)
         if r:

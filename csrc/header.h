@@ -5,13 +5,13 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
-#include <memory>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 #include <utility>
 #include <vector>
 
+#include "column.h"
 #include "dtype.h"
 #include "errors.h"
 
@@ -21,30 +21,6 @@ inline constexpr uint64_t kMaxHeaderLen = 100'000'000;  // the reference's bound
 // Nesting the reference (serde_json) accepts: 127 containers in all, the
 // top-level object and the tensor entry included (depth counts from 1 there).
 inline constexpr int kMaxJsonDepth = 126;
-
-// An allocator whose resize() leaves new elements uninitialised. The parser
-// sizes its columns ahead and writes every element it keeps: zero-filling
-// them first would touch (and, on a fresh heap, fault in) every page twice.
-template <class T>
-struct UninitAllocator : std::allocator<T> {
-  template <class U>
-  struct rebind {
-    using other = UninitAllocator<U>;
-  };
-  UninitAllocator() = default;
-  template <class U>
-  UninitAllocator(const UninitAllocator<U>&) noexcept {}
-  template <class U>
-  void construct(U* p) noexcept {
-    ::new (static_cast<void*>(p)) U;
-  }
-  template <class U, class... Args>
-  void construct(U* p, Args&&... args) {
-    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
-  }
-};
-template <class T>
-using Column = std::vector<T, UninitAllocator<T>>;
 
 // The parsed tensors as columns (struct of arrays): a 96k-tensor checkpoint
 // must not cost 96k heap objects. Row i is tensor i, ordered by data offset.

@@ -1,7 +1,7 @@
 """The C++ header parser under AddressSanitizer + UndefinedBehaviorSanitizer.
 
 Builds ``tests/cpp/parser_driver.cc`` with the parser sources (``csrc/header.cc``,
-``name_template.cc``, ``shard.cc``, ``mapped_file.cc``) using g++
+``name_template.cc``, ``column.cc``, ``shard.cc``, ``mapped_file.cc``) using g++
 ``-fsanitize=address,undefined``
 and runs it over the fuzz regressions (``tests/data/fuzz_regressions/``), the
 fuzz seed corpus (``fuzz/corpus/``), files written by the real ``safetensors``
@@ -35,8 +35,8 @@ FUZZ = ROOT / "fuzz"
 DRIVER_SRC = ROOT / "tests" / "cpp" / "parser_driver.cc"
 REGRESSIONS = ROOT / "tests" / "data" / "fuzz_regressions"
 CORPUS = FUZZ / "corpus"
-SOURCES = [DRIVER_SRC, CSRC / "header.cc", CSRC / "name_template.cc", CSRC / "shard.cc",
-           CSRC / "mapped_file.cc"]
+SOURCES = [DRIVER_SRC, CSRC / "header.cc", CSRC / "name_template.cc", CSRC / "column.cc",
+           CSRC / "shard.cc", CSRC / "mapped_file.cc"]
 FLAGS = ["-std=c++17", "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
          "-fno-omit-frame-pointer", "-Wall", "-Wextra"]
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
