@@ -165,6 +165,8 @@ inline size_t plain_run(const uint8_t* p, size_t n, size_t i) {
 // ---- numbers ---------------------------------------------------------------
 
 constexpr uint64_t kPow10[9] = {1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000};
+// The word-at-a-time digit code reads the first byte as the lowest.
+constexpr bool kLittleEndian = __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__;
 
 // How many of the 8 bytes at p are ASCII digits before the first one that is
 // not (0-8). Bytewise, with no carries between bytes.
@@ -187,6 +189,15 @@ inline uint64_t digits_value(const uint8_t* p, unsigned n) {
   return (w * 10000 + (w >> 32)) & 0xFFFFFFFFULL;
 }
 
+// digits_value for 1-4 digits, in 32 bits.
+inline uint64_t short_digits_value(const uint8_t* p, unsigned n) {
+  uint32_t w;
+  std::memcpy(&w, p, 4);
+  w = (w & 0x0F0F0F0FU) << (8 * (4 - n));
+  w = (w * 10 + (w >> 8)) & 0x00FF00FFU;
+  return (w * 100 + (w >> 16)) & 0xFFFFU;
+}
+
 // Reads the JSON non-negative integer of at most 19 digits (so it fits in 64
 // bits) at q, eight digits per step. Returns the position after it, or null
 // when there is none (no digit, a leading zero, 20 digits or more): the
@@ -195,7 +206,7 @@ inline uint64_t digits_value(const uint8_t* p, unsigned n) {
   const uint8_t* const start = q;
   uint64_t acc = 0;
   for (;;) {
-    if (end - q < 8) {  // the header's last bytes: one at a time
+    if (!kLittleEndian || end - q < 8) {  // the header's last bytes: one at a time
       for (unsigned d; q < end && q - start <= 19 && (d = static_cast<unsigned>(*q) - '0') < 10; ++q) {
         acc = acc * 10 + d;
       }
@@ -216,10 +227,15 @@ inline uint64_t digits_value(const uint8_t* p, unsigned n) {
 // read_long_u64 for the common cases inline: up to 15 digits (shapes and
 // offsets), not at the header's very end.
 [[gnu::always_inline]] inline const uint8_t* read_u64(const uint8_t* q, const uint8_t* end, uint64_t* v) {
-  if (end - q >= 16) {
+  if (kLittleEndian && end - q >= 16) {
     const unsigned n = leading_digits(q);
-    if (n - 1 < 7) {  // 1-7 digits
+    if (n - 1 < 4) {  // 1-4 digits (most dims): the low half of the word is enough
       if (*q == '0' && n > 1) return nullptr;
+      *v = short_digits_value(q, n);
+      return q + n;
+    }
+    if (n - 1 < 7) {  // 5-7 digits
+      if (*q == '0') return nullptr;
       *v = digits_value(q, n);
       return q + n;
     }
@@ -258,7 +274,7 @@ struct Entry {
 };
 
 // Open-addressing set of names: 8-byte slots (a hash tag and the key's
-// number) so that sizing it per shard costs little. A key is kept by pointer
+// index in keys_) so that sizing it per shard costs little. A key is kept by pointer
 // when its bytes outlive the set (a name read in place from the header), and
 // copied otherwise.
 class NameSet {
@@ -341,8 +357,8 @@ class SeenNames {
 
   // Returns false if the name was already present. `stable`: key's bytes
   // stay valid as long as this object.
-  bool insert(std::string_view key, bool stable) {
-    if (hashed_) return set_.insert(key, stable);
+  [[gnu::always_inline]] bool insert(std::string_view key, bool stable) {
+    if (hashed_) return insert_hashed(key, stable);
     // The cursors need the names asked about, repeats included, to ascend
     // within a run: a run ends where a name is not above the previous one.
     const int order = asked_ ? compare_names(last_, key) : -1;
@@ -375,7 +391,8 @@ class SeenNames {
     }
     return false;
   }
-  bool switch_to_hash(std::string_view key, bool stable) {
+  [[gnu::noinline]] bool insert_hashed(std::string_view key, bool stable) { return set_.insert(key, stable); }
+  [[gnu::noinline]] bool switch_to_hash(std::string_view key, bool stable) {
     hashed_ = true;
     set_.reserve(2 * keys_.size() + 64);
     for (std::string_view k : keys_) set_.insert(k, true);  // keys_ and copies_ stay alive
@@ -413,7 +430,7 @@ class TableBuilder {
   void truncate_dims(size_t n) { dims_ = n; }
 
   // A row whose dims are the last pushed ones.
-  void add(Dtype dtype, uint64_t begin, uint64_t end, uint64_t numel, std::string_view name) {
+  [[gnu::always_inline]] void add(Dtype dtype, uint64_t begin, uint64_t end, uint64_t numel, std::string_view name) {
     if (rows_ == t_->dtype.size()) resize_rows(2 * rows_ + 16);
     if (names_ + name.size() > t_->names.size()) t_->names.resize(2 * (names_ + name.size()));
     TensorTable& t = *t_;
@@ -1012,8 +1029,8 @@ void Parser::parse_entry(std::string_view name, Entry* e) {
   });
 }
 
-inline void Parser::append_row(std::string_view name, size_t pos, Dtype dtype, size_t dims_start,
-                               uint64_t begin, uint64_t end) {
+[[gnu::always_inline]] inline void Parser::append_row(std::string_view name, size_t pos, Dtype dtype,
+                                                      size_t dims_start, uint64_t begin, uint64_t end) {
   // Sizes with overflow checks (no division: this runs once per tensor).
   uint64_t numel = 1, total_bits;
   bool overflow = false;

@@ -62,7 +62,7 @@ size_t template_reference(std::string_view name, char* out, std::vector<int64_t>
 // Names up to 128 bytes (nearly all) as bit masks: bit i of `dots` / `digits`
 // says what name[i] is. Integer components are then found from the masks,
 // and only the text between them is copied.
-using Bits = unsigned __int128;
+__extension__ typedef unsigned __int128 Bits;
 constexpr size_t kMaskBytes = 128;
 
 int ctz128(Bits x) {
