@@ -139,14 +139,16 @@ bool beyond_double(const uint8_t* s, size_t n) {
 
 // Index of the first byte at or after i that is '"', '\\' or a control
 // character (n if none): 16 bytes per step with SSE2 (baseline on x86-64),
-// 8 with plain 64-bit words elsewhere.
+// 8 with plain 64-bit words elsewhere. kAscii: stop at a byte >= 0x80 too.
+template <bool kAscii = false>
 inline size_t plain_run(const uint8_t* p, size_t n, size_t i) {
 #if defined(__SSE2__)
   const __m128i quote = _mm_set1_epi8('"'), slash = _mm_set1_epi8('\\'), ctl = _mm_set1_epi8(0x1F);
   while (i + 16 <= n) {
     const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i));
-    const __m128i hit = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, slash)),
-                                     _mm_cmpeq_epi8(_mm_max_epu8(v, ctl), ctl));  // v <= 0x1F
+    __m128i hit = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, slash)),
+                               _mm_cmpeq_epi8(_mm_max_epu8(v, ctl), ctl));  // v <= 0x1F
+    if (kAscii) hit = _mm_or_si128(hit, v);  // a byte's top bit
     const int mask = _mm_movemask_epi8(hit);
     if (mask != 0) return i + static_cast<size_t>(__builtin_ctz(static_cast<unsigned>(mask)));
     i += 16;
@@ -155,10 +157,10 @@ inline size_t plain_run(const uint8_t* p, size_t n, size_t i) {
   while (i + 8 <= n) {
     uint64_t w;
     std::memcpy(&w, p + i, 8);
-    if (word_needs_care(w)) break;
+    if (word_needs_care(w) || (kAscii && (w & 0x8080808080808080ULL) != 0)) break;
     i += 8;
   }
-  while (i < n && p[i] != '"' && p[i] != '\\' && p[i] >= 0x20) ++i;
+  while (i < n && p[i] != '"' && p[i] != '\\' && p[i] >= 0x20 && (!kAscii || p[i] < 0x80)) ++i;
   return i;
 }
 
@@ -586,6 +588,8 @@ class Parser {
                                     uint64_t begin, uint64_t end, bool overflow, uint64_t numel,
                                     uint64_t total_bits);
   void check_coverage();
+  // Replaces everything found by the one problem: invalid UTF-8 at pos.
+  void not_utf8(size_t pos);
   // Where the header says the data ends against the file's size.
   void check_file_end(uint64_t data_end);
   void parse_weight_map();
@@ -917,7 +921,8 @@ bool Parser::fast_u64(size_t* j, uint64_t* v) const {
 }
 
 // The writers' layout, read in place: "name":{"dtype":"X","shape":[..],
-// "data_offsets":[b,e]} with no whitespace and no escape in the name. Returns
+// "data_offsets":[b,e]} with no whitespace and an ASCII name without escapes
+// (so every byte read here is ASCII: no UTF-8 check needed). Returns
 // false, leaving the position unchanged, on any deviation: the general path
 // then reads the member (and reports what is wrong), so both paths accept the
 // same inputs.
@@ -925,7 +930,7 @@ bool Parser::fast_member() {
   const uint8_t* const end = p_ + n_;
   const size_t kpos = i_;
   if (kpos >= n_ || p_[kpos] != '"') return false;
-  const size_t close = plain_run(p_, n_, kpos + 1);
+  const size_t close = plain_run<true>(p_, n_, kpos + 1);  // an ASCII name, or the general path
   const uint8_t* q = after(p_ + close, end, "\":{\"dtype\":\"");
   const std::string_view key(reinterpret_cast<const char*>(p_ + kpos + 1), close - kpos - 1);
   if (q == nullptr || key == "__metadata__") return false;
@@ -1066,13 +1071,12 @@ void Parser::reject_row(std::string_view name, size_t pos, Dtype dtype, size_t d
   if (end <= UINT64_MAX - data_start) orphans_.push_back({data_start + begin, data_start + end, std::string(name)});
 }
 
+// UTF-8 is checked where the general path reads: the fast path reads ASCII
+// only, and the bytes between members can only be ASCII. A header with
+// invalid UTF-8 reports that alone, wherever it is (as the reference, which
+// decodes the whole header first).
 void Parser::run() {
   TensorTable& t = out_->table;
-  const size_t bad = first_invalid_utf8(p_, n_);
-  if (bad != n_) {
-    problem(ErrorCode::kNotUtf8, bad, {}, "header is not valid UTF-8");
-    return;
-  }
   // Real headers spend ~100-150 bytes per tensor, half of it on the name.
   // Beyond a first 64k rows the columns grow as rows come, so that a large
   // hostile header costs memory only for what it really holds.
@@ -1097,6 +1101,8 @@ void Parser::run() {
           } else {
             tensor_member(kpos, &e);
           }
+          const size_t bad = first_invalid_utf8(p_ + kpos, i_ - kpos);
+          if (bad != i_ - kpos) return not_utf8(kpos + bad);  // the first one: all before is valid
         }
         if (i_ < n_ && p_[i_] == ',') {  // the writers' layout: no whitespace
           ++i_;
@@ -1119,12 +1125,22 @@ void Parser::run() {
       fatal(ErrorCode::kJsonSyntax, i_, "unexpected bytes after the header's closing '}'");
     }
   } catch (const Stop&) {
+    const size_t bad = first_invalid_utf8(p_, n_);
+    if (bad != n_) return not_utf8(bad);
     // The header is not valid JSON: drop the rows read before the error (they
     // are incomplete, unsorted and past data_end), keeping the table well formed.
     t = TensorTable{};
     return;
   }
   check_coverage();
+}
+
+void Parser::not_utf8(size_t pos) {
+  out_->problems.clear();
+  out_->table = TensorTable{};
+  out_->metadata.clear();
+  out_->has_metadata = false;
+  problem(ErrorCode::kNotUtf8, pos, {}, "header is not valid UTF-8");
 }
 
 // One "name": {...} member of the header, its key just read into key_.

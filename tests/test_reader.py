@@ -330,6 +330,22 @@ def test_numbers_that_are_not_u64_in_the_writers_layout(text: bytes) -> None:
     assert got and got[0] in ("json-syntax", "number-invalid"), got
 
 
+@pytest.mark.parametrize("bad", [b"\xff", b"\xc0\xaf", b"\xed\xa0\x80", b"\xf4\x90\x80\x80",
+                                 b"\xe2\x82"])
+def test_invalid_utf8_anywhere_is_the_one_problem(bad: bytes) -> None:
+    """Invalid UTF-8 at any position of a header (in a name, a value, the
+    metadata, between members, after the end) is reported alone, at its
+    offset: as the reference, which decodes the whole header before parsing."""
+    tensors = writer_text([("a.0.w", "F32", [2], 0, 8), ("a.1.w", "F32", [2], 8, 16),
+                           ("b", "U8", [4], 16, 20)])
+    text = b'{"__metadata__":{"format":"pt"},' + tensors[1:] + b"  "
+    for i in range(len(text) + 1):
+        data = text[:i] + bad + text[i:]
+        core = _core.parse_bytes(raw_file(data, b"\0" * 20))
+        assert [(p[0], p[1]) for p in core.problems] == [("header-not-utf8", 8 + i)], i
+        assert len(core) == 0 and core.metadata is None
+
+
 def test_out_of_order_rows_are_sorted_and_checked() -> None:
     entries = [("b", "U8", [4], 4, 8), ("a", "U8", [4], 0, 4), ("c", "U8", [4], 8, 12)]
     core = _core.parse_bytes(raw_file(writer_text(entries), b"\0" * 12))
