@@ -223,6 +223,19 @@ static void bind_reader(py::module_& m) {
       },
       py::arg("path"));
   m.def(
+      "open_shards",
+      [](const std::vector<std::string>& paths) {
+        std::vector<std::shared_ptr<ckptscan::Shard>> shards(paths.size());
+        {
+          py::gil_scoped_release nogil;
+          for (size_t i = 0; i < paths.size(); ++i) shards[i] = ckptscan::open_shard(paths[i]);
+        }
+        py::list out;
+        for (auto& s : shards) out.append(py::cast(std::make_shared<PyShard>(std::move(s))));
+        return out;
+      },
+      py::arg("paths"), "open_shard for each path, on this thread, with the GIL released once.");
+  m.def(
       "parse_bytes",
       [](py::buffer data, py::object file_size) {
         py::buffer_info info = data.request();

@@ -521,14 +521,21 @@ def test_checkpoint_goes_on_past_broken_shards(tmp_path: Path) -> None:
         "c": "model-00003-of-00003.safetensors", "d": "model-00004-of-00003.safetensors"}}
     (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
     (tmp_path / "config.json").write_text("{not json")
-    ckpt = ckptscan.open_checkpoint(tmp_path)
-    assert ckpt.files == [f"model-0000{i}-of-00003.safetensors" for i in (1, 2, 3)]
-    assert ckpt.num_tensors == 2
-    assert ckpt.missing == ["model-00004-of-00003.safetensors"]
-    by_code = {p.code: p for p in ckpt.problems}
-    assert set(by_code) == {"lfs-pointer", "shard-missing", "config-invalid"}
-    assert by_code["lfs-pointer"].path.endswith("model-00002-of-00003.safetensors")
-    assert ckpt.config is None and ckpt.index is not None
+    os.symlink(tmp_path / "nowhere", tmp_path / "model-dangling.safetensors")
+    views = []
+    for jobs in (1, 4):  # one call into the core for all shards, or a thread pool
+        ckpt = ckptscan.open_checkpoint(tmp_path, jobs=jobs)
+        assert ckpt.files == [f"model-0000{i}-of-00003.safetensors" for i in (1, 2, 3)] + [
+            "model-dangling.safetensors"]
+        assert ckpt.num_tensors == 2
+        assert ckpt.missing == ["model-00004-of-00003.safetensors"]
+        by_code = {p.code: p for p in ckpt.problems}
+        assert set(by_code) == {"lfs-pointer", "io-error", "shard-missing", "config-invalid"}
+        assert by_code["lfs-pointer"].path.endswith("model-00002-of-00003.safetensors")
+        assert by_code["io-error"].path.endswith("model-dangling.safetensors")
+        assert ckpt.config is None and ckpt.index is not None
+        views.append([(s.names, s.core.begins.tolist(), s.problems) for s in ckpt.shards])
+    assert views[0] == views[1]
 
 
 def test_single_file_checkpoint(tmp_path: Path) -> None:

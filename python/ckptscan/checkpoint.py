@@ -203,6 +203,8 @@ def load_shards(files: Sequence[Any], jobs: int | None,
                 load: Callable[[Any], Shard] = load_shard) -> list[Shard]:
     """Loads shards on a thread pool (the core releases the GIL while parsing)."""
     workers = min(jobs or DEFAULT_HEADER_JOBS, max(1, len(files)))
+    if workers <= 1 and load is load_shard:  # one call into the core for all of them
+        return [Shard(core) for core in _core.open_shards([os.fspath(f) for f in files])]
     if workers <= 1:
         return [load(f) for f in files]
     with ThreadPoolExecutor(workers, thread_name_prefix="ckptscan-header") as pool:
