@@ -203,8 +203,17 @@ def load_shards(files: Sequence[Any], jobs: int | None,
                 load: Callable[[Any], Shard] = load_shard) -> list[Shard]:
     """Loads shards on a thread pool (the core releases the GIL while parsing)."""
     workers = min(jobs or DEFAULT_HEADER_JOBS, max(1, len(files)))
-    if workers <= 1 and load is load_shard:  # one call into the core for all of them
-        return [Shard(core) for core in _core.open_shards([os.fspath(f) for f in files])]
+    if load is load_shard:
+        # A header parses in ~50 µs: a pool task per file would cost as much
+        # in Python. One call into the core per chunk of files, a few chunks
+        # per worker so that slow files (network storage) do not stall one.
+        paths = [os.fspath(f) for f in files]
+        size = max(1, -(-len(paths) // (workers * 4)))
+        chunks = [paths[i:i + size] for i in range(0, len(paths), size)]
+        if workers <= 1 or len(chunks) <= 1:
+            return [Shard(core) for core in _core.open_shards(paths)]
+        with ThreadPoolExecutor(workers, thread_name_prefix="ckptscan-header") as pool:
+            return [Shard(core) for part in pool.map(_core.open_shards, chunks) for core in part]
     if workers <= 1:
         return [load(f) for f in files]
     with ThreadPoolExecutor(workers, thread_name_prefix="ckptscan-header") as pool:
