@@ -1,5 +1,7 @@
 #include "column.h"
 
+#include <pthread.h>
+
 #include <cstdlib>
 #include <mutex>
 
@@ -35,9 +37,20 @@ struct Pool {
   size_t held = 0;  // bytes in the free lists
 };
 
+Pool* the_pool = nullptr;  // never destroyed: columns may be freed at exit
+std::once_flag pool_once;
+
+// A fork() while another thread holds the lock would leave the child's copy
+// locked for good: hold it across fork, as malloc does with its own.
+void lock_for_fork() { the_pool->mu.lock(); }
+void unlock_after_fork() { the_pool->mu.unlock(); }
+
 Pool& pool() {
-  static Pool* p = new Pool;  // never destroyed: columns may be freed at exit
-  return *p;
+  std::call_once(pool_once, [] {
+    the_pool = new Pool;
+    pthread_atfork(lock_for_fork, unlock_after_fork, unlock_after_fork);
+  });
+  return *the_pool;
 }
 
 }  // namespace

@@ -346,6 +346,45 @@ def test_invalid_utf8_anywhere_is_the_one_problem(bad: bytes) -> None:
         assert len(core) == 0 and core.metadata is None
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # 3.12+: fork with threads
+def test_fork_while_threads_parse() -> None:
+    """Parsed tables come from a pool behind a lock; a fork() while another
+    thread holds it must not leave the child's copy locked (a child that
+    parses would then hang)."""
+    import threading
+
+    header = raw_file(writer_text([(f"t.{i}", "U8", [2], 2 * i, 2 * i + 2) for i in range(50)]),
+                      b"\0" * 100)
+    stop = threading.Event()
+
+    def parse_forever() -> None:
+        while not stop.is_set():
+            _core.parse_bytes(header)
+
+    threads = [threading.Thread(target=parse_forever) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(300):
+            pid = os.fork()
+            if pid == 0:  # the child: parse once, then leave at once
+                os._exit(0 if len(_core.parse_bytes(header)) == 50 else 1)
+            for _ in range(1000):  # up to ~10 s
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    break
+                stop.wait(0.01)
+            else:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                pytest.fail("a child forked while threads parsed hung in the parser")
+            assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+
+
 def test_out_of_order_rows_are_sorted_and_checked() -> None:
     entries = [("b", "U8", [4], 4, 8), ("a", "U8", [4], 0, 4), ("c", "U8", [4], 8, 12)]
     core = _core.parse_bytes(raw_file(writer_text(entries), b"\0" * 12))
