@@ -282,6 +282,18 @@ static void bind_reader(py::module_& m) {
       },
       py::arg("data"), "Parses a model.safetensors.index.json held in memory.");
   m.def(
+      "read_index",
+      [](const std::string& path) {
+        auto x = std::make_shared<PyIndex>();
+        {
+          py::gil_scoped_release nogil;
+          x->table = ckptscan::read_index_file(path);
+        }
+        return x;
+      },
+      py::arg("path"),
+      "Reads and parses a model.safetensors.index.json; an unreadable file gives one io-error problem.");
+  m.def(
       "match_names",
       [](const std::shared_ptr<PyIndex>& index, const std::vector<std::shared_ptr<PyShard>>& shards,
          const std::vector<int64_t>& shard_pos) {

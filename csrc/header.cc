@@ -593,6 +593,7 @@ class Parser {
   // Where the header says the data ends against the file's size.
   void check_file_end(uint64_t data_end);
   void parse_weight_map();
+  bool plain_entry(std::string_view* name, std::string_view* file);
   void parse_index_metadata();
 
   const uint8_t* p_;
@@ -1293,31 +1294,80 @@ void Parser::parse_weight_map() {
     problem(ErrorCode::kNotObject, pos, {}, "\"weight_map\" is not an object");
     return;
   }
+  // Real indexes spend ~100 bytes per entry, ~60 of them on the name.
+  const size_t guess = std::min<size_t>(n_ / 100 + 1, size_t{1} << 20);
+  x.names.reserve(guess * 64);
+  for (auto* v : {&x.name_start, &x.offset}) v->reserve(guess + 1);
+  x.shard.reserve(guess);
   std::unordered_map<std::string, uint32_t> shard_ids;
   uint32_t last = UINT32_MAX;
-  members(&key_, [&](size_t kpos) {
-    skip_ws();
-    const size_t vpos = i_;
-    if (i_ >= n_ || p_[i_] != '"') {
-      skip_value(2);
-      problem(ErrorCode::kNotObject, vpos, key_, "weight_map value is not a file name");
-      return;
-    }
-    parse_string(&scratch_);
+  auto add = [&](std::string_view name, std::string_view file, size_t kpos) {
     // Consecutive entries usually name the same shard.
-    if (last == UINT32_MAX || x.shard_names[last] != scratch_) {
-      auto it = shard_ids.find(scratch_);
+    if (last == UINT32_MAX || x.shard_names[last] != file) {
+      auto it = shard_ids.find(std::string(file));
       if (it == shard_ids.end()) {
-        it = shard_ids.emplace(scratch_, static_cast<uint32_t>(x.shard_names.size())).first;
-        x.shard_names.push_back(scratch_);
+        it = shard_ids.emplace(std::string(file), static_cast<uint32_t>(x.shard_names.size())).first;
+        x.shard_names.emplace_back(file);
       }
       last = it->second;
     }
-    x.names += key_;
+    x.names.insert(x.names.end(), name.begin(), name.end());
     x.name_start.push_back(x.names.size());
     x.shard.push_back(last);
     x.offset.push_back(file_offset(kpos));
-  });
+  };
+  ++i_;
+  if (peek('}')) {
+    ++i_;
+    return;
+  }
+  for (;;) {
+    skip_ws();
+    const size_t kpos = i_;
+    std::string_view name, file;
+    if (plain_entry(&name, &file)) {
+      add(name, file, kpos);
+    } else {  // escapes, or not a string value: the general path
+      parse_string(&key_);
+      expect(':', "':'");
+      skip_ws();
+      const size_t vpos = i_;
+      if (i_ >= n_ || p_[i_] != '"') {
+        skip_value(2);
+        problem(ErrorCode::kNotObject, vpos, key_, "weight_map value is not a file name");
+      } else {
+        parse_string(&scratch_);
+        add(key_, scratch_, kpos);
+      }
+    }
+    if (!peek(',')) break;
+    ++i_;
+  }
+  expect('}', "',' or '}'");
+}
+
+// "name": "file" with neither string escaped, read in place (the index was
+// checked for UTF-8 as a whole). False, leaving the position unchanged, otherwise.
+bool Parser::plain_entry(std::string_view* name, std::string_view* file) {
+  auto plain_string = [&](size_t at, std::string_view* out) -> size_t {
+    if (at >= n_ || p_[at] != '"') return 0;
+    const size_t close = plain_run(p_, n_, at + 1);
+    if (close >= n_ || p_[close] != '"') return 0;
+    *out = {reinterpret_cast<const char*>(p_ + at + 1), close - at - 1};
+    return close + 1;
+  };
+  auto ws = [&](size_t at) {
+    while (at < n_ && (p_[at] == ' ' || p_[at] == '\n' || p_[at] == '\r' || p_[at] == '\t')) ++at;
+    return at;
+  };
+  size_t j = plain_string(i_, name);
+  if (j == 0) return false;
+  j = ws(j);
+  if (j >= n_ || p_[j] != ':') return false;
+  j = plain_string(ws(j + 1), file);
+  if (j == 0) return false;
+  i_ = j;
+  return true;
 }
 
 // "metadata": only total_size matters; writers store it as an integer or a

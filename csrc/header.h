@@ -56,10 +56,10 @@ struct ParsedHeader {
 // to shard_names[shard[i]]. Problems (offsets from the file's start) say what
 // is wrong; a syntax error leaves no entries.
 struct IndexTable {
-  std::string names;
-  std::vector<uint64_t> name_start{0};
-  std::vector<uint32_t> shard;
-  std::vector<uint64_t> offset;  // of each entry's name in the file
+  Column<char> names;
+  Column<uint64_t> name_start{0};
+  Column<uint32_t> shard;
+  Column<uint64_t> offset;  // of each entry's name in the file
   std::vector<std::string> shard_names;
   bool has_total_size = false;
   uint64_t total_size = 0;
@@ -67,7 +67,7 @@ struct IndexTable {
 
   size_t size() const { return shard.size(); }
   std::string_view name(size_t i) const {
-    return std::string_view(names).substr(name_start[i], name_start[i + 1] - name_start[i]);
+    return std::string_view(names.data() + name_start[i], name_start[i + 1] - name_start[i]);
   }
 };
 

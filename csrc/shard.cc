@@ -48,4 +48,22 @@ std::unique_ptr<Shard> open_shard(const std::string& path) {
   return shard;
 }
 
+IndexTable read_index_file(const std::string& path) {
+  MappedFile file;
+  std::string err;
+  auto unreadable = [&](std::string msg) {
+    IndexTable x;
+    x.problems.push_back({ErrorCode::kIo, kNoOffset, {}, std::move(msg)});
+    return x;
+  };
+  if (!file.open(path, &err)) return unreadable("cannot read: " + err);
+  // Into a pooled buffer: a fresh 10 MB one would fault its pages in anew
+  // for every checkpoint of a farm.
+  Column<uint8_t> buf(static_cast<size_t>(file.size()));
+  const int64_t got = file.pread(0, buf.data(), buf.size(), &err);
+  if (got < 0) return unreadable("cannot read: " + err);
+  if (static_cast<uint64_t>(got) != file.size()) return unreadable("file ended while being read (it shrank?)");
+  return parse_index_json(buf.data(), buf.size());
+}
+
 }  // namespace ckptscan

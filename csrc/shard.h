@@ -17,4 +17,8 @@ struct Shard {
 
 std::unique_ptr<Shard> open_shard(const std::string& path);
 
+// Reads and parses a model.safetensors.index.json. When the file cannot be
+// read, the table is empty and its one problem (kIo) says why.
+IndexTable read_index_file(const std::string& path);
+
 }  // namespace ckptscan

@@ -4,6 +4,7 @@ plain-dict reference on small checkpoints with every kind of disagreement."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -138,6 +139,33 @@ def test_join_matches_a_dict_reference(shard_names: list[list[str]], wm: dict[st
         assert (dup_of[r] >= 0) == (len(same) > 1 and r != entry_row[listed[n]]
                                     if n in listed and entry_row[listed[n]] >= 0
                                     else len(same) > 1 and r != first_row[n])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.text(min_size=1, max_size=12), st.sampled_from(["a", "b\u00e9", 'c"q']),
+                       max_size=12),
+       st.sampled_from([{"indent": 2}, {"separators": (",", ":")}, {"ensure_ascii": False},
+                        {"indent": "\t", "ensure_ascii": False}]))
+def test_weight_map_in_any_layout(wm: dict[str, str], layout: dict[str, object]) -> None:
+    """Names and files, in order, whatever the whitespace and escapes (names
+    read in place, or decoded by the general path)."""
+    text = json.dumps({"metadata": {"total_size": 7}, "weight_map": wm}, **layout)  # type: ignore[arg-type]
+    index = _core.parse_index(text.encode())
+    assert index.problems == [] and index.total_size == 7
+    assert index.names() == list(wm)
+    assert [index.shard_names[i] for i in index.shard_ids] == list(wm.values())
+
+
+def test_unreadable_index_is_named(tmp_path: Path) -> None:
+    fifo = tmp_path / "model.safetensors.index.json"
+    os.mkfifo(fifo)
+    cases = ((fifo, "FIFO"), (tmp_path / "absent.json", "No such file"), (tmp_path, "directory"))
+    for path, why in cases:
+        [(kind, offset, tensor, msg)] = _core.read_index(str(path)).problems
+        assert kind == "io-error" and why in msg and offset is None and tensor is None
+    save_file({"a": np.zeros(2, np.float32)}, str(tmp_path / "model.safetensors"))
+    ckpt = open_checkpoint(tmp_path)  # must not block on the FIFO
+    assert [(p.code, "FIFO" in p.message) for p in ckpt.problems] == [("index-invalid", True)]
 
 
 def test_total_size_disagreement_is_info(tmp_path: Path) -> None:

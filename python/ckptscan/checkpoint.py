@@ -170,11 +170,12 @@ def read_json(path: Path, code: str, problems: list[Problem]) -> dict[str, Any] 
 def read_index(path: Path, code: str, problems: list[Problem]) -> Index | None:
     """index.json through the C++ parser. None when it is unusable (unreadable,
     not JSON, no weight_map); its other problems are recorded either way."""
-    data = _regular_bytes(path, code, problems)
-    if data is None:
-        return None
-    core = _core.parse_index(data)
+    core = _core.read_index(os.fspath(path))
     found = core.problems
+    unreadable = [msg for kind, _, _, msg in found if kind == "io-error"]
+    if unreadable:
+        problems.append(Problem(code, unreadable[0], str(path)))
+        return None
     for kind, offset, tensor, msg in found:
         problems.append(Problem(code, f"{kind}: {msg}", str(path), offset, tensor))
     fatal = {"json-syntax", "json-too-deep", "header-not-utf8", "missing-field"}
