@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import time
 from pathlib import Path
 
 import ckptscan
@@ -383,6 +384,27 @@ def test_fork_while_threads_parse() -> None:
         stop.set()
         for t in threads:
             t.join()
+
+
+def test_header_threads_after_fork(tmp_path: Path) -> None:
+    """Header-reading threads are kept between calls; a forked child (which
+    has none of them) must start its own instead of waiting on the parent's."""
+    for i in range(4):
+        save_file({f"t{i}": np.zeros(2, np.float32)}, str(tmp_path / f"m{i}.safetensors"))
+    assert ckptscan.open_checkpoint(tmp_path, jobs=2).num_tensors == 4
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if ckptscan.open_checkpoint(tmp_path, jobs=2).num_tensors == 4 else 1)
+    for _ in range(1000):  # up to ~10 s
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.01)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("a forked child waited on its parent's header threads")
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 def test_out_of_order_rows_are_sorted_and_checked() -> None:

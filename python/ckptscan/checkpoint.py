@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -200,6 +201,29 @@ def assemble(root: Path, shards: list[Shard], index: Index | None,
     return Checkpoint(root, shards, config, problems, index=index)
 
 
+_header_pools: dict[int, ThreadPoolExecutor] = {}
+_header_pools_lock = threading.Lock()
+
+
+def _header_pool(workers: int) -> ThreadPoolExecutor:
+    """Header-reading threads, kept from call to call: a thread started per
+    call costs more than the headers it reads (its stack, its malloc arena and
+    its read buffer all fault in fresh pages)."""
+    with _header_pools_lock:
+        pool = _header_pools.get(workers)
+        if pool is None:
+            pool = _header_pools[workers] = ThreadPoolExecutor(
+                workers, thread_name_prefix=f"ckptscan-header-{workers}")
+        return pool
+
+
+def _forget_header_pools() -> None:
+    _header_pools.clear()  # their threads do not exist in a forked child
+
+
+os.register_at_fork(after_in_child=_forget_header_pools)
+
+
 def load_shards(files: Sequence[Any], jobs: int | None,
                 load: Callable[[Any], Shard] = load_shard) -> list[Shard]:
     """Loads shards on a thread pool (the core releases the GIL while parsing)."""
@@ -213,12 +237,11 @@ def load_shards(files: Sequence[Any], jobs: int | None,
         chunks = [paths[i:i + size] for i in range(0, len(paths), size)]
         if workers <= 1 or len(chunks) <= 1:
             return [Shard(core) for core in _core.open_shards(paths)]
-        with ThreadPoolExecutor(workers, thread_name_prefix="ckptscan-header") as pool:
-            return [Shard(core) for part in pool.map(_core.open_shards, chunks) for core in part]
+        parts = _header_pool(workers).map(_core.open_shards, chunks)
+        return [Shard(core) for part in parts for core in part]
     if workers <= 1:
         return [load(f) for f in files]
-    with ThreadPoolExecutor(workers, thread_name_prefix="ckptscan-header") as pool:
-        return list(pool.map(load, files))
+    return list(_header_pool(workers).map(load, files))
 
 
 def _shard_files(directory: Path) -> list[str]:
