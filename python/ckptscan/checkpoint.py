@@ -79,9 +79,13 @@ class Checkpoint:
     @property
     def index(self) -> Index | None:
         if not self._index_read:
-            self._index_read = True
+            # Assigned together, and the flag last: two threads asking at once
+            # both read it, and neither sees half a result.
             assert self._index_path is not None
-            self._index = read_index(self._index_path, "index-invalid", self._index_problems)
+            found: list[Problem] = []
+            index = read_index(self._index_path, "index-invalid", found)
+            self._index, self._index_problems = index, found
+            self._index_read = True
         return self._index
 
     @property
