@@ -1,5 +1,6 @@
 #include "shard.h"
 
+#include <string>
 #include <vector>
 
 namespace ckptscan {
@@ -57,6 +58,11 @@ IndexTable read_index_file(const std::string& path) {
     return x;
   };
   if (!file.open(path, &err)) return unreadable("cannot read: " + err);
+  // 96k entries take 10 MB; a file far beyond any real index is not read.
+  constexpr uint64_t kMaxIndexBytes = uint64_t{1} << 30;
+  if (file.size() > kMaxIndexBytes) {
+    return unreadable("file is " + std::to_string(file.size()) + " bytes, more than the 1 GiB an index can be");
+  }
   // Into a pooled buffer: a fresh 10 MB one would fault its pages in anew
   // for every checkpoint of a farm.
   Column<uint8_t> buf(static_cast<size_t>(file.size()));

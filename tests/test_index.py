@@ -159,7 +159,11 @@ def test_weight_map_in_any_layout(wm: dict[str, str], layout: dict[str, object])
 def test_unreadable_index_is_named(tmp_path: Path) -> None:
     fifo = tmp_path / "model.safetensors.index.json"
     os.mkfifo(fifo)
-    cases = ((fifo, "FIFO"), (tmp_path / "absent.json", "No such file"), (tmp_path, "directory"))
+    huge = tmp_path / "huge.json"
+    with open(huge, "wb") as f:
+        f.truncate((1 << 30) + 1)  # sparse: costs nothing on disk
+    cases = ((fifo, "FIFO"), (tmp_path / "absent.json", "No such file"), (tmp_path, "directory"),
+             (huge, "more than the 1 GiB"))
     for path, why in cases:
         [(kind, offset, tensor, msg)] = _core.read_index(str(path)).problems
         assert kind == "io-error" and why in msg and offset is None and tensor is None
