@@ -11,6 +11,7 @@ heap): one first call (the "cold" column: a command-line run pays this), then
   open_checkpoint  ckptscan.open_checkpoint(dir, jobs=1): every shard parsed by the
                    C++ core on this thread, every tensor's fields reachable from Python
                    (numpy columns; names and index.json read on first use)
+  jobs=N           the same on N threads, one per core (not a target: the scaling)
   + names, index   the same, then every name as a Python str and index.json parsed
   TensorInfo       open_checkpoint, then a TensorInfo object per tensor (for scale)
   read only        open + read the header bytes, no parsing: the floor
@@ -97,11 +98,11 @@ def read_safetensors(paths: list[str]) -> int:
     return n_t
 
 
-def read_checkpoint(d: str) -> int:
-    """open_checkpoint on one thread (the issue's row)."""
+def read_checkpoint(d: str, jobs: int = 1) -> int:
+    """open_checkpoint on one thread (the issue's row), or on `jobs`."""
     import ckptscan
 
-    with ckptscan.open_checkpoint(d, jobs=1) as ckpt:
+    with ckptscan.open_checkpoint(d, jobs=jobs) as ckpt:
         for s in ckpt.shards:
             c = s.core
             _ = c.dtype_codes, c.dims, c.shape_starts, c.begins, c.ends, c.numels
@@ -169,11 +170,13 @@ def reader(mode: str, d: Path) -> Callable[[], int]:
         return lambda: read_safetensors(paths)
     # ckptscan's modules load lazily: import them here, as the peers' are,
     # so that the first call times reading, not importing.
-    if mode in ("open_checkpoint", "+ names, index", "TensorInfo"):
+    if mode in ("open_checkpoint", "+ names, index", "TensorInfo") or mode.startswith("jobs="):
         import ckptscan.checkpoint
         import ckptscan.shard  # noqa: F401
     if mode == "open_checkpoint":
         return lambda: read_checkpoint(str(d))
+    if mode.startswith("jobs="):
+        return lambda: read_checkpoint(str(d), int(mode[5:]))
     if mode == "+ names, index":
         return lambda: read_everything(str(d))
     if mode == "TensorInfo":
@@ -255,8 +258,8 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-ROWS = ("json", "orjson", "safetensors", "open_checkpoint", "+ names, index", "TensorInfo",
-        "read only")
+ROWS = ("json", "orjson", "safetensors", "open_checkpoint", f"jobs={os.cpu_count() or 1}",
+        "+ names, index", "TensorInfo", "read only")
 
 
 def main(argv: list[str] | None = None) -> int:
