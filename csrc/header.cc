@@ -540,7 +540,13 @@ class Parser {
   // member (key decoded into *key, i_ past the ':') or element; the callback
   // consumes the value. Returns after the closing bracket.
   template <class F>
-  void members(std::string* key, F&& on_member);
+  void members(std::string* key, F&& on_member) {
+    members(key, [] { return false; }, std::forward<F>(on_member));
+  }
+  // The same, trying fast() first at each member: true when it read the
+  // whole member itself.
+  template <class Fast, class F>
+  void members(std::string* key, Fast&& fast, F&& on_member);
   template <class F>
   void elements(F&& on_element);
   void parse_hex4(uint32_t* cp);
@@ -758,8 +764,8 @@ bool Parser::parse_u64(uint64_t* v, std::string_view tensor, const char* field) 
   return false;
 }
 
-template <class F>
-void Parser::members(std::string* key, F&& on_member) {
+template <class Fast, class F>
+void Parser::members(std::string* key, Fast&& fast, F&& on_member) {
   ++i_;
   if (peek('}')) {
     ++i_;
@@ -767,10 +773,12 @@ void Parser::members(std::string* key, F&& on_member) {
   }
   for (;;) {
     skip_ws();
-    const size_t kpos = i_;
-    parse_string(key);
-    expect(':', "':'");
-    on_member(kpos);
+    if (!fast()) {
+      const size_t kpos = i_;
+      parse_string(key);
+      expect(':', "':'");
+      on_member(kpos);
+    }
     if (!peek(',')) break;
     ++i_;
   }
@@ -1316,34 +1324,24 @@ void Parser::parse_weight_map() {
     x.shard.push_back(last);
     x.offset.push_back(file_offset(kpos));
   };
-  ++i_;
-  if (peek('}')) {
-    ++i_;
-    return;
-  }
-  for (;;) {
-    skip_ws();
+  auto plain = [&] {
     const size_t kpos = i_;
     std::string_view name, file;
-    if (plain_entry(&name, &file)) {
-      add(name, file, kpos);
-    } else {  // escapes, or not a string value: the general path
-      parse_string(&key_);
-      expect(':', "':'");
-      skip_ws();
-      const size_t vpos = i_;
-      if (i_ >= n_ || p_[i_] != '"') {
-        skip_value(2);
-        problem(ErrorCode::kNotObject, vpos, key_, "weight_map value is not a file name");
-      } else {
-        parse_string(&scratch_);
-        add(key_, scratch_, kpos);
-      }
+    if (!plain_entry(&name, &file)) return false;
+    add(name, file, kpos);
+    return true;
+  };
+  members(&key_, plain, [&](size_t kpos) {  // escapes, or not a string value
+    skip_ws();
+    const size_t vpos = i_;
+    if (i_ >= n_ || p_[i_] != '"') {
+      skip_value(2);
+      problem(ErrorCode::kNotObject, vpos, key_, "weight_map value is not a file name");
+      return;
     }
-    if (!peek(',')) break;
-    ++i_;
-  }
-  expect('}', "',' or '}'");
+    parse_string(&scratch_);
+    add(key_, scratch_, kpos);
+  });
 }
 
 // "name": "file" with neither string escaped, read in place (the index was

@@ -347,6 +347,18 @@ def test_invalid_utf8_anywhere_is_the_one_problem(bad: bytes) -> None:
         assert len(core) == 0 and core.metadata is None
 
 
+def wait_for_child(pid: int, hang: str) -> int:
+    """The child's exit code; fails with `hang` if it has not ended in ~10 s."""
+    for _ in range(1000):
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.01)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    pytest.fail(hang)
+
+
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # 3.12+: fork with threads
 def test_fork_while_threads_parse() -> None:
     """Parsed tables come from a pool behind a lock; a fork() while another
@@ -370,16 +382,7 @@ def test_fork_while_threads_parse() -> None:
             pid = os.fork()
             if pid == 0:  # the child: parse once, then leave at once
                 os._exit(0 if len(_core.parse_bytes(header)) == 50 else 1)
-            for _ in range(1000):  # up to ~10 s
-                done, status = os.waitpid(pid, os.WNOHANG)
-                if done:
-                    break
-                stop.wait(0.01)
-            else:
-                os.kill(pid, 9)
-                os.waitpid(pid, 0)
-                pytest.fail("a child forked while threads parsed hung in the parser")
-            assert os.waitstatus_to_exitcode(status) == 0
+            assert wait_for_child(pid, "a child forked while threads parsed hung") == 0
     finally:
         stop.set()
         for t in threads:
@@ -395,16 +398,7 @@ def test_header_threads_after_fork(tmp_path: Path) -> None:
     pid = os.fork()
     if pid == 0:
         os._exit(0 if ckptscan.open_checkpoint(tmp_path, jobs=2).num_tensors == 4 else 1)
-    for _ in range(1000):  # up to ~10 s
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        time.sleep(0.01)
-    else:
-        os.kill(pid, 9)
-        os.waitpid(pid, 0)
-        pytest.fail("a forked child waited on its parent's header threads")
-    assert os.waitstatus_to_exitcode(status) == 0
+    assert wait_for_child(pid, "a forked child waited on its parent's header threads") == 0
 
 
 def test_out_of_order_rows_are_sorted_and_checked() -> None:
