@@ -455,13 +455,9 @@ class TableBuilder {
   uint64_t data_end() const { return next_; }
 
   void finish() {
-    TensorTable& t = *t_;
-    for (auto* v : {&t.begin, &t.end, &t.numel}) v->resize(rows_);
-    t.dtype.resize(rows_);
-    t.shape_start.resize(rows_ + 1);
-    t.name_start.resize(rows_ + 1);
-    t.dims.resize(dims_);
-    t.names.resize(names_);
+    resize_rows(rows_);
+    t_->dims.resize(dims_);
+    t_->names.resize(names_);
   }
 
  private:
@@ -915,10 +911,10 @@ const uint8_t* Parser::read_dtype(const uint8_t* q, const uint8_t* end, Dtype* d
   }
 #endif
   while (q < end && q - start < 16 && *q != '"' && *q > ' ' && *q != '\\') ++q;
-  if (q >= end || *q != '"' || !parse_dtype({reinterpret_cast<const char*>(start), static_cast<size_t>(q - start)}, dtype)) {
+  if (q >= end || *q != '"' ||
+      !lookup_dtype({reinterpret_cast<const char*>(start), static_cast<size_t>(q - start)}, dtype)) {
     return nullptr;
   }
-  remember_dtype(*dtype);
   return q + 1;
 }
 
