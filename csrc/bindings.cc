@@ -174,6 +174,12 @@ static void bind_reader(py::module_& m) {
   py::list codes;
   for (auto name : ckptscan::kErrorNames) codes.append(std::string(name));
   m.attr("ERROR_CODES") = py::tuple(codes);
+  py::dict descriptions;
+  for (int i = 0; i < ckptscan::kErrorCodeCount; ++i) {
+    descriptions[py::str(std::string(ckptscan::kErrorNames[i]))] =
+        std::string(ckptscan::kErrorDescriptions[i]);
+  }
+  m.attr("ERROR_DESCRIPTIONS") = descriptions;
   m.attr("MAX_HEADER_LEN") = ckptscan::kMaxHeaderLen;
 
   py::class_<PyShard, std::shared_ptr<PyShard>>(m, "Shard")

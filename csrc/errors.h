@@ -44,6 +44,34 @@ inline constexpr std::string_view kErrorNames[kErrorCodeCount] = {
     "data-gap",         "data-overlap",      "truncated",             "trailing-bytes",
 };
 
+// One sentence per code, in code order (what `ckptscan codes` prints).
+inline constexpr std::string_view kErrorDescriptions[kErrorCodeCount] = {
+    "a file could not be opened or read",
+    "file shorter than the 8-byte header length",
+    "header length above 100,000,000 (not a safetensors file?)",
+    "header length runs past the end of the file",
+    "a Git LFS pointer saved in place of the shard",
+    "header bytes are not UTF-8",
+    "header is not valid JSON",
+    "header JSON nested too deeply",
+    "header padded with NUL bytes instead of spaces",
+    "a tensor entry is not a JSON object",
+    "a tensor name (or a field) appears twice in one header",
+    "__metadata__ is not a map of strings",
+    "a tensor entry lacks dtype, shape or data_offsets",
+    "dtype is not one of the 22 safetensors dtypes",
+    "shape is not a list of integers",
+    "data_offsets is not [begin, end] with begin <= end",
+    "a negative, fractional or too large number",
+    "element count times dtype width overflows",
+    "a 4/6-bit tensor that does not fill whole bytes",
+    "data_offsets span differs from what dtype and shape need",
+    "unused bytes between tensors",
+    "two tensors' data overlap",
+    "the file is shorter than its header says (by N bytes)",
+    "bytes after the last tensor",
+};
+
 inline std::string_view error_name(ErrorCode c) { return kErrorNames[static_cast<int>(c)]; }
 
 // Where a problem applies: `offset` is a byte offset in the file (the length

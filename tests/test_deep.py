@@ -7,9 +7,9 @@ import os
 from pathlib import Path
 
 import pytest
+from ckptscan import scan
 from ckptscan.cli import main
 from ckptscan.findings import Severity
-from ckptscan.scan import scan
 from ckptscan.synth import PLANTS, write_small_minimax
 
 # planted defect -> the finding code that must name its tensor
@@ -119,19 +119,23 @@ def test_file_shrinking_under_a_kernel_is_an_error_not_sigbus(tmp_path: Path) ->
 
 
 def test_deep_scan_goes_on_when_a_shard_shrinks_after_opening(tmp_path: Path) -> None:
-    from ckptscan.checkpoint import open_checkpoint
-    from ckptscan.deep import deep_scan
-    from ckptscan.frame import build_frame
-
     path, _ = write_small_minimax(tmp_path)
-    with open_checkpoint(path) as ckpt:
-        frame = build_frame(ckpt)
-        victim = sorted(path.glob("*.safetensors"))[0]
-        os.truncate(victim, 4096)
-        findings, summary = deep_scan(ckpt, frame, jobs=2)
-    failed = [f for f in findings if f.code == "deep-read-failed"]
-    assert failed and all(f.file == str(victim) for f in failed)
-    assert summary.unreadable == len(failed) and summary.tensors > 0
+    victim = sorted(path.glob("*.safetensors"))[0]
+    calls = []
+
+    def shrink_once(p: object) -> None:  # called after the first tensor is read
+        if not calls:
+            os.truncate(victim, 4096)
+        calls.append(p)
+
+    report = scan(path, deep=True, jobs=1, progress=shrink_once)
+    # one root cause for the file, the reads that failed attached to it
+    (root,) = [f for f in report.findings if f.file == str(victim)]
+    assert root.code == "file-changed" and "4,096 now" in root.message
+    assert [x.code for x in root.explains] == ["deep-read-failed"]
+    failed = root.explains[0].count
+    assert report.deep is not None and report.deep.unreadable == failed > 0
+    assert report.deep.tensors > 0
 
 
 def _compressed_tensors_like(root: Path, scale: object, with_scale: bool = True) -> Path:
@@ -172,7 +176,7 @@ def test_per_channel_multipliers_are_not_block_scales(tmp_path: Path) -> None:
     bad[7, 0] = np.nan
     found = scan(_compressed_tensors_like(tmp_path / "b", bad), deep=True)
     assert [(f.code, f.tensor) for f in found.findings if f.severity > Severity.INFO] == [
-        ("float-nan", "model.layers.0.mlp.down_proj.weight_scale")]
+        ("scale-nonfinite", "model.layers.0.mlp.down_proj.weight_scale")]
     missing = scan(_compressed_tensors_like(tmp_path / "c", None, with_scale=False), deep=True)
     assert {f.code for f in missing.findings if f.severity > Severity.INFO} == {
         "fp8-scale-missing"}

@@ -30,11 +30,11 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
+from ckptscan import scan
 from ckptscan.cli import main
 from ckptscan.farm import discover, scan_farm, scan_group
+from ckptscan.farm.store import Store
 from ckptscan.replica import LAYOUTS, copy_replica
-from ckptscan.scan import scan
-from ckptscan.store import Store
 
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
 
@@ -544,14 +544,15 @@ def test_bad_input_becomes_findings_and_the_scan_goes_on(tmp_path: Path) -> None
 
     assert sql(db, "SELECT errors FROM checkpoints WHERE path = ?", str(root / "good")) == [(0,)]
     fifo = codes("fifo")
-    assert any("not a regular file (fifo)" in m for m in fifo["io-error"])
-    assert "shard-missing" in fifo  # its tensors are not readable
-    assert any("is a directory" in m for m in codes("dirshard")["io-error"])
-    links = codes("links")["io-error"]
-    assert any("dangling symlink" in m and "nowhere.bin" in m for m in links)
-    assert any("symlink loop" in m for m in links)
+    # one root cause that names the tensors the index places in it
+    (msg,) = fifo["special-file"]
+    assert "a fifo, not a file" in msg and "tensors it holds cannot be read" in msg
+    assert any("a directory, not a file" in m for m in codes("dirshard")["special-file"])
+    links = codes("links")
+    assert any("dangling symlink" in m and "nowhere.bin" in m for m in links["shard-missing"])
+    assert any("symlink loop" in m for m in links["symlink-loop"])
     for name, code in (("notes", "header-too-large"), ("pointer", "lfs-pointer"),
-                       ("empty", "header-too-small"), ("pickle", "header-too-large")):
+                       ("empty", "header-too-small"), ("pickle", "not-safetensors")):
         got = codes(f"junk/{name}.safetensors")
         assert code in got or "header-length-invalid" in got, (name, got)
     assert "truncated" in codes("cut")
@@ -577,12 +578,16 @@ def test_files_that_shrink_or_vanish_during_the_scan(tmp_path: Path) -> None:
     (root / "vanishes" / "model-00002-of-00002.safetensors").unlink()
     (shrunk,) = scan_group([specs["shrinks"]])
     (gone,) = scan_group([specs["vanishes"]])
-    msgs = [(f.code, f.message) for f in shrunk.report.findings]
-    assert ("io-error", "changed while being scanned: "
-            f"{specs['shrinks'].shards[0].size:,} bytes when found, "
-            f"{victim.stat().st_size:,} when read") in msgs
-    assert "truncated" in {c for c, _ in msgs}
-    assert any(f.code == "io-error" and "vanished" in f.message for f in gone.report.findings)
+    # one root cause for the file, naming what it holds; the truncation it explains
+    (root_cause,) = shrunk.report.findings
+    assert root_cause.code == "file-changed"
+    assert root_cause.message.startswith(
+        f"changed while being scanned: {specs['shrinks'].shards[0].size:,} bytes when found, "
+        f"{victim.stat().st_size:,} when read; 4 tensors it holds cannot be read")
+    # the truncation, and the index entries it took along
+    assert [x.code for x in root_cause.explains] == ["truncated", "index-tensor-absent"]
+    assert any(f.code == "file-changed" and "vanished" in f.message
+               for f in gone.report.findings)
 
     # a live race: one thread rewrites a shard over and over while farms are scanned
     db = tmp_path / "race.db"
@@ -688,8 +693,9 @@ def test_unreadable_files_and_directories(tmp_path: Path) -> None:
             (str(root / "ok"), False)]
         assert sql(db, "SELECT code, message, file FROM findings WHERE checkpoint = ? "
                        "AND code = 'io-error'", str(root / "locked")) == [
-            ("io-error", "cannot open: Permission denied (4 tensors the index places in it "
-             "cannot be read)", str(root / "locked" / "model-00001-of-00002.safetensors"))]
+            ("io-error", "cannot open: Permission denied; 4 tensors it holds cannot be read: "
+             "1 embedding, 1 mlp (layer 0), 1 norm (layer 1), 1 attention (layer 1)",
+             str(root / "locked" / "model-00001-of-00002.safetensors"))]
         if os.geteuid() == 0:
             assert f"note: {root / 'hidden'}: cannot list directory: Permission denied" \
                 in stderr
@@ -778,7 +784,7 @@ def test_dask_local_cluster_gives_the_same_store(farm: dict[str, Any], tmp_path:
         os.environ["PYTHONPATH"] = env_path
     try:
         with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                      dashboard_address=None) as cluster:
+                                      dashboard_address=":0") as cluster:
             before = tree_state(root)
             result = scan_farm([root], db=dask_db, dask=cluster.scheduler_address)
             assert tree_state(root) == before
@@ -805,7 +811,7 @@ def test_store_schema_version_is_checked(tmp_path: Path) -> None:
     con.execute("PRAGMA user_version = 99")
     con.commit()
     con.close()
-    from ckptscan.store import StoreError
+    from ckptscan.farm.store import StoreError
 
     with pytest.raises(StoreError, match="newer"):
         Store(db)

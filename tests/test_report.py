@@ -14,11 +14,11 @@ from pathlib import Path
 import ckptscan
 import orjson
 import pytest
+from ckptscan import scan
 from ckptscan.cli import main
 from ckptscan.findings import Severity
+from ckptscan.render import to_json, to_markdown, to_text
 from ckptscan.replica import copy_replica, read_entries, rewrite_shard
-from ckptscan.report import to_json, to_markdown, to_text
-from ckptscan.scan import scan
 
 
 def codes_at(report: ckptscan.scan.Report, severity: Severity) -> list[str]:  # type: ignore[name-defined]
@@ -48,7 +48,7 @@ def test_minimax_replica_gives_the_seed_numbers(minimax_replica: Path) -> None:
                      "model.layers.0.block_sparse_moe.e_score_correction_bias"}
 
     data = orjson.loads(to_json(report))
-    assert data["schema"] == "ckptscan.report/1"
+    assert data["schema"] == "ckptscan.report/2"
     assert data == report.to_dict() | {"findings": data["findings"]}
     assert data["dtypes"]["F8_E4M3"] == {"tensors": 47_864,
                                          "parameters": report.dtypes["F8_E4M3"].parameters,
@@ -263,7 +263,7 @@ def test_every_code_is_documented_in_readme() -> None:
     if not readme.exists():
         pytest.fail("README.md is missing")
     text = readme.read_text()
-    from ckptscan.checks import CODES
+    from ckptscan.codes import CODES
 
     undocumented = [c for c in CODES if f"`{c}`" not in text]
     assert undocumented == []

@@ -1,8 +1,9 @@
 """ckptscan: what is inside a safetensors checkpoint, without loading it.
 
 Public API (imported lazily so that ``ckptscan --help`` starts instantly):
-`open_shard`, `open_checkpoint`, `scan`, `scan_farm`, `simd_info`, `Shard`, `TensorInfo`,
-`Checkpoint`, and the exceptions `CkptScanError`, `HeaderError`, `ShardIOError`.
+`open_shard`, `open_checkpoint`, `scan`, `scan_all`, `scan_farm`, `simd_info`, `Shard`,
+`TensorInfo`, `Checkpoint`, `Report`, and the exceptions `CkptScanError`, `HeaderError`,
+`ShardIOError`.
 """
 
 from __future__ import annotations
@@ -24,15 +25,17 @@ _EXPORTS = {
     "Problem": "errors",
     "Finding": "findings",
     "Severity": "findings",
-    "scan": "scan",
+    "scan": "pipeline",
+    "scan_all": "pipeline",
+    "Report": "result",
     "scan_farm": "farm",
     "simd_info": "kernels",
 }
 
 __all__ = [
-    "Checkpoint", "CkptScanError", "Finding", "HeaderError", "Problem", "Severity", "Shard",
-    "ShardIOError", "TensorInfo", "open_checkpoint", "open_shard", "scan", "scan_farm",
-    "simd_info",
+    "Checkpoint", "CkptScanError", "Finding", "HeaderError", "Problem", "Report", "Severity",
+    "Shard", "ShardIOError", "TensorInfo", "open_checkpoint", "open_shard", "scan", "scan_all",
+    "scan_farm", "simd_info",
 ]
 
 if TYPE_CHECKING:
@@ -41,7 +44,8 @@ if TYPE_CHECKING:
     from .farm import scan_farm
     from .findings import Finding, Severity
     from .kernels import simd_info
-    from .scan import scan
+    from .pipeline import scan, scan_all
+    from .result import Report
     from .shard import Shard, TensorInfo, open_shard
 
 

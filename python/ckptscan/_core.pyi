@@ -10,6 +10,8 @@ DTYPES: tuple[tuple[str, int], ...]
 """The 22 safetensors dtype strings with their widths in bits, in dtype-code order."""
 ERROR_CODES: tuple[str, ...]
 """Every problem code the parser can report."""
+ERROR_DESCRIPTIONS: dict[str, str]
+"""Each problem code with its one-sentence description."""
 MAX_HEADER_LEN: int
 
 # (code, byte offset in the file or None, tensor or None, message)
@@ -82,8 +84,8 @@ class Index:
     @property
     def problems(self) -> list[ProblemTuple]: ...
 
-def open_shard(path: str) -> Shard: ...
-def open_shards(paths: list[str]) -> list[Shard]:
+def open_shard(path: str | bytes) -> Shard: ...
+def open_shards(paths: list[str] | list[bytes]) -> list[Shard]:
     """open_shard for each path on this thread, with the GIL released once."""
 def parse_index(data: bytes | bytearray | memoryview) -> Index: ...
 def read_index(path: str) -> Index:

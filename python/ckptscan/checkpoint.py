@@ -66,10 +66,14 @@ class Checkpoint:
 
     def __init__(self, path: Path, shards: list[Shard], config: dict[str, Any] | None = None,
                  problems: Sequence[Problem] = (), *, index: Index | None = None,
-                 index_path: Path | None = None) -> None:
+                 index_path: Path | None = None, found: Sequence[str] | None = None,
+                 partial: bool = False) -> None:
         self.path = path
         self.shards = shards
         self.config = config
+        # Shard file names on disk, readable or not (default: those opened).
+        self._found_names = None if found is None else sorted(found)
+        self.partial = partial  # one shard of a sharded checkpoint: others are not missing
         self._found = list(problems)  # while opening: filesystem, config.json
         self._index_path = index.path if index is not None else index_path
         self._index = index
@@ -110,6 +114,8 @@ class Checkpoint:
     @property
     def files(self) -> list[str]:
         """Shard file names found, sorted."""
+        if self._found_names is not None:
+            return self._found_names
         return [os.path.basename(s.path) for s in self.shards]
 
     @property
@@ -124,6 +130,8 @@ class Checkpoint:
     @property
     def missing(self) -> list[str]:
         """Shards the index refers to that are not on disk."""
+        if self.partial:
+            return []
         found = set(self.files)
         return [name for name in self.referenced if name not in found]
 
@@ -237,12 +245,15 @@ def load_shards(files: Sequence[Any], jobs: int | None,
         # in Python. One call into the core per chunk of files, a few chunks
         # per worker so that slow files (network storage) do not stall one.
         paths = [os.fspath(f) for f in files]
+        encoded = [os.fsencode(p) for p in paths]  # any file name, UTF-8 or not
         size = max(1, -(-len(paths) // (workers * 4)))
-        chunks = [paths[i:i + size] for i in range(0, len(paths), size)]
+        chunks = [encoded[i:i + size] for i in range(0, len(paths), size)]
         if workers <= 1 or len(chunks) <= 1:
-            return [Shard(core) for core in _core.open_shards(paths)]
-        parts = _header_pool(workers).map(_core.open_shards, chunks)
-        return [Shard(core) for part in parts for core in part]
+            cores = _core.open_shards(encoded)
+        else:
+            cores = [c for part in _header_pool(workers).map(_core.open_shards, chunks)
+                     for c in part]
+        return [Shard(core, str(p)) for core, p in zip(cores, paths, strict=True)]
     if workers <= 1:
         return [load(f) for f in files]
     return list(_header_pool(workers).map(load, files))

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
     from .result import Report
@@ -17,24 +17,30 @@ EXIT_USAGE = 2
 
 
 def _color(stream: TextIO) -> bool:
-    return stream.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+    from .render.console import wants_color
+
+    return wants_color(stream)
 
 
 class _ProgressBar:
-    """A one-line bar on stderr, only on a terminal."""
+    """A one-line bar on stderr, only on a terminal: tensors and bytes read."""
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
         self.last = -1
 
-    def __call__(self, done: int, total: int) -> None:
-        pct = 100 * done // total if total else 100
-        if pct == self.last:
+    def __call__(self, p: Any) -> None:
+        from .render.text import human_bytes
+
+        pct = 100 * p.bytes_done // p.bytes_total if p.bytes_total else 100
+        if pct == self.last and p.tensors_done < p.tensors_total:
             return
         self.last = pct
         bar = "#" * (pct // 4)
-        self.stream.write(f"\r  deep scan [{bar:<25}] {pct:3d}% {done:,}/{total:,} tensors")
-        if done >= total:
+        self.stream.write(f"\r  deep scan [{bar:<25}] {pct:3d}% {p.tensors_done:,}/"
+                          f"{p.tensors_total:,} tensors, {human_bytes(p.bytes_done)}/"
+                          f"{human_bytes(p.bytes_total)}")
+        if p.tensors_done >= p.tensors_total:
             self.stream.write("\n")
         self.stream.flush()
 
@@ -59,8 +65,15 @@ def _parser() -> argparse.ArgumentParser:
                              f"(default: {fail_on})")
         sp.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE")
 
-    r = sub.add_parser("report", help="report on one checkpoint (directory or .safetensors)")
-    r.add_argument("path")
+    r = sub.add_parser(
+        "report", help="report on checkpoints (a directory, a .safetensors file, a Hugging "
+                       "Face cache repository or ORG/NAME repo id)")
+    r.add_argument("paths", nargs="+", metavar="PATH")
+    r.add_argument("--revision", metavar="REV",
+                   help="for a Hugging Face cache repository: the branch, tag or commit "
+                        "(default: main)")
+    r.add_argument("--follow-symlinks", action="store_true",
+                   help="read files that symlinks lead to outside the checkpoint")
     report_options(r, "error")
     d = sub.add_parser("demo", help="write a small FP8 MiniMax-M2-shaped checkpoint with planted "
                                     "defects and report on it with --deep")
@@ -96,6 +109,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="read every tensor's data (NaN/Inf, FP8 codes, block scales)")
     f.add_argument("--rescan", action="store_true",
                    help="scan every checkpoint again, changed or not")
+    f.add_argument("--prune", action="store_true",
+                   help="also forget stored checkpoints under roots that are empty or "
+                        "unreadable now (an unmounted mount point keeps its history without)")
+    f.add_argument("--follow-symlinks", action="store_true",
+                   help="follow symlinks that leave a root or a checkpoint")
     f.add_argument("--processes", action="store_true",
                    help="scan in worker processes instead of threads")
     f.add_argument("--dask", metavar="ADDRESS",
@@ -107,33 +125,45 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _emit(report: Report, args: argparse.Namespace) -> int:
+def _emit(reports: list[Report], args: argparse.Namespace) -> int:
     from .findings import Severity
-    from .report import to_json, to_markdown, to_text
+    from .render import to_json, to_markdown, to_text
 
     out: TextIO = sys.stdout
+    one: Report | list[Report] = reports[0] if len(reports) == 1 else reports
     if args.format == "json":
-        data = to_json(report).decode() + "\n"
+        data = to_json(one).decode() + "\n"
     elif args.format == "md":
-        data = to_markdown(report)
+        data = to_markdown(one)
     else:
-        data = to_text(report, color=args.output is None and _color(out))
+        data = to_text(one, color=args.output is None and _color(out))
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:
             f.write(data)
     else:
         out.write(data)
-    worst = report.worst()
+    worst = max((w for r in reports if (w := r.worst()) is not None), default=None)
     if args.fail_on == "never" or worst is None:
         return EXIT_OK
     return EXIT_FINDINGS if worst >= Severity.parse(args.fail_on) else EXIT_OK
 
 
-def _scan(path: str, args: argparse.Namespace) -> Report:
-    from .scan import scan
+def _scan(paths: list[str], args: argparse.Namespace) -> list[Report]:
+    from .errors import CkptScanError
+    from .layout import LayoutError, resolve
+    from .pipeline import ScanOptions, scan_spec
 
     progress = _ProgressBar(sys.stderr) if args.deep and sys.stderr.isatty() else None
-    return scan(path, deep=args.deep, jobs=args.jobs, progress=progress)
+    options = ScanOptions(deep=args.deep, jobs=args.jobs, progress=progress)
+    reports = []
+    for path in paths:
+        try:
+            specs = resolve(path, revision=getattr(args, "revision", None),
+                            follow_symlinks=getattr(args, "follow_symlinks", False))
+        except LayoutError as exc:
+            raise CkptScanError(str(exc)) from None
+        reports += [scan_spec(spec, options).report for spec in specs]
+    return reports
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -145,11 +175,11 @@ def _demo(args: argparse.Namespace) -> int:
         os.makedirs(args.dir, exist_ok=True)
         path, _ = write_small_minimax(args.dir, plant=list(PLANTS))
         args.deep = True
-        return _emit(_scan(str(path), args), args)
+        return _emit(_scan([str(path)], args), args)
     with tempfile.TemporaryDirectory(prefix="ckptscan-demo-") as tmp:
         path, _ = write_small_minimax(tmp, plant=list(PLANTS))
         args.deep = True
-        return _emit(_scan(str(path), args), args)
+        return _emit(_scan([str(path)], args), args)
 
 
 def _doctor() -> int:
@@ -172,19 +202,25 @@ def _doctor() -> int:
     info = simd_info()
     for key, value in info.items():
         print(f"{key}: {value}")
+    if info.get("error"):
+        print(f"problem: CKPTSCAN_SIMD={os.environ.get('CKPTSCAN_SIMD', '')!r}: "
+              f"{info['error']}", file=sys.stderr)
+        return EXIT_USAGE
     return EXIT_OK
 
 
 def _farm(args: argparse.Namespace) -> int:
-    from .farm import FarmProgressBar, format_rows, scan_farm, summary_lines
-    from .store import Store
+    from .farm import scan_farm
+    from .farm.store import Store
+    from .farm.table import FarmProgressBar, format_rows, summary_lines
 
     try:
         if args.roots:
             bar = FarmProgressBar(sys.stderr) if sys.stderr.isatty() else None
             result = scan_farm(args.roots, db=args.db, jobs=args.jobs, deep=args.deep,
                                io_jobs=args.io_jobs, dask=args.dask, processes=args.processes,
-                               rescan=args.rescan, progress=bar)
+                               rescan=args.rescan, prune=args.prune,
+                               follow_symlinks=args.follow_symlinks, progress=bar)
             paths: list[str] | None = [r["path"] for r in result.rows]
             db = result.db
         else:
@@ -218,10 +254,10 @@ def _farm(args: argparse.Namespace) -> int:
 
 
 def _codes() -> int:
-    from .checks import iter_codes
+    from .codes import iter_codes
 
-    for code, severity, text in iter_codes():
-        print(f"{code:<26} {str(severity):<8} {text}")
+    for c in iter_codes():
+        print(f"{c.code:<26} {str(c.severity):<8} {c.description}")
     return EXIT_OK
 
 
@@ -240,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if args.command == "report":
-            return _emit(_scan(args.path, args), args)
+            return _emit(_scan(args.paths, args), args)
         if args.command == "demo":
             return _demo(args)
         if args.command == "doctor":
@@ -257,6 +293,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ckptscan: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`ckptscan codes | head -1`): stop quietly, and keep
+        # Python from complaining about the flush at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

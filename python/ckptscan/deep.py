@@ -1,139 +1,264 @@
-"""--deep: read every tensor's bytes with the SIMD kernels.
+"""--deep: read every tensor's bytes with the SIMD kernels and hand the
+measurements to `checks.data`.
 
-FP8 weights with their block scale go through `kernels.check_fp8_weight` (NaN
-codes, bad scales, unused range); other FP8 tensors through the FP8 statistics;
-BF16 / F16 / F32 tensors through the float statistics (NaN, Inf); F8_E8M0 scales
-through theirs. The work fans out over a thread pool (the kernels release the
-GIL), one worker per core by default; tensors are visited in file order.
+FP8 weights with their block scale (when the config gives a block size: it is
+never guessed from shapes) go through the block kernels; other FP8 tensors
+through the FP8 statistics; BF16 / F16 / F32 / F64 tensors through the float
+statistics (NaN, Inf); F8_E8M0 scales through theirs; every other scale's values
+are read as a copy for the scale checks. Only readable shards are in the frame
+(a rejected header is never deep-read), and every read is bounded by the file's
+size. Work fans out over a thread pool (the kernels release the GIL), one worker
+per core by default, tensors in file order; `cancel` stops it between tensors.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
-from . import checks, kernels
-from .checkpoint import Checkpoint
+from . import kernels
+from .checks import data
+from .context import ScanContext
 from .errors import CkptScanError
-from .findings import Finding
-from .frame import Frame
 from .result import DeepSummary
-from .shard import DTYPE_NAMES
+from .shard import Shard
+from .taxonomy import KIND_CODE
+
+FLOAT_DTYPES = ("BF16", "F16", "F32", "F64")
+# F64 is read in pieces of this many bytes (the kernels know no F64).
+_F64_PIECE = 64 << 20
+
+
+@dataclass
+class DeepProgress:
+    tensors_done: int
+    tensors_total: int
+    bytes_done: int
+    bytes_total: int
+
+
+class Cancelled(CkptScanError):
+    """The deep scan was stopped (Ctrl-C)."""
+
+
+def check_environment() -> None:
+    """A CKPTSCAN_SIMD the CPU or build cannot honour is the user's setting to fix,
+    not a finding about any checkpoint."""
+    err = kernels.simd_info().get("error")
+    if err:
+        raise CkptScanError(f"CKPTSCAN_SIMD={os.environ.get('CKPTSCAN_SIMD', '')!r}: {err}")
+
+
+@dataclass
+class _Measured:
+    """What a worker read of one tensor (at most one field set)."""
+
+    row: int
+    weight: data.Fp8WeightMeasure | None = None
+    fp8: kernels.Fp8Stats | None = None
+    floats: kernels.FloatStats | None = None
+    scale: np.ndarray | None = None
+    e8m0: kernels.E8m0Stats | None = None
+    failed: str | None = None
 
 
 @dataclass
 class _Task:
     row: int
     scale_row: int  # -1: none
+    nbytes: int
 
 
-@dataclass
-class _Outcome:
-    findings: list[Finding]
-    nbytes: int = 0
-    fp8_nan: int = 0
-    float_nan: int = 0
-    float_inf: int = 0
-    failed: bool = False
-
-
-def _tasks(frame: Frame, with_blocks: bool) -> list[_Task]:
-    """What to read, in file order. An FP8 weight goes with its block scale
-    (weight_scale_inv) through the block checks, when the config gives a block
-    size (it is never guessed from shapes); a block scale read that way is not
-    read again. Multipliers (weight_scale: per tensor or per channel) and every
-    other tensor are read on their own, for NaN / Inf."""
-    scale_of, _ = checks.scale_pairs(frame)
-    fp8 = np.isin(frame.dtype, [DTYPE_NAMES.index(d) for d in kernels.FP8_DTYPES])
-    with_scale = np.flatnonzero((scale_of >= 0) & fp8 & (frame.ndim == 2))
-    if with_blocks:
-        with_scale = with_scale[checks.block_scale_rows(frame, scale_of[with_scale])]
+def _tasks(ctx: ScanContext, block: tuple[int, int] | None) -> list[_Task]:
+    """What to read, in file order. A block scale read with its weight is not
+    read again."""
+    frame = ctx.frame
+    scale_of, _ = ctx.scale_pairs
+    with_scale = np.flatnonzero((scale_of >= 0) & ctx.fp8 & (frame.ndim == 2))
+    if block is not None and len(with_scale):
+        with_scale = with_scale[ctx.block_scale_template[frame.template[scale_of[with_scale]]]]
     else:
         with_scale = with_scale[:0]
     covered = np.zeros(len(frame), dtype=bool)
     covered[scale_of[with_scale]] = True
     pair = np.full(len(frame), -1, dtype=np.int64)
     pair[with_scale] = scale_of[with_scale]
-    # Data past the end of a truncated shard is reported already; do not read it.
-    ends = np.concatenate([s.core.ends for s in frame.shards]) if frame.shards else np.zeros(0)
-    sizes = np.array([s.file_size for s in frame.shards], dtype=np.uint64)
-    readable = ends <= sizes[frame.shard_of] if len(frame) else np.zeros(0, bool)
-    rows = np.flatnonzero(readable & ~covered & (frame.nbytes > 0))
+    rows = np.flatnonzero(~covered & (frame.nbytes > 0))
     order = np.lexsort((frame.row_of[rows], frame.shard_of[rows]))
-    return [_Task(int(r), int(pair[r])) for r in rows[order].tolist()]
+    nbytes = frame.nbytes
+    out = []
+    for r in rows[order].tolist():
+        p = int(pair[r])
+        out.append(_Task(r, p, int(nbytes[r]) + (int(nbytes[p]) if p >= 0 else 0)))
+    return out
 
 
-def deep_scan(ckpt: Checkpoint, frame: Frame, jobs: int | None = None,
-              progress: Callable[[int, int], None] | None = None
-              ) -> tuple[list[Finding], DeepSummary]:
-    qc = checks.quant_config(ckpt.config)
+def _copy(shard: Shard, name: str) -> np.ndarray:
+    """A tensor's bytes as a fresh array (what the scale checks inspect)."""
+    return np.array(shard.raw(name), copy=True)
+
+
+def _scale_f32(raw: np.ndarray, dtype: str) -> np.ndarray | None:
+    """Scale values as float32 (None for a dtype that is no scale's)."""
+    if dtype == "F32":
+        return np.asarray(raw.view(np.float32))
+    if dtype == "BF16":
+        return np.asarray((raw.view(np.uint16).astype(np.uint32) << 16).view(np.float32))
+    if dtype == "F16":
+        return np.asarray(raw.view(np.float16).astype(np.float32))
+    if dtype == "F8_E8M0":
+        vals: np.ndarray = np.ldexp(np.float32(1.0), raw.astype(np.int32) - 127).astype(
+            np.float32)
+        vals[raw == 0xFF] = np.nan
+        return vals
+    return None
+
+
+def _f64_stats(shard: Shard, name: str) -> kernels.FloatStats:
+    raw = shard.raw(name)
+    nan = pinf = ninf = zero = sub = 0
+    lo, hi, amax = np.inf, -np.inf, 0.0
+    tiny = np.finfo(np.float64).tiny
+    for start in range(0, raw.size, _F64_PIECE):
+        v = np.array(raw[start:start + _F64_PIECE]).view(np.float64)
+        isnan = np.isnan(v)
+        nan += int(isnan.sum())
+        pinf += int((v == np.inf).sum())
+        ninf += int((v == -np.inf).sum())
+        fin = v[np.isfinite(v)]
+        zero += int((fin == 0).sum())
+        sub += int(((fin != 0) & (np.abs(fin) < tiny)).sum())
+        if fin.size:
+            lo, hi = min(lo, float(fin.min())), max(hi, float(fin.max()))
+            amax = max(amax, float(np.abs(fin).max()))
+    count = raw.size // 8
+    finite = count - nan - pinf - ninf
+    return kernels.FloatStats("F64", count, nan, pinf, ninf, zero, sub, finite,
+                              amax if finite else float("nan"),
+                              lo if finite else float("nan"), hi if finite else float("nan"))
+
+
+def deep_scan(ctx: ScanContext, jobs: int | None = None,
+              progress: Callable[[DeepProgress], None] | None = None,
+              cancel: threading.Event | None = None) -> DeepSummary:
+    """Reads every tensor of the readable shards; findings go to ``ctx.findings``."""
+    check_environment()
+    frame = ctx.frame
+    qc = ctx.quant
     block = qc.block if qc is not None else None
-    ue8m0 = qc is not None and (qc.scale_fmt or "").lower() == "ue8m0"
-    scale_dtypes = ("F32", "F8_E8M0") if ue8m0 else ("F32",)
-    tasks = _tasks(frame, with_blocks=block is not None)
-    names = frame.names
+    ue8m0 = qc is not None and qc.ue8m0
+    tasks = _tasks(ctx, block)
+    shards = frame.shards
+    cancel = cancel or threading.Event()
 
-    def run(task: _Task) -> _Outcome:
+    def run(task: _Task) -> _Measured:
+        """Reads one tensor (in a worker thread)."""
+        if cancel.is_set():
+            return _Measured(task.row)
         i = task.row
-        shard = frame.shards[int(frame.shard_of[i])]
-        name, dtype = names[i], frame.dtype_name(i)
+        shard = shards[int(frame.shard_of[i])]
+        name, dtype = frame.name(i), frame.dtype_name(i)
         try:
             if task.scale_row >= 0:
+                assert block is not None
                 s = task.scale_row
-                sshard = frame.shards[int(frame.shard_of[s])]
-                assert block is not None  # only paired when the config gives one
-                res = kernels.check_fp8_weight(shard, name, names[s], block,
-                                               scale_source=sshard,
-                                               scale_dtype_expected=scale_dtypes, ue8m0=ue8m0)
-                nan = res.summary.nan_codes if res.summary is not None else 0
-                return _Outcome(res.findings, int(frame.nbytes[i] + frame.nbytes[s]), fp8_nan=nan)
-            stats = kernels.tensor_stats(shard, name)
-            out = _Outcome([], int(frame.nbytes[i]))
-            if isinstance(stats, kernels.Fp8Stats):
-                out.fp8_nan = stats.nan
-                if stats.nan:
-                    out.findings.append(checks.finding(
-                        "fp8-nan", f"{stats.nan} NaN codes in {dtype} tensor", shard.path, name,
-                        count=stats.nan))
-            elif isinstance(stats, kernels.FloatStats):
-                out.float_nan, out.float_inf = stats.nan, stats.pos_inf + stats.neg_inf
-                if stats.nan:
-                    out.findings.append(checks.finding(
-                        "float-nan", f"{stats.nan} NaN of {stats.count} values", shard.path,
-                        name, count=stats.nan))
-                if out.float_inf:
-                    out.findings.append(checks.finding(
-                        "float-inf", f"{stats.pos_inf} +Inf and {stats.neg_inf} -Inf of "
-                        f"{stats.count} values", shard.path, name,
-                        pos=stats.pos_inf, neg=stats.neg_inf))
-            elif isinstance(stats, kernels.E8m0Stats) and stats.nan:
-                out.findings.append(checks.finding(
-                    "e8m0-nan", f"{stats.nan} NaN codes (0xFF)", shard.path, name,
-                    count=stats.nan))
-            return out
+                return _Measured(i, weight=_fp8_weight(
+                    shard, name, shards[int(frame.shard_of[s])], frame.name(s),
+                    frame.dtype_name(s), frame.shape(s), i, s, block))
+            if dtype in kernels.FP8_DTYPES:
+                return _Measured(i, fp8=kernels.fp8_stats(shard, name))
+            if dtype in FLOAT_DTYPES:
+                fl = _f64_stats(shard, name) if dtype == "F64" else kernels.float_stats(
+                    shard, name)
+                vals = (_scale_f32(_copy(shard, name), dtype)
+                        if frame.kind[i] == KIND_CODE["scale"] else None)
+                return _Measured(i, floats=fl, scale=vals)
+            if dtype == "F8_E8M0":
+                return _Measured(i, e8m0=kernels.e8m0_stats(shard, name))
+            return _Measured(i)
         except (CkptScanError, OSError, ValueError, RuntimeError) as exc:
-            return _Outcome([checks.finding("deep-read-failed", str(exc), shard.path, name)],
-                            failed=True)
+            return _Measured(i, failed=str(exc))
+
+    summary = DeepSummary(simd=str(kernels.simd_info().get("active", "")))
+
+    def judge(m: _Measured) -> None:
+        """Measurements to findings, on the caller's thread, in file order."""
+        if m.weight is not None:
+            summary.fp8_nan_codes += m.weight.stats.nan
+            data.fp8_weight(ctx, m.weight, ue8m0)
+        elif m.fp8 is not None:
+            summary.fp8_nan_codes += m.fp8.nan
+            data.fp8_tensor(ctx, m.row, m.fp8)
+        elif m.floats is not None:
+            summary.float_nan += m.floats.nan
+            summary.float_inf += m.floats.pos_inf + m.floats.neg_inf
+            if m.scale is not None:  # a scale's NaN/Inf is a bad scale: one finding
+                data.scale_values(ctx, m.row, m.scale, False)
+            else:
+                data.float_tensor(ctx, m.row, m.floats)
+        elif m.e8m0 is not None:
+            data.e8m0_tensor(ctx, m.row, m.e8m0)
+        elif m.failed is not None:
+            summary.unreadable += 1
+            data.read_failed(ctx, m.row, m.failed)
 
     started = time.perf_counter()
-    summary = DeepSummary(simd=str(kernels.simd_info().get("active", "")))
-    findings: list[Finding] = []
+    total_bytes = sum(t.nbytes for t in tasks)
     workers = max(1, jobs or os.cpu_count() or 1)
-    with ThreadPoolExecutor(workers, thread_name_prefix="ckptscan-deep") as pool:
-        for done, out in enumerate(pool.map(run, tasks), 1):
-            findings += out.findings
-            summary.tensors += 0 if out.failed else 1
-            summary.bytes += out.nbytes
-            summary.fp8_nan_codes += out.fp8_nan
-            summary.float_nan += out.float_nan
-            summary.float_inf += out.float_inf
-            summary.unreadable += int(out.failed)
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="ckptscan-deep")
+    pending: deque[tuple[_Task, Future[_Measured]]] = deque()
+    queue = iter(tasks)
+
+    def submit_next() -> None:
+        task = next(queue, None)
+        if task is not None:
+            pending.append((task, pool.submit(run, task)))
+
+    finished = False
+    try:
+        # A bounded window in flight: Ctrl-C stops after at most a window of tensors.
+        for _ in range(4 * workers):
+            submit_next()
+        done = done_bytes = 0
+        while pending:
+            task, fut = pending.popleft()
+            judge(fut.result())
+            done += 1
+            done_bytes += task.nbytes
             if progress is not None:
-                progress(done, len(tasks))
+                progress(DeepProgress(done, len(tasks), done_bytes, total_bytes))
+            if cancel.is_set():
+                raise Cancelled("deep scan interrupted")
+            submit_next()
+        finished = True
+    except BaseException:
+        cancel.set()
+        raise
+    finally:
+        pool.shutdown(wait=finished, cancel_futures=True)
+    summary.tensors = len(tasks) - summary.unreadable
+    summary.bytes = total_bytes
     summary.seconds = time.perf_counter() - started
-    return findings, summary
+    return summary
+
+
+def _fp8_weight(shard: Shard, name: str, sshard: Shard, sname: str, sdtype: str,
+                sshape: tuple[int, ...], row: int, srow: int,
+                block: tuple[int, int]) -> data.Fp8WeightMeasure:
+    ba = kernels.block_absmax(shard, name, block)
+    stats = kernels.fp8_stats(shard, name)
+    scale = None
+    if sshape == tuple(ba.codes.shape):
+        vals = _scale_f32(_copy(sshard, sname), sdtype)
+        scale = vals.reshape(sshape) if vals is not None else None
+    return data.Fp8WeightMeasure(row, srow, stats, ba, scale)
+
+
+__all__ = ["Cancelled", "DeepProgress", "check_environment", "deep_scan"]

@@ -128,9 +128,11 @@ def _csr(starts: list[np.ndarray], values: list[np.ndarray]) -> tuple[I64, I64]:
     return np.concatenate(out_starts), _concat(values, np.int64)
 
 
-def build_frame(ckpt: Checkpoint, taxonomy: Taxonomy | None = None) -> Frame:
+def build_frame(ckpt: Checkpoint, taxonomy: Taxonomy | None = None, *,
+                shards: list[Shard] | None = None) -> Frame:
+    """The frame of `shards` (default: every open shard of `ckpt`)."""
     taxonomy = taxonomy or Taxonomy.from_config(ckpt.config)
-    shards = [s for s in ckpt.shards if s._core is not None]
+    shards = [s for s in (ckpt.shards if shards is None else shards) if s._core is not None]
     cores = [s.core for s in shards]
     template_ids: dict[str, int] = {}
     tmpl_parts = []

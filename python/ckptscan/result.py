@@ -8,7 +8,7 @@ from typing import Any
 
 from .findings import Finding, Severity
 
-SCHEMA = "ckptscan.report/1"
+SCHEMA = "ckptscan.report/2"
 
 
 @dataclass
@@ -68,12 +68,19 @@ class Quantization:
 
 @dataclass
 class Shards:
+    """File names: found on disk, referenced by index.json, missing (referenced,
+    not on disk), rejected (found but unreadable or refused: not counted), and
+    copies (second copies of the weights beside the shards: not counted)."""
+
     found: list[str]
     referenced: list[str]
     missing: list[str]
+    rejected: list[str] = field(default_factory=list)
+    copies: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, list[str]]:
-        return {"found": self.found, "referenced": self.referenced, "missing": self.missing}
+        return {"found": self.found, "referenced": self.referenced, "missing": self.missing,
+                "rejected": self.rejected, "copies": self.copies}
 
 
 @dataclass
@@ -94,6 +101,22 @@ class DeepSummary:
 
 
 @dataclass
+class Source:
+    """Where the checkpoint is: `kind` (dir, hf-snapshot, file, shard,
+    diffusers-component), its `format` (safetensors, or another format named
+    but not read), the Hugging Face repo and revision, the diffusers component."""
+
+    kind: str = "dir"
+    format: str = "safetensors"
+    repo: str | None = None
+    revision: str | None = None
+    component: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
 class Report:
     checkpoint: str
     model_type: str | None
@@ -106,6 +129,12 @@ class Report:
     examples: dict[str, list[TensorRow]]  # per role: one layer's (one expert's) tensors
     findings: list[Finding]
     deep: DeepSummary | None = None
+    source: Source = field(default_factory=Source)
+
+    @property
+    def values_read(self) -> bool:
+        """Whether tensor values were read (--deep), not only headers."""
+        return self.deep is not None
 
     def count(self, severity: Severity) -> int:
         return sum(1 for f in self.findings if f.severity == severity)
@@ -117,6 +146,7 @@ class Report:
         return {
             "schema": SCHEMA,
             "checkpoint": self.checkpoint,
+            "source": self.source.to_dict(),
             "model_type": self.model_type,
             "family": self.family,
             "shards": self.shards.to_dict(),
@@ -131,3 +161,23 @@ class Report:
             "summary": {str(s): self.count(s) for s in reversed(Severity)},
             "deep": None if self.deep is None else self.deep.to_dict(),
         }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Report:
+        """The Report whose `to_dict()` gave `d` (what the farm's store keeps)."""
+        deep = d.get("deep")
+        return cls(
+            checkpoint=d["checkpoint"],
+            model_type=d["model_type"],
+            family=d["family"],
+            shards=Shards(**d["shards"]),
+            total=Count(d["tensors"], d["parameters"], d["bytes"]),
+            dtypes={k: Count(**v) for k, v in d["dtypes"].items()},
+            roles={k: RoleSummary(**v) for k, v in d["roles"].items()},
+            quantization=Quantization(**d["quantization"]),
+            examples={k: [TensorRow(r["name"], r["dtype"], tuple(r["shape"]), r["file"])
+                          for r in v] for k, v in d["examples"].items()},
+            findings=[Finding.from_dict(f) for f in d["findings"]],
+            deep=None if deep is None else DeepSummary(**deep),
+            source=Source(**d.get("source") or {}),
+        )

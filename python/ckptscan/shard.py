@@ -7,19 +7,17 @@ not create 96k Python objects.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, overload
+from typing import Any, overload
 
 import numpy as np
 
 from . import _core
 from .errors import HeaderError, Problem, ShardIOError
-
-if TYPE_CHECKING:
-    import os
 
 DTYPE_NAMES: tuple[str, ...] = tuple(name for name, _bits in _core.DTYPES)
 DTYPE_BITS: dict[str, int] = dict(_core.DTYPES)
@@ -87,11 +85,6 @@ def _tensor_info(core: Any, i: int) -> TensorInfo:
                       int(core.numels[i]))
 
 
-def _problems(core: Any) -> list[Problem]:
-    return [Problem(code, msg, core.path, offset, tensor)
-            for code, offset, tensor, msg in core.problems]
-
-
 class Shard:
     """An open safetensors file. Use `open_shard()`; close it, or use `with`.
 
@@ -99,9 +92,11 @@ class Shard:
     for as long as they live (their numpy `base` owns the mapping).
     """
 
-    def __init__(self, core: Any) -> None:
+    def __init__(self, core: Any, path: str | None = None) -> None:
         self._core: Any = core
-        self.path: str = core.path
+        # The caller's path (a str that may hold undecodable bytes, escaped as
+        # surrogates); the same parsed file may be reached under several names.
+        self.path: str = core.path if path is None else path
 
     # ---- header --------------------------------------------------------------
     @property
@@ -126,7 +121,8 @@ class Shard:
 
     @cached_property
     def problems(self) -> list[Problem]:
-        return _problems(self.core)
+        return [Problem(code, msg, self.path, offset, tensor)
+                for code, offset, tensor, msg in self.core.problems]
 
     @property
     def tensors(self) -> TensorList:
@@ -204,8 +200,10 @@ def numpy_dtype(dtype: str) -> np.dtype[Any]:
 
 
 def load_shard(path: str | os.PathLike[str]) -> Shard:
-    """Opens a shard and keeps whatever could be parsed, problems included (no raise)."""
-    return Shard(_core.open_shard(str(path)))
+    """Opens a shard and keeps whatever could be parsed, problems included (no raise).
+    Any file name works, bytes that are not UTF-8 included."""
+    text = os.fspath(path)
+    return Shard(_core.open_shard(os.fsencode(text)), str(text))
 
 
 def open_shard(path: str | os.PathLike[str]) -> Shard:

@@ -29,8 +29,7 @@ from typing import Any
 
 import orjson
 
-from .errors import CkptScanError
-from .findings import Finding, Severity
+from ..errors import CkptScanError
 
 SCHEMA_VERSION = 1
 SCHEMA_NAME = "ckptscan.farm/1"
@@ -343,7 +342,11 @@ class Store:
         """The stored `Report` of one checkpoint (None if not stored)."""
         row = self.conn.execute("SELECT report FROM checkpoints WHERE path = ?",
                                 (path,)).fetchone()
-        return None if row is None else report_from_dict(orjson.loads(row[0]))
+        if row is None:
+            return None
+        from ..result import Report
+
+        return Report.from_dict(orjson.loads(row[0]))
 
     def integrity(self) -> str:
         return str(self.conn.execute("PRAGMA integrity_check").fetchone()[0])
@@ -356,36 +359,3 @@ def _under(path: str, root: str) -> bool:
 
 def _json(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode()
-
-
-# ---------------------------------------------------------------- Report <- dict
-
-def report_from_dict(d: dict[str, Any]) -> Any:
-    """Rebuilds the `Report` whose `to_dict()` gave `d` (what the store keeps)."""
-    from .result import (
-        Count,
-        DeepSummary,
-        Quantization,
-        Report,
-        RoleSummary,
-        Shards,
-        TensorRow,
-    )
-
-    q = d["quantization"]
-    deep = d.get("deep")
-    return Report(
-        checkpoint=d["checkpoint"],
-        model_type=d["model_type"],
-        family=d["family"],
-        shards=Shards(**d["shards"]),
-        total=Count(d["tensors"], d["parameters"], d["bytes"]),
-        dtypes={k: Count(**v) for k, v in d["dtypes"].items()},
-        roles={k: RoleSummary(**v) for k, v in d["roles"].items()},
-        quantization=Quantization(**q),
-        examples={k: [TensorRow(r["name"], r["dtype"], tuple(r["shape"]), r["file"]) for r in v]
-                  for k, v in d["examples"].items()},
-        findings=[Finding(f["code"], Severity.parse(f["severity"]), f["message"], f["file"],
-                          f["tensor"], f.get("detail") or {}) for f in d["findings"]],
-        deep=None if deep is None else DeepSummary(**deep),
-    )

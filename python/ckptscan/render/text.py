@@ -1,16 +1,16 @@
-"""Renderers of a `Report`: text (for a terminal), JSON (orjson), Markdown.
+"""The text report (a terminal, a CI log): what `ckptscan report` prints.
 
-They only format what the Report holds.
+Every string taken from a file (names, paths, messages quoting them) goes
+through `safe`: control characters are shown escaped, never sent to a terminal.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-import orjson
-
-from .findings import Finding, Severity
-from .result import Count, Report, TensorRow
+from ..findings import Finding, Severity
+from ..result import Count, Report, TensorRow
+from .console import safe
 
 RULE = "=" * 100
 
@@ -49,12 +49,9 @@ class _Style:
         return f"\x1b[1m{text}\x1b[0m" if self.color else text
 
 
-def to_json(report: Report) -> bytes:
-    return orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2)
-
-
-def to_text(report: Report, color: bool = False) -> str:
-    return "\n".join(_text_lines(report, _Style(color))) + "\n"
+def to_text(report: Report | list[Report], color: bool = False) -> str:
+    reports = report if isinstance(report, list) else [report]
+    return "".join("\n".join(_text_lines(r, _Style(color))) + "\n" for r in reports)
 
 
 def _dtype_table(dtypes: dict[str, Count], total: Count) -> Iterator[str]:
@@ -67,21 +64,32 @@ def _dtype_table(dtypes: dict[str, Count], total: Count) -> Iterator[str]:
 
 
 def _row(r: TensorRow, width: int) -> str:
-    return f"    {r.name:<{width}} {r.dtype:<12} {list(r.shape)}"
+    return f"    {safe(r.name):<{width}} {r.dtype:<12} {list(r.shape)}"
 
 
-def _finding_line(f: Finding, style: _Style) -> str:
+def _finding_lines(f: Finding, style: _Style) -> Iterator[str]:
     where = f.tensor or f.file or ""
     if f.tensor and f.file:
         where = f"{f.tensor} ({f.file})"
-    return f"  {style.sev(f.severity, f'{str(f.severity).upper():<7}')} {f.code}: {f.message}" + (
-        f"\n          at {where}" if where else "")
+    yield (f"  {style.sev(f.severity, f'{str(f.severity).upper():<7}')} {f.code}: "
+           f"{safe(f.message)}")
+    if where:
+        yield f"          at {safe(where)}"
+    for x in f.explains:
+        yield f"          explains {x.code}: {safe(x.message)}"
 
 
 def _text_lines(r: Report, st: _Style) -> Iterator[str]:
     yield RULE
-    yield st.bold(f"ckptscan report: {r.checkpoint}")
-    yield f"model_type: {r.model_type or '-'}   taxonomy: {r.family}"
+    yield st.bold(f"ckptscan report: {safe(r.checkpoint)}")
+    src = r.source
+    where = [src.kind, src.format]
+    if src.repo:
+        at = f" @ {safe(src.revision)}" if src.revision else ""
+        where.append(f"repo {safe(src.repo)}{at}")
+    if src.component:
+        where.append(f"component {safe(src.component)}")
+    yield f"{', '.join(where)}   model_type: {safe(r.model_type or '-')}   taxonomy: {r.family}"
     yield RULE
     yield ""
     yield st.bold(f"Files: {len(r.shards.found)} safetensors shard(s) found"
@@ -91,9 +99,13 @@ def _text_lines(r: Report, st: _Style) -> Iterator[str]:
     shown = found if len(found) <= 6 else [*found[:3], f"... {len(found) - 5} more ...",
                                             *found[-2:]]
     for name in shown:
-        yield f"  {name}"
+        yield f"  {safe(name)}"
     for name in r.shards.missing:
-        yield f"  {st.sev(Severity.ERROR, 'MISSING')} {name}"
+        yield f"  {st.sev(Severity.ERROR, 'MISSING')} {safe(name)}"
+    for name in r.shards.rejected:
+        yield f"  {st.sev(Severity.ERROR, 'UNREADABLE')} {safe(name)} (not counted below)"
+    for name in r.shards.copies:
+        yield f"  COPY {safe(name)} (a second copy of the weights, not counted)"
     yield ""
     t = r.total
     yield st.bold(f"Totals: {t.tensors:,} tensors, {t.parameters:,} parameters "
@@ -111,7 +123,7 @@ def _text_lines(r: Report, st: _Style) -> Iterator[str]:
         yield f"  quantized roles:     {', '.join(q.quantized_roles) or '-'}"
         yield f"  not quantized roles: {', '.join(q.unquantized_roles) or '-'}"
         if q.modules_to_not_convert is not None:
-            yield f"  modules_to_not_convert: {q.modules_to_not_convert}"
+            yield f"  modules_to_not_convert: {safe(str(q.modules_to_not_convert))}"
     else:
         yield "  no FP8 tensors, no quantization_config"
     yield ""
@@ -125,15 +137,19 @@ def _text_lines(r: Report, st: _Style) -> Iterator[str]:
     for role, rows in r.examples.items():
         total = r.roles[role].tensors if role in r.roles else len(rows)
         yield f"  {role} ({total:,} tensors):"
-        width = max((len(x.name) for x in rows), default=10)
+        width = max((len(safe(x.name)) for x in rows), default=10)
         for row in rows:
             yield _row(row, width)
     yield ""
     yield st.bold(f"Findings: {r.count(Severity.ERROR)} error(s), "
                   f"{r.count(Severity.WARNING)} warning(s), {r.count(Severity.INFO)} info")
     for f in r.findings:
-        yield _finding_line(f, st)
-    if r.deep is not None:
+        yield from _finding_lines(f, st)
+    if r.deep is None:
+        yield ""
+        yield ("Tensor values were not read (header-only scan): --deep reads them "
+               "(NaN/Inf, FP8 codes, scales).")
+    else:
         d = r.deep
         yield ""
         yield st.bold("Deep scan")
@@ -143,47 +159,3 @@ def _text_lines(r: Report, st: _Style) -> Iterator[str]:
         yield (f"  FP8 NaN codes: {d.fp8_nan_codes:,}; float NaN: {d.float_nan:,}; "
                f"float Inf: {d.float_inf:,}; unreadable tensors: {d.unreadable}")
     yield RULE
-
-
-def _md_escape(text: str) -> str:
-    return text.replace("|", "\\|")
-
-
-def to_markdown(r: Report) -> str:
-    out = [f"# ckptscan report: `{r.checkpoint}`", "",
-           f"- model_type: `{r.model_type or '-'}` (taxonomy `{r.family}`)",
-           f"- shards: {len(r.shards.found)} found, {len(r.shards.referenced)} referenced, "
-           f"{len(r.shards.missing)} missing",
-           f"- {r.total.tensors:,} tensors, {r.total.parameters:,} parameters, "
-           f"{human_bytes(r.total.bytes)}",
-           f"- findings: {r.count(Severity.ERROR)} errors, {r.count(Severity.WARNING)} warnings, "
-           f"{r.count(Severity.INFO)} info", "",
-           "## Data types", "", "| dtype | tensors | parameters | bytes |", "|---|---:|---:|---:|"]
-    for name, c in sorted(r.dtypes.items(), key=lambda kv: -kv[1].bytes):
-        out.append(f"| {name} | {c.tensors:,} | {c.parameters:,} | {human_bytes(c.bytes)} |")
-    q = r.quantization
-    out += ["", "## Quantization", "",
-            f"- method `{q.method}`, format `{q.format}`, block size `{q.block_size}`",
-            f"- {q.fp8_tensors:,} FP8 tensors, {q.scale_tensors:,} scale tensors",
-            f"- quantized roles: {', '.join(q.quantized_roles) or '-'}",
-            f"- not quantized roles: {', '.join(q.unquantized_roles) or '-'}",
-            "", "## Roles", "", "| role | tensors | parameters | bytes | dtypes |",
-            "|---|---:|---:|---:|---|"]
-    for role, s in r.roles.items():
-        mix = ", ".join(f"{d} x{n:,}" for d, n in s.dtypes.items())
-        out.append(f"| {role} | {s.tensors:,} | {s.parameters:,} | {human_bytes(s.bytes)} "
-                   f"| {mix} |")
-    out += ["", "## Layer-wise precision", ""]
-    for role, rows in r.examples.items():
-        out += [f"### {role}", "", "| tensor | dtype | shape |", "|---|---|---|"]
-        out += [f"| `{_md_escape(x.name)}` | {x.dtype} | {list(x.shape)} |" for x in rows]
-        out.append("")
-    out += ["## Findings", ""]
-    if r.findings:
-        out += ["| severity | code | message | tensor | file |", "|---|---|---|---|---|"]
-        out += [f"| {f.severity} | `{f.code}` | {_md_escape(f.message)} | "
-                f"{'`' + _md_escape(f.tensor) + '`' if f.tensor else ''} | {f.file or ''} |"
-                for f in r.findings]
-    else:
-        out.append("No findings.")
-    return "\n".join(out) + "\n"

@@ -1,0 +1,173 @@
+"""The one registry of finding codes: severity, subject and meaning of each.
+
+Every check, the C++ parser (its codes and descriptions come from the core's
+own table) and the data checks of ``--deep`` emit only codes registered here;
+``ckptscan codes`` prints this table and the README's is tested against it.
+
+Subjects, in report order: ``file`` (a file cannot be used as it is: missing,
+unreadable, rejected header, another format ...), ``index``, ``tensors``,
+``quantization``, ``config``, ``data`` (what ``--deep`` reads). ``root`` codes are
+root causes: findings a root cause explains are attached to it instead of
+standing as their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from . import _core
+from .findings import Finding, Severity
+
+E, W, INFO = Severity.ERROR, Severity.WARNING, Severity.INFO
+
+SUBJECTS = ("file", "index", "tensors", "quantization", "config", "data")
+
+
+@dataclass(frozen=True)
+class Code:
+    code: str
+    severity: Severity
+    subject: str
+    description: str
+    root: bool = False  # a root cause: explains the findings that follow from it
+
+
+CODES: dict[str, Code] = {}
+
+
+def register(code: str, severity: Severity, subject: str, description: str,
+             root: bool = False) -> Code:
+    """Adds a code (modules that bring new checks call this at import)."""
+    if subject not in SUBJECTS:
+        raise ValueError(f"unknown subject {subject!r}")
+    known = CODES.get(code)
+    entry = Code(code, severity, subject, description, root)
+    if known is not None and known != entry:
+        raise ValueError(f"finding code {code!r} registered twice, differently")
+    CODES[code] = entry
+    return entry
+
+
+def _register_all() -> None:
+    # -- files: each of these is a root cause for what the file held
+    for code, text in (
+        ("shard-missing", "a shard named by index.json (or by the -of-N sequence) is not on disk"),
+        ("download-incomplete", "a file whose download was interrupted (a .incomplete blob)"),
+        ("not-safetensors", "a .safetensors file whose bytes are another format"),
+        ("other-format", "a checkpoint in another format (GGUF, PyTorch pickle, ONNX ...): "
+                         "named, not read"),
+        ("path-outside", "a symlink or index entry leading outside the checkpoint: not "
+                         "followed"),
+        ("symlink-loop", "a symlink that leads back to itself"),
+        ("special-file", "a FIFO, socket or device where a file belongs: not read"),
+        ("file-changed", "a file that changed or vanished while it was being scanned"),
+        ("limit-exceeded", "an input beyond a documented limit: not read"),
+        ("scan-failed", "ckptscan could not finish this checkpoint (out of memory, or a bug)"),
+    ):
+        register(code, W if code == "other-format" else E, "file", text, root=True)
+    # The C++ parser's problems (io-error included): a shard the reference would
+    # refuse. The descriptions are the core's own.
+    for code, text in _core.ERROR_DESCRIPTIONS.items():
+        register(code, E, "file", text, root=True)
+    register("no-shards", E, "file", "no safetensors file was found")
+    register("index-invalid", E, "file", "index.json is unreadable, not JSON, or has no "
+             "weight_map", root=True)
+    register("config-invalid", W, "file", "config.json is unreadable or not JSON")
+    register("index-absent", W, "file", "sharded files (-of-N) without the index.json "
+             "loaders need")
+    register("consolidated-copy", INFO, "file", "consolidated.safetensors beside the shards: a "
+             "second copy of the same weights (counted once)")
+    register("shard-unreferenced", W, "file", "a shard on disk that index.json does not mention")
+    register("shard-count-name", INFO, "file", "the -of-NNNNN in shard names does not match the "
+             "number of files")
+    # -- index.json against the headers
+    register("index-tensor-absent", E, "index", "a tensor in index.json is in no shard")
+    register("index-wrong-shard", E, "index", "index.json places a tensor in a shard that does "
+             "not hold it")
+    register("index-unlisted", W, "index", "a tensor in a shard that index.json does not list "
+             "(loaders skip it)")
+    register("index-total-size", INFO, "index", "index.json's total_size differs from the "
+             "tensors' bytes")
+    # -- the tensors as a whole
+    register("tensor-duplicate", E, "tensors", "the same tensor name in two shards")
+    register("tensor-missing-in-grid", E, "tensors", "one layer/expert lacks a tensor all its "
+             "siblings have")
+    # -- quantization
+    for code, sev, text in (
+        ("fp8-scale-missing", E, "an FP8 weight without its scale: it would be used ~scale "
+                                 "times off"),
+        ("scale-orphan", E, "a scale tensor whose weight does not exist"),
+        ("scale-on-unquantized", W, "a scale tensor whose weight is not FP8"),
+        ("scale-shape", E, "scale shape is not [ceil(rows/br), ceil(cols/bc)] for the block "
+                           "size"),
+        ("scale-dtype", E, "scale dtype is not F32 (or F8_E8M0 with scale_fmt ue8m0)"),
+        ("fp8-not-converted", E, "an FP8 tensor that modules_to_not_convert says stays "
+                                 "unquantized"),
+        ("unquantized-linear", W, "a linear weight neither FP8 nor listed in "
+                                  "modules_to_not_convert"),
+        ("unquantized-linear-info", INFO, "a linear weight kept unquantized (config lists no "
+                                       "modules)"),
+        ("fp8-without-config", W, "FP8 tensors but no quantization_config in config.json"),
+        ("quant-config-invalid", E, "quantization_config has an unusable weight_block_size or "
+                                    "fmt"),
+        ("fp8-format-mismatch", E, "FP8 tensors in another format than quantization_config's "
+                                   "fmt"),
+    ):
+        register(code, sev, "quantization", text)
+    # -- config.json against the tensors
+    for code, sev, text in (
+        ("config-value", W, "a config.json value of the wrong type or impossible (named by "
+                            "key)"),
+        ("config-layers", E, "num_hidden_layers disagrees with the layers in the tensors"),
+        ("config-experts", E, "the expert count disagrees with the experts in the tensors"),
+        ("config-hidden-size", E, "hidden_size disagrees with the embedding's width"),
+        ("config-vocab", W, "vocab_size disagrees with the embedding or lm_head rows"),
+        ("mtp-absent", INFO, "config.json declares MTP modules that the checkpoint does not hold"),
+    ):
+        register(code, sev, "config", text)
+    # -- --deep: what the kernels measured
+    for code, sev, text in (
+        ("deep-read-failed", E, "a tensor's data could not be read during --deep"),
+        ("scale-unfilled", E, "scale holds -3.4028235e38, vLLM's never-loaded sentinel"),
+        ("scale-nonfinite", E, "NaN or Inf block scale"),
+        ("scale-nonpositive", E, "block scale <= 0"),
+        ("scale-subnormal", W, "float32-subnormal block scale (flushed to zero by FTZ kernels)"),
+        ("scale-not-pow2", W, "scale_fmt ue8m0 but a scale is not a power of two"),
+        ("fp8-nan", E, "NaN codes inside an FP8 weight"),
+        ("fp8-inf", E, "Inf codes inside an FP8 (E5M2) weight"),
+        ("fp8-all-zero", W, "an FP8 weight whose codes are all zero"),
+        ("fp8-zero-block", INFO, "FP8 blocks that are all zeros"),
+        ("fp8-range-unused", W, "FP8 blocks whose largest code is below a quarter of the "
+                                "format max"),
+        ("float-nan", E, "NaN values in a BF16 / F16 / F32 / F64 tensor"),
+        ("float-inf", W, "Inf values in a BF16 / F16 / F32 / F64 tensor"),
+        ("e8m0-nan", E, "NaN (0xFF) codes in an F8_E8M0 scale tensor"),
+    ):
+        register(code, sev, "data", text)
+
+
+_register_all()
+
+
+def get(code: str) -> Code:
+    try:
+        return CODES[code]
+    except KeyError:
+        raise KeyError(f"unregistered finding code {code!r}") from None
+
+
+def finding(code: str, message: str, file: str | None = None, tensor: str | None = None,
+            **detail: object) -> Finding:
+    """A Finding with the registered severity of `code`."""
+    return Finding(code, get(code).severity, message, file, tensor, dict(detail))
+
+
+def is_root(code: str) -> bool:
+    c = CODES.get(code)
+    return c is not None and c.root
+
+
+def iter_codes() -> Iterator[Code]:
+    """Every code, by subject (report order) then name."""
+    yield from sorted(CODES.values(), key=lambda c: (SUBJECTS.index(c.subject), c.code))
