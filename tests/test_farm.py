@@ -255,7 +255,7 @@ def test_scan_farm_stores_what_single_scans_report(farm: dict[str, Any], tmp_pat
     assert len(result.scanned) == len(farm["expected"]) and result.unchanged == []
 
     assert sql(db, "PRAGMA journal_mode") == [("wal",)]
-    assert sql(db, "PRAGMA user_version") == [(1,)]
+    assert sql(db, "PRAGMA user_version") == [(2,)]
     rows = {os.path.relpath(p, root): (t, n, b, s) for p, t, n, b, s in sql(
         db, "SELECT path, tensors, parameters, bytes, shards FROM checkpoints")}
     want = {k: (v["tensors"], v["parameters"], v["bytes"], v["shards"])
@@ -743,7 +743,7 @@ def test_cli_scan_query_and_export(farm: dict[str, Any], tmp_path: Path,
     assert main(["farm", "--db", str(db), "--format", "json", "--findings",
                  "--where", "severity = 'info'"]) == 0
     doc = orjson.loads(capsys.readouterr().out)
-    assert doc["schema"] == "ckptscan.farm/1"
+    assert doc["schema"] == "ckptscan.farm/2"
     assert doc["findings"] and all(f["severity"] == "info" for f in doc["findings"])
 
     # the store is read-only to queries, and a bad condition is a usage error

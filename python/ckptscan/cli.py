@@ -233,6 +233,7 @@ def _farm(args: argparse.Namespace) -> int:
             else:
                 counts = rows
     except KeyboardInterrupt:
+        _stopping()
         print("ckptscan: interrupted; every checkpoint finished so far is stored, run again "
               "to resume", file=sys.stderr)
         return 130
@@ -261,6 +262,16 @@ def _codes() -> int:
     return EXIT_OK
 
 
+def _stopping() -> None:
+    """After the first Ctrl-C the process is on its way out: further ones are
+    ignored, so that it always exits in order (no abort mid-cleanup)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -284,6 +295,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "farm":
             return _farm(args)
         return _codes()
+    except BrokenPipeError:
+        # The reader went away (`ckptscan codes | head -1`): stop quietly, and keep
+        # Python from complaining about the flush at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     except CkptScanError as exc:
         print(f"ckptscan: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -291,14 +308,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ckptscan: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
+        _stopping()
         print("ckptscan: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        # The reader went away (`ckptscan codes | head -1`): stop quietly, and keep
-        # Python from complaining about the flush at exit.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 141
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter, defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -19,12 +19,15 @@ from . import _core
 from .checkpoint import Checkpoint
 from .config import QuantConfig, quant_config
 from .frame import Frame
+from .layout import FileStat
 from .policy import FindingSet
 from .shard import DTYPE_NAMES, Shard
 from .taxonomy import KIND_CODE, template_of
 
 FP8_DTYPES = ("F8_E4M3", "F8_E5M2", "F8_E4M3FNUZ", "F8_E5M2FNUZ")
 SCALE_SUFFIXES = ("weight_scale_inv", "weight_scale", "scale_weight")
+# Distinct name templates `describe` classifies (a real checkpoint has < 100).
+_DESCRIBE_TEMPLATES = 1024
 
 
 @dataclass
@@ -47,10 +50,12 @@ class ScanContext:
     """
 
     def __init__(self, ckpt: Checkpoint, frame: Frame, *, partial: bool = False,
-                 gone: Mapping[str, str] | None = None) -> None:
+                 gone: Mapping[str, str] | None = None,
+                 copies: Sequence[FileStat] = ()) -> None:
         self.ckpt = ckpt
         self.frame = frame
         self.partial = partial
+        self.copies = list(copies)  # second copies of the weights (consolidated files)
         # shard file name -> root-cause key, for shards whose tensors cannot be read
         self.gone: dict[str, str] = dict(gone or {})
         self.findings = FindingSet(frame, self.lost)
@@ -115,12 +120,21 @@ class ScanContext:
         return out
 
     def describe(self, names: list[str], limit: int = 4) -> str:
-        """'6 moe_expert tensors (layer 1), 2 attention tensors (layer 1) ...'."""
+        """'6 moe_expert (layer 1), 2 attention (layer 1) ...' for tensor names.
+        Bounded work: past `_DESCRIBE_TEMPLATES` distinct templates (a hostile
+        header's names), the rest are counted as unclassified."""
         tax = self.frame.taxonomy
         by_role: dict[str, Counter[int]] = defaultdict(Counter)
+        seen: set[str] = set()
         for name in names:
-            r = tax.resolve(name)
-            by_role[r.role][-1 if r.layer is None else r.layer] += 1
+            template, ints = template_of(name)
+            if template not in seen and len(seen) >= _DESCRIBE_TEMPLATES:
+                by_role["unclassified"][-1] += 1
+                continue
+            seen.add(template)
+            tc = tax.classify(template)
+            layer = ints[tc.layer_slot] if tc.layer_slot is not None else -1
+            by_role[tc.role][layer] += 1
         parts = []
         for role, layers in sorted(by_role.items(), key=lambda kv: -sum(kv[1].values())):
             n = sum(layers.values())
@@ -215,4 +229,4 @@ def ranges(values: list[int], groups_max: int = 8) -> str:
     return ", ".join(parts) + (" ..." if len(groups) > groups_max else "")
 
 
-__all__ = ["FP8_DTYPES", "Join", "ScanContext", "fill", "match_rows", "ranges", "template_of"]
+__all__ = ["FP8_DTYPES", "Join", "ScanContext", "fill", "match_rows", "ranges"]

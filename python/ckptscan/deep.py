@@ -221,7 +221,6 @@ def deep_scan(ctx: ScanContext, jobs: int | None = None,
         if task is not None:
             pending.append((task, pool.submit(run, task)))
 
-    finished = False
     try:
         # A bounded window in flight: Ctrl-C stops after at most a window of tensors.
         for _ in range(4 * workers):
@@ -237,12 +236,13 @@ def deep_scan(ctx: ScanContext, jobs: int | None = None,
             if cancel.is_set():
                 raise Cancelled("deep scan interrupted")
             submit_next()
-        finished = True
     except BaseException:
         cancel.set()
         raise
     finally:
-        pool.shutdown(wait=finished, cancel_futures=True)
+        # On Ctrl-C the queued tensors are cancelled and the ones in flight (one
+        # per worker) finish: no thread is left inside a kernel at exit.
+        pool.shutdown(wait=True, cancel_futures=True)
     summary.tensors = len(tasks) - summary.unreadable
     summary.bytes = total_bytes
     summary.seconds = time.perf_counter() - started

@@ -266,8 +266,8 @@ def _dir_specs(path: str, entries: Sequence[os.DirEntry[str]], boundary: str,
     if not others:
         return []
     formats = {f for _, f in others}
-    if len(formats) == 1 and (config is not None or len(others) == 1
-                              or all("-of-" in e.name for e, _ in others)):
+    if len(formats) == 1 and len(others) > 1 and (
+            config is not None or all("-of-" in e.name for e, _ in others)):
         return [CheckpointSpec(path, kind, [st(e) for e, _ in others], None, cfg, repo, rev,
                                format=formats.pop(), boundary=boundary)]
     return [CheckpointSpec(e.path, "file", [st(e)], repo=repo, revision=rev, format=f,

@@ -179,7 +179,7 @@ def _scan(spec: CheckpointSpec, options: ScanOptions, cache: dict[Any, Any],
         if p.code == "file-changed":
             gone.setdefault(os.path.basename(p.path), p.path)
     frame = build_frame(ckpt, shards=healthy)
-    ctx = ScanContext(ckpt, frame, partial=partial, gone=gone)
+    ctx = ScanContext(ckpt, frame, partial=partial, gone=gone, copies=spec.copies)
     checks.run(ctx)
     deep_summary = None
     if options.deep:

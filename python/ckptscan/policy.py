@@ -149,8 +149,7 @@ class FindingSet:
             first = entries[0].make()
             n = sum(x.make().count if x.group is None else 1 for x in entries)
             examples = [t for x in entries[:EXAMPLES] if (t := x.tensor or x.absent)]
-            msg = first.message if n == 1 else f"{n} like: {first.message}"
-            summary.append(replace(first, message=msg, detail={
+            summary.append(replace(first, detail={
                 **first.detail, "count": n, **({"examples": examples} if examples else {})}))
         return replace(cause.finding, explains=tuple(summary))
 

@@ -30,6 +30,11 @@ _FIRST = ("scan-failed", "shard-missing", "path-outside", "symlink-loop", "speci
 
 def check(ctx: ScanContext) -> None:
     root_causes(ctx)
+    for copy in ctx.copies:
+        ctx.findings.add(codes.finding(
+            "consolidated-copy", f"{copy.name} ({copy.size or 0:,} bytes) beside the shards "
+            "holds the same weights in another layout (Mistral's): counted once, not read",
+            copy.path))
     if ctx.partial:
         index_for_one_shard(ctx)
         return

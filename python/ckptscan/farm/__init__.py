@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import CkptScanError
 from ..layout import CheckpointSpec, Note, discover
+from ..render.console import printable
 
 if TYPE_CHECKING:
     from ..pipeline import Outcome
@@ -149,11 +150,11 @@ def scan_farm(roots: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     specs = found.checkpoints
     store = Store(db)
     try:
-        known = store.known()
+        known = store.known()  # keyed by printable paths (see Store.put)
         fps = {s.path: s.fingerprint() for s in specs}
         todo, unchanged = [], []
         for spec in specs:
-            k = known.get(spec.path)
+            k = known.get(printable(spec.path))
             if (not rescan and k is not None and k[0] == fps[spec.path] and (k[1] or not deep)
                     and k[2] == __version__):
                 unchanged.append(spec.path)
@@ -191,12 +192,12 @@ def scan_farm(roots: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
                 _store_all(outcomes)
         finally:
             runs.close()  # on Ctrl-C: stop the scans in progress now, not at exit
-        keep = [s.path for s in specs]
-        protect = list(found.unlisted)
+        keep = [printable(s.path) for s in specs]
+        protect = [printable(p) for p in found.unlisted]
         if not prune:
-            protect += [r for r in found.roots
+            protect += [printable(r) for r in found.roots
                         if not any(_under(s.path, r) for s in specs)]
-        removed = store.prune(found.roots, keep, protect=protect)
+        removed = store.prune([printable(r) for r in found.roots], keep, protect=protect)
         rows = store.query(paths=keep)
     finally:
         store.close()

@@ -23,16 +23,17 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from ..errors import CkptScanError
+from ..render.console import printable
 
-SCHEMA_VERSION = 1
-SCHEMA_NAME = "ckptscan.farm/1"
+SCHEMA_VERSION = 2
+SCHEMA_NAME = "ckptscan.farm/2"
 BUSY_TIMEOUT_MS = 60_000
 
 SCHEMA_SQL = """
@@ -42,7 +43,9 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 CREATE TABLE IF NOT EXISTS checkpoints (
     path             TEXT PRIMARY KEY,  -- absolute path as discovered (HF snapshots not resolved)
-    kind             TEXT NOT NULL,     -- dir | hf-snapshot | file
+    kind             TEXT NOT NULL,     -- dir, hf-snapshot, file, shard, diffusers-component
+    format           TEXT NOT NULL,     -- safetensors, or another format (named, not read)
+    component        TEXT,              -- diffusers pipeline: the component's name
     repo             TEXT,              -- Hugging Face cache: ORG/NAME
     revision         TEXT,              -- Hugging Face cache: snapshot (commit) id
     model_type       TEXT,              -- config.json model_type
@@ -94,6 +97,7 @@ CREATE TABLE IF NOT EXISTS findings (
     file       TEXT,
     tensor     TEXT,
     detail     TEXT,                    -- JSON object or NULL
+    cause      INTEGER,                 -- seq of the root cause that explains it (NULL: none)
     PRIMARY KEY (checkpoint, seq)
 );
 CREATE INDEX IF NOT EXISTS findings_code ON findings(code);
@@ -102,13 +106,13 @@ CREATE INDEX IF NOT EXISTS shards_inode ON shards(dev, inode);
 
 #: The columns of `checkpoints` a listing shows (everything but the report blob).
 SUMMARY_COLUMNS: tuple[str, ...] = (
-    "path", "kind", "repo", "revision", "model_type", "family", "shards", "missing_shards",
-    "tensors", "parameters", "bytes", "dtypes", "main_dtype", "quant_method", "quant_format",
-    "quant_block", "fp8_tensors", "scale_tensors", "errors", "warnings", "infos", "deep",
-    "fingerprint", "ckptscan_version", "scanned_at", "scan_seconds",
+    "path", "kind", "format", "component", "repo", "revision", "model_type", "family", "shards",
+    "missing_shards", "tensors", "parameters", "bytes", "dtypes", "main_dtype", "quant_method",
+    "quant_format", "quant_block", "fp8_tensors", "scale_tensors", "errors", "warnings", "infos",
+    "deep", "fingerprint", "ckptscan_version", "scanned_at", "scan_seconds",
 )
 FINDING_COLUMNS: tuple[str, ...] = (
-    "checkpoint", "seq", "code", "severity", "message", "file", "tensor", "detail")
+    "checkpoint", "seq", "code", "severity", "message", "file", "tensor", "detail", "cause")
 
 
 class StoreError(CkptScanError):
@@ -176,6 +180,7 @@ class Store:
             if not create and not os.path.exists(self.path):
                 raise StoreError(f"{self.path}: no such store")
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self.upgraded_from: int | None = None  # an older store dropped (a rescan follows)
         self.conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
                                     isolation_level=None, check_same_thread=False)
         try:
@@ -215,11 +220,18 @@ class Store:
                              f"({SCHEMA_VERSION}); upgrade ckptscan or use another --db")
         with self.transaction():
             version = c.execute("PRAGMA user_version").fetchone()[0]
+            tables = {r[0] for r in c.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if tables - {"meta", "checkpoints", "shards", "findings"}:
+                raise StoreError(f"{self.path}: holds other tables; not a ckptscan store")
+            if 0 < version < SCHEMA_VERSION:
+                # The store is a cache of scans: an older layout is dropped and the
+                # next run scans everything again (say so: `upgraded_from`).
+                for table in ("findings", "shards", "checkpoints", "meta"):
+                    c.execute(f"DROP TABLE IF EXISTS {table}")
+                self.upgraded_from = version
+                version = 0
             if version == 0:
-                tables = {r[0] for r in c.execute(
-                    "SELECT name FROM sqlite_master WHERE type = 'table'")}
-                if tables - {"meta", "checkpoints", "shards", "findings"}:
-                    raise StoreError(f"{self.path}: holds other tables; not a ckptscan store")
                 for stmt in SCHEMA_SQL.split(";"):
                     if stmt.strip():
                         c.execute(stmt)
@@ -255,16 +267,26 @@ class Store:
             "SELECT path, fingerprint, deep, ckptscan_version FROM checkpoints")}
 
     def put(self, rec: CheckpointRecord) -> None:
-        """Replaces one checkpoint's rows in one transaction."""
+        """Replaces one checkpoint's rows in one transaction. Paths and names that
+        are not UTF-8 are stored with their bytes escaped (`printable`)."""
+        from ..render.json import jsonable
+
         r = rec.report
-        summary = r.to_dict()
+        summary = jsonable(r.to_dict())
+        rec = replace(rec, path=printable(rec.path), shards=[
+            replace(x, name=printable(x.name), path=printable(x.path),
+                    target=None if x.target is None else printable(x.target),
+                    error=None if x.error is None else printable(x.error))
+            for x in rec.shards])
         counts = summary["summary"]
         dtypes = summary["dtypes"]
         main = max(dtypes.items(), key=lambda kv: (kv[1]["parameters"], kv[0]))[0] if dtypes \
             else None
         q = r.quantization
+        src = r.source
         row = (
-            rec.path, rec.kind, rec.repo, rec.revision, r.model_type, r.family,
+            rec.path, rec.kind, src.format, src.component, rec.repo, rec.revision, r.model_type,
+            r.family,
             len(r.shards.found), len(r.shards.missing), r.total.tensors, r.total.parameters,
             r.total.bytes, _json(dtypes), main, q.method, q.format,
             "x".join(map(str, q.block_size)) if q.block_size else None,
@@ -275,16 +297,20 @@ class Store:
         shard_rows = [(rec.path, s.name, s.path, s.target, s.size, s.mtime_ns, s.ctime_ns,
                        s.inode, s.dev, s.tensors, s.header_bytes, s.problems, s.error)
                       for s in rec.shards]
-        finding_rows = [(rec.path, i, f.code, str(f.severity), f.message, f.file, f.tensor,
-                         _json(f.detail) if f.detail else None)
-                        for i, f in enumerate(r.findings)]
+        finding_rows: list[tuple[Any, ...]] = []
+        for f in r.findings:  # a root cause, then what it explains (cause = its seq)
+            cause = len(finding_rows)
+            for g, parent in ((f, None), *((x, cause) for x in f.explains)):
+                finding_rows.append((rec.path, len(finding_rows), g.code, str(g.severity),
+                                     printable(g.message), _opt(g.file), _opt(g.tensor),
+                                     _json(jsonable(g.detail)) if g.detail else None, parent))
         with self.transaction() as c:
             c.execute("DELETE FROM findings WHERE checkpoint = ?", (rec.path,))
             c.execute("DELETE FROM shards WHERE checkpoint = ?", (rec.path,))
             c.execute("DELETE FROM checkpoints WHERE path = ?", (rec.path,))
             c.execute(f"INSERT INTO checkpoints VALUES ({', '.join('?' * len(row))})", row)
             c.executemany("INSERT INTO shards VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", shard_rows)
-            c.executemany("INSERT INTO findings VALUES (?,?,?,?,?,?,?,?)", finding_rows)
+            c.executemany("INSERT INTO findings VALUES (?,?,?,?,?,?,?,?,?)", finding_rows)
 
     def prune(self, roots: Sequence[str], keep: Iterable[str],
               protect: Sequence[str] = ()) -> list[str]:
@@ -350,6 +376,10 @@ class Store:
 
     def integrity(self) -> str:
         return str(self.conn.execute("PRAGMA integrity_check").fetchone()[0])
+
+
+def _opt(text: str | None) -> str | None:
+    return None if text is None else printable(text)
 
 
 def _under(path: str, root: str) -> bool:

@@ -76,8 +76,9 @@ def _one(r: Report) -> str:
         for f in r.findings:
             msg = cell(f.message)
             if f.explains:
-                msg += "<br>" + "<br>".join(f"explains `{x.code}`: {cell(x.message)}"
-                                            for x in f.explains)
+                msg += "<br>" + "<br>".join(
+                    f"explains {x.count:,} x `{x.code}`, e.g. {cell(x.message)}"
+                    for x in f.explains)
             out.append(f"| {f.severity} | `{f.code}` | {msg} | "
                        f"{code(f.tensor) if f.tensor else ''} | "
                        f"{cell(f.file) if f.file else ''} |")

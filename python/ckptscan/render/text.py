@@ -76,7 +76,9 @@ def _finding_lines(f: Finding, style: _Style) -> Iterator[str]:
     if where:
         yield f"          at {safe(where)}"
     for x in f.explains:
-        yield f"          explains {x.code}: {safe(x.message)}"
+        many = f"{x.count:,} x " if x.count > 1 else ""
+        eg = ", e.g." if x.count > 1 else ":"
+        yield f"          explains {many}{x.code}{eg} {safe(x.message)}"
 
 
 def _text_lines(r: Report, st: _Style) -> Iterator[str]:
