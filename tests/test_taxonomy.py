@@ -251,7 +251,7 @@ NAMES: list[tuple[dict[str, Any] | None, dict[str, str]]] = [
             "h.0.ln_1.weight": "norm weight ln_1 0 -",
             "ln_f.bias": "norm bias ln_f - -",
             "transformer.wte.weight": "embedding weight wte - -",
-            "transformer.wpe.weight": "embedding weight wpe - -",
+            "transformer.wpe.weight": "position weight wpe - -",
             "transformer.h.3.attn.c_attn.weight": "attention weight c_attn 3 -",
             "lm_head.weight": "lm_head weight lm_head - -",
             "tok_embeddings.weight": "embedding weight tok_embeddings - -",

@@ -50,10 +50,12 @@ not describe, or a speech generator).
 Roles (``ROLES``; code = position): ``other`` (0, never dropped), ``embedding``,
 ``attention``, ``moe_expert``, ``shared_expert``, ``router``, ``mlp``,
 ``norm``, ``lm_head``, ``mtp``, ``vision``, ``audio``, ``projector``,
-``encoder``, ``aux``, ``head``. A tensor's ``part`` is its role within its
-component; its ``role`` is ``part`` in the decoder and the component's name
-elsewhere (so a role summary keeps towers apart from the decoder). Kinds
-(``KINDS``): ``other``, ``weight``, ``scale``, ``bias``.
+``encoder``, ``aux``, ``head`` (a task head: score, classifier, reward),
+``position`` (a learned position table: wpe, embed_positions). A tensor's
+``part`` is its role within its component; its ``role`` is ``part`` in the
+decoder and the component's name elsewhere (so a role summary keeps towers
+apart from the decoder). Kinds (``KINDS``): ``other``, ``weight``, ``scale``,
+``bias``.
 
 MTP: a template that names an MTP module (``mtp.*``, ``model.mtp_layers.*``,
 DeepSeek's ``eh_proj`` / ``enorm`` / ``hnorm`` / ``shared_head``) is in the
@@ -102,6 +104,7 @@ from .rules import (
     MTP_MARKERS,
     NORM,
     OTHER,
+    POSITION,
     PROJECTOR,
     ROLE_CODE,
     ROLES,
@@ -117,7 +120,8 @@ __all__ = [
     "ATTENTION", "AUDIO", "AUX", "BIAS", "COMMON_RULES", "COMPONENTS", "COMPONENT_CODE",
     "COMPONENT_MARKERS", "ComponentSpec", "DECODER", "EMBEDDING", "ENCODER", "FAMILIES",
     "Family", "GENERIC", "GENERIC_RULES", "HEAD", "KINDS", "KIND_CODE", "LM_HEAD", "MLP",
-    "MOE_EXPERT", "MTP", "MTP_MARKERS", "NORM", "OTHER", "PROJECTOR", "ROLES", "ROLE_CODE",
+    "MOE_EXPERT", "MTP", "MTP_MARKERS", "NORM", "OTHER", "POSITION", "PROJECTOR", "ROLES",
+    "ROLE_CODE",
     "ROUTER", "Resolved", "SCALE", "SHARED_EXPERT", "Taxonomy", "TemplateTable", "TensorClass",
     "VISION", "WEIGHT", "compile_pattern", "config_section", "is_linear", "select_family",
     "template_of",

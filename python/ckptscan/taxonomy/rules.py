@@ -34,6 +34,7 @@ PROJECTOR: Final = "projector"
 ENCODER: Final = "encoder"
 AUX: Final = "aux"
 HEAD: Final = "head"  # a task head that is not the vocabulary projection (score, classifier)
+POSITION: Final = "position"  # learned position tables (wpe, embed_positions): not the vocabulary
 
 # OTHER first so that code 0 (numpy's zero fill) means "unknown". The first
 # eleven codes are those of the taxonomy before components; new ones are appended.
@@ -57,6 +58,7 @@ ROLES: Final[tuple[str, ...]] = (
     ENCODER,
     AUX,
     HEAD,
+    POSITION,
 )
 ROLE_CODE: Final[Mapping[str, int]] = {role: code for code, role in enumerate(ROLES)}
 
@@ -264,7 +266,7 @@ _ENCODER_DECODER_RULES: Final[tuple[Rule, ...]] = (
     ("fc2", MLP),
     ("shared", EMBEDDING),
     ("embed_tokens", EMBEDDING),
-    ("embed_positions", EMBEDDING),
+    ("embed_positions", POSITION),
     ("conv1", EMBEDDING),  # Whisper's audio stem
     ("conv2", EMBEDDING),
     ("lm_head", LM_HEAD),
@@ -310,11 +312,17 @@ GENERIC_RULES: Final[tuple[Rule, ...]] = (
     ("^out_proj", HEAD),  # GPT-NeoX reward models
     ("^v_head", HEAD),
     ("pooler", HEAD),
+    # Position tables before token embeddings: a vocabulary check must not read them.
+    ("embed_positions", POSITION),
+    ("wpe", POSITION),
+    ("position_embedding*", POSITION),
+    ("positional_embedding", POSITION),
+    ("pos_embed", POSITION),
+    ("*pos_emb", POSITION),
     ("embed_tokens", EMBEDDING),
     ("embed_in", EMBEDDING),
     ("tok_embeddings", EMBEDDING),
     ("wte", EMBEDDING),
-    ("wpe", EMBEDDING),
     ("shared", EMBEDDING),
     ("*embeddings", EMBEDDING),
     ("*embedding", EMBEDDING),
