@@ -62,6 +62,7 @@ _PARAM_KIND_RES = tuple((_compile_glob(g), kind) for g, kind in R.PARAM_KINDS)
 _NON_LINEAR_RES = tuple(_compile_glob(g) for g in R.NON_LINEAR_MODULES)
 _GENERIC_RES = tuple((compile_pattern(p), p, role) for p, role in (*R.COMMON_RULES,
                                                                    *R.GENERIC_RULES))
+_TOWER_RES = tuple((compile_pattern(p), p, role) for p, role in R.TOWER_RULES) + _GENERIC_RES
 # A parameter named after its projection: gate_up_proj, gate_up_proj_blocks, ...
 _PROJ_PARAM = re.compile(r"(.+_proj)(?:_blocks|_scales|_bias)?")
 
@@ -381,8 +382,10 @@ class Taxonomy:
     def _classify(self, template: str, component: str | None) -> TensorClass:
         components = template.split(".")
         comp = self._marker_component(template) if component is None else component
-        own_rules = comp in (DECODER, MTP, ENCODER)
-        table = self._rules if own_rules else _GENERIC_RES
+        if comp in (DECODER, MTP, ENCODER):
+            table = self._rules
+        else:
+            table = _GENERIC_RES if comp == R.PROJECTOR else _TOWER_RES
         part, rule = next(((role, p) for regex, p, role in table if regex.search(template)),
                           (OTHER, None))
         if part == OTHER and comp == MTP:

@@ -120,6 +120,7 @@ COMPONENT_MARKERS: Final[tuple[tuple[str, str], ...]] = (
     ("*_projector", PROJECTOR),  # gene_projector, image_projector outside a tower
     ("projector", PROJECTOR),  # DeepSeek-VL2 / OCR
     ("resampler", PROJECTOR),  # MiniCPM-V
+    ("vision_tokenizer", PROJECTOR),  # xgen-mm's perceiver resampler
     ("image_newline", PROJECTOR),  # LLaVA-NeXT
     ("view_seperator", PROJECTOR),  # DeepSeek-VL2 / OCR (sic)
     ("mtp", MTP),  # Qwen3-Next: mtp.layers.{}.*, mtp.fc
@@ -338,8 +339,20 @@ GENERIC_RULES: Final[tuple[Rule, ...]] = (
     ("linear2", MLP),
     ("intermediate", MLP),  # BERT / ViT: intermediate.dense, then output.dense
     ("layer.{}.output", MLP),
-    ("merger", PROJECTOR),  # a tower's own patch merger
-    ("*merger*", PROJECTOR),
+    ("head", HEAD),  # what is left of a head module: SigLIP's MAP head probe
+)
+
+# Checked first inside a tower (vision, audio, aux): the tower's own way out to
+# the decoder (patch merger, pooling, projector) is its projector part.
+TOWER_RULES: Final[tuple[Rule, ...]] = (
+    ("merger", PROJECTOR),  # Qwen2-VL / RiceViT patch merger
+    ("*merger*", PROJECTOR),  # Qwen3-VL deepstack_merger_list
+    ("*_projector", PROJECTOR),  # Molmo image_projector
+    ("projector", PROJECTOR),
+    ("attn_pool", PROJECTOR),  # Qwen-VL
+    ("image_pooling_2d", PROJECTOR),  # Molmo
+    ("visual.proj", PROJECTOR),  # Qwen-VL: the tower's output projection (a bare parameter)
+    ("conv1", EMBEDDING),  # CLIP-style patch stem
 )
 
 # Parts a tensor gets when no rule knows it, per component: a projector's
@@ -448,9 +461,10 @@ FAMILIES: Final[tuple[Family, ...]] = (
     _family("vision_encoder", "vit clip siglip siglip2 clip_vision_model siglip_vision_model "
             "dinov2 deit beit",
             "ViTModel ViTForImageClassification CLIPModel SiglipModel",
-            (), components=(("vit", VISION), ("^embeddings", VISION), ("^encoder", VISION),
-                            ("^layernorm", VISION), ("^pooler", VISION),
-                            ("text_model", ENCODER), ("*_projection", PROJECTOR))),
+            (("logit_scale", HEAD), ("logit_bias", HEAD)),
+            components=(("vit", VISION), ("^embeddings", VISION), ("^encoder", VISION),
+                        ("^layernorm", VISION), ("^pooler", VISION), ("^classifier", VISION),
+                        ("text_model", ENCODER), ("*_projection", PROJECTOR))),
     _family("gpt2", "gpt2 gpt_bigcode gptj codegen", "GPT2LMHeadModel", ()),
 )
 GENERIC: Final = Family("generic", frozenset(), frozenset(), ())
