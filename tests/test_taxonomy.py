@@ -856,3 +856,50 @@ def test_a_known_model_type_never_gives_generic() -> None:
             assert Taxonomy.from_config({"model_type": model_type}).family == family.name
     assert Taxonomy.from_config({"model_type": "a" * 200}).family == "generic"
     assert Taxonomy.from_config({"model_type": "bad name!"}).family == "generic"
+
+
+@pytest.mark.parametrize(
+    ("config", "name", "spec"),
+    [
+        # Phi-3-vision / Phi-4-multimodal
+        ({"model_type": "phi3_v"},
+         "model.vision_embed_tokens.img_processor.vision_model.encoder.layers.0.mlp.fc1.weight",
+         "vision mlp"),
+        ({"model_type": "phi3_v"}, "model.vision_embed_tokens.img_projection.0.weight",
+         "vision other"),
+        ({"model_type": "phi4mm"},
+         "model.embed_tokens_extend.image_embed.img_processor.encoder.layers.0.mlp.fc2.bias",
+         "vision mlp"),
+        ({"model_type": "phi4mm"},
+         "model.embed_tokens_extend.audio_embed.encoder.encoders.0.feed_forward_in.net.0"
+         ".linear.weight", "audio mlp"),
+        ({"model_type": "phi4mm"}, "model.layers.0.self_attn.qkv_proj.base_layer.weight",
+         "decoder attention"),
+        # InternVL, Idefics3 / SmolVLM, MiniCPM-o
+        ({"model_type": "internvl_chat"}, "mlp1.1.weight", "projector mlp"),
+        ({"model_type": "idefics3"}, "model.connector.modality_projection.proj.weight",
+         "projector mlp"),
+        ({"model_type": "minicpmo"}, "audio_projection_layer.linear1.weight", "projector mlp"),
+        ({"model_type": "minicpmo"}, "apm.layers.0.self_attn.q_proj.weight", "audio attention"),
+        # State-space mixers and RWKV's head
+        ({"model_type": "mamba"}, "backbone.layers.0.mixer.in_proj.weight", "decoder attention"),
+        ({"model_type": "nemotron_h"}, "backbone.layers.1.mixer.up_proj.weight", "decoder mlp"),
+        ({"model_type": "jamba"}, "model.layers.0.mamba.A_log", "decoder attention"),
+        ({"model_type": "rwkv"}, "head.weight", "decoder lm_head"),
+    ],
+)
+def test_more_towers_and_mixers(config: dict[str, Any], name: str, spec: str) -> None:
+    got = Taxonomy.from_config(config).resolve(name)
+    assert f"{got.component} {got.tensor_class.part}" == spec
+
+
+def test_a_towers_root_takes_its_unmarked_neighbours() -> None:
+    # Phi-3-vision's arrangement under a wrapper no marker names: the tower's
+    # stack sits deep under the wrapper, its projection beside it.
+    templates = [
+        "model.embed_tokens.weight", "model.layers.{}.self_attn.qkv_proj.weight",
+        "model.wrapper.img_processor.vision_model.encoder.layers.{}.mlp.fc1.weight",
+        "model.wrapper.img_projection.{}.weight", "model.wrapper.glb_GN",
+    ]
+    got = [c.component for c in Taxonomy().table(templates).classes]
+    assert got == [DECODER, DECODER, "vision", "vision", "vision"]

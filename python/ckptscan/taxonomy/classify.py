@@ -422,27 +422,41 @@ class Taxonomy:
     # ---- every template of a checkpoint ----
 
     def classes(self, templates: Sequence[str]) -> tuple[TensorClass, ...]:
-        """Each template's class, with the stack rule applied over all of them."""
+        """Each template's class, with the stack rule applied over all of them.
+
+        The decoder's stack is chosen among the stacks no marker claims; every
+        other stack's root (see ``components.tower_root``) takes the decoder-side
+        templates under it: into that stack's component when a marker named it
+        (Phi-3-vision's img_projection beside its vision_model), else into ``aux``.
+        """
         classes = [self.classify(t) for t in templates]
         stacks: Counter[str] = Counter()
+        towers: dict[str, str] = {}
         embedding_parents: set[str] = set()
         for c in classes:
-            if c.component != DECODER:
-                continue
             prefix = stack_prefix(c.template)
-            if prefix is not None:
-                stacks[prefix] += 1
-            elif c.part in (EMBEDDING, LM_HEAD):
-                embedding_parents.add(c.template.rpartition(".")[0].rpartition(".")[0])
+            if c.component == DECODER:
+                if prefix is not None:
+                    stacks[prefix] += 1
+                elif c.part in (EMBEDDING, LM_HEAD):
+                    embedding_parents.add(c.template.rpartition(".")[0].rpartition(".")[0])
+            elif prefix is not None and c.component != MTP:
+                towers.setdefault(prefix, c.component)
         main = decoder_stack(stacks, embedding_parents)
-        if main is None or len(stacks) < 2:
+        if main is None:
             return tuple(classes)
-        roots = tuple(tower_root(s, main) + "." for s in stacks if s != main)
-        return tuple(
-            self._classify(c.template, AUX)
-            if c.component == DECODER and c.template.startswith(roots) else c
-            for c in classes
-        )
+        towers.update((s, AUX) for s in stacks if s != main)
+        roots = sorted(((tower_root(s, main) + ".", comp) for s, comp in towers.items()),
+                       key=lambda rc: -len(rc[0]))  # the deepest root wins
+        if not roots:
+            return tuple(classes)
+        out = []
+        for c in classes:
+            comp = None
+            if c.component == DECODER:
+                comp = next((comp for root, comp in roots if c.template.startswith(root)), None)
+            out.append(c if comp is None else self._classify(c.template, comp))
+        return tuple(out)
 
     def table(self, templates: Sequence[str]) -> TemplateTable:
         classes = self.classes(templates)

@@ -108,6 +108,9 @@ COMPONENT_MARKERS: Final[tuple[tuple[str, str], ...]] = (
     ("vision_backbone", VISION),  # Molmo
     ("vision", VISION),  # GLM-4V
     ("vpm", VISION),  # MiniCPM-V
+    ("vision_embed_tokens", VISION),  # Phi-3-vision
+    ("image_embed", VISION),  # Phi-4-multimodal
+    ("audio_embed", AUDIO),
     ("sam_model", VISION),  # DeepSeek-OCR
     ("image_encoder", VISION),
     ("vit", VISION),  # ViT, InternVL
@@ -121,6 +124,9 @@ COMPONENT_MARKERS: Final[tuple[tuple[str, str], ...]] = (
     ("projector", PROJECTOR),  # DeepSeek-VL2 / OCR
     ("resampler", PROJECTOR),  # MiniCPM-V
     ("vision_tokenizer", PROJECTOR),  # xgen-mm's perceiver resampler
+    ("connector", PROJECTOR),  # Idefics3 / SmolVLM
+    ("^mlp1", PROJECTOR),  # InternVL
+    ("*_projection_layer", PROJECTOR),  # MiniCPM-o audio_projection_layer
     ("image_newline", PROJECTOR),  # LLaVA-NeXT
     ("view_seperator", PROJECTOR),  # DeepSeek-VL2 / OCR (sic)
     ("mtp", MTP),  # Qwen3-Next: mtp.layers.{}.*, mtp.fc
@@ -298,6 +304,11 @@ GENERIC_RULES: Final[tuple[Rule, ...]] = (
     ("linear_attn", ATTENTION),
     ("rotary_emb", ATTENTION),
     ("rotary_pos_emb", ATTENTION),
+    # State-space token mixers stand where attention stands (Mamba, Jamba, Nemotron-H).
+    ("mixer.up_proj", MLP),
+    ("mixer.down_proj", MLP),
+    ("mamba", ATTENTION),
+    ("mixer", ATTENTION),
     # Before embeddings: pre_fc_norm_embedding, layernorm_embedding are norms.
     ("*norm*", NORM),
     ("ln", NORM),
@@ -325,13 +336,10 @@ GENERIC_RULES: Final[tuple[Rule, ...]] = (
     ("tok_embeddings", EMBEDDING),
     ("wte", EMBEDDING),
     ("shared", EMBEDDING),
-    ("*embeddings", EMBEDDING),
-    ("*embedding", EMBEDDING),
-    ("*embed", EMBEDDING),  # patch_embed, pos_embed
-    ("*_emb", EMBEDDING),  # class_pos_emb
-    ("cls_token", EMBEDDING),
+    # MLP blocks before the embedding globs: a wrapper named *_embed (Phi-4-mm's
+    # image_embed) holds whole towers.
     ("mlp", MLP),
-    ("feed_forward", MLP),
+    ("feed_forward*", MLP),
     ("ffn", MLP),
     ("fc1", MLP),
     ("fc2", MLP),
@@ -339,6 +347,12 @@ GENERIC_RULES: Final[tuple[Rule, ...]] = (
     ("linear2", MLP),
     ("intermediate", MLP),  # BERT / ViT: intermediate.dense, then output.dense
     ("layer.{}.output", MLP),
+    ("*embeddings", EMBEDDING),
+    ("*embedding", EMBEDDING),
+    ("*embed", EMBEDDING),  # patch_embed
+    ("*_emb", EMBEDDING),
+    ("cls_token", EMBEDDING),
+    ("^head", LM_HEAD),  # RWKV
     ("head", HEAD),  # what is left of a head module: SigLIP's MAP head probe
 )
 
