@@ -487,5 +487,5 @@ class Taxonomy:
         return self.table(templates).unknown_templates()
 
 
-__all__ = ["AUX", "Resolved", "TemplateTable", "TensorClass", "Taxonomy", "is_linear",
-           "select_family", "template_of"]
+__all__ = ["Resolved", "TemplateTable", "TensorClass", "Taxonomy", "compile_pattern",
+           "is_linear", "select_family", "template_of"]
