@@ -8,6 +8,10 @@ import numpy as np
 import pytest
 from ckptscan.taxonomy import (
     ATTENTION,
+    COMMON_RULES,
+    COMPONENT_CODE,
+    COMPONENTS,
+    DECODER,
     EMBEDDING,
     FAMILIES,
     KINDS,
@@ -23,7 +27,6 @@ from ckptscan.taxonomy import (
     ROUTER,
     SHARED_EXPERT,
     VISION,
-    VISION_RULES,
     Taxonomy,
     is_linear,
     template_of,
@@ -232,7 +235,7 @@ NAMES: list[tuple[dict[str, Any] | None, dict[str, str]]] = [
             "vision_tower.vision_model.embeddings.patch_embedding.weight": (
                 "vision weight patch_embedding - -"
             ),
-            "multi_modal_projector.linear_1.weight": "vision weight linear_1 - -",
+            "multi_modal_projector.linear_1.weight": "projector weight linear_1 - -",
             "language_model.model.layers.31.self_attn.q_proj.weight": (
                 "attention weight q_proj 31 -"
             ),
@@ -250,7 +253,7 @@ NAMES: list[tuple[dict[str, Any] | None, dict[str, str]]] = [
             "h.0.ln_1.weight": "norm weight ln_1 0 -",
             "ln_f.bias": "norm bias ln_f - -",
             "transformer.wte.weight": "embedding weight wte - -",
-            "transformer.wpe.weight": "embedding weight wpe - -",
+            "transformer.wpe.weight": "position weight wpe - -",
             "transformer.h.3.attn.c_attn.weight": "attention weight c_attn 3 -",
             "lm_head.weight": "lm_head weight lm_head - -",
             "tok_embeddings.weight": "embedding weight tok_embeddings - -",
@@ -291,15 +294,17 @@ def test_real_names(config: dict[str, Any] | None, name: str, spec: str) -> None
 
 
 def test_family_names_are_covered_by_their_own_table() -> None:
-    """Known families classify their real names by their table, not the generic heuristics."""
+    """Known families classify their decoders' real names by their table, not the
+    generic heuristics (towers are classified by the generic rules on purpose)."""
     for config, name, spec in CASES:
         if config is None or spec.startswith(OTHER):
             continue
         tax = Taxonomy.from_config(config)
         family = next(f for f in FAMILIES if f.name == tax.family)
-        own = {p for p, _ in (*VISION_RULES, *family.rules)} | set(MTP_MARKERS)
-        rule = tax.resolve(name).tensor_class.rule
-        assert rule in own, (tax.family, name, rule)
+        own = {p for p, _ in (*COMMON_RULES, *family.rules)} | set(MTP_MARKERS)
+        cls = tax.resolve(name).tensor_class
+        if cls.component in (DECODER, MTP):
+            assert cls.rule in own, (tax.family, name, cls.rule)
 
 
 @pytest.mark.parametrize(
@@ -320,7 +325,9 @@ def test_family_names_are_covered_by_their_own_table() -> None:
         (QWEN2_VL, "qwen2_vl"),
         (LLAVA, "llava"),
         ({"model_type": "new_vlm", "text_config": {"model_type": "qwen3_moe"}}, "qwen_moe"),
-        ({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}, "generic"),
+        ({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}, "gpt2"),
+        # An unknown model_type is kept as the family name, with the generic rules.
+        ({"model_type": "brand_new_lm"}, "brand_new_lm"),
         ({"model_type": 3, "architectures": "LlamaForCausalLM"}, "generic"),
         ({}, "generic"),
         (None, "generic"),
@@ -574,7 +581,7 @@ def test_minimax_m2_counts() -> None:
         NORM: 62 * 2 + 1,
         LM_HEAD: 1,
         MTP: 0,
-        VISION: 0,
+        **dict.fromkeys(ROLES[ROLES.index(VISION) :], 0),
     }
 
 
@@ -584,3 +591,315 @@ def test_empty_inputs() -> None:
     layers = table.layer_index(ids, np.empty(0, dtype=np.int64), np.zeros(1, dtype=np.uint64))
     assert layers.shape == (0,)
     assert table.roles(ids, layers).shape == (0,)
+
+
+# ---- components -------------------------------------------------------------------------
+# Layouts the corpus (tests/data/layouts) has no index.json for: names as the
+# models' public implementations write them (transformers' M2M100 / T5 / ViT /
+# CLIP / SigLIP / Qwen2.5-Omni classes, mlx-lm's switch_mlp, xgen-mm), checked by
+# hand. "component part" per name.
+
+M2M100 = {"model_type": "m2m_100", "architectures": ["M2M100ForConditionalGeneration"],
+          "is_encoder_decoder": True, "encoder_layers": 24, "decoder_layers": 24,
+          "num_hidden_layers": 24, "d_model": 1024, "vocab_size": 128112}
+T5 = {"model_type": "t5", "architectures": ["T5ForConditionalGeneration"], "num_layers": 24,
+      "num_decoder_layers": 24, "d_model": 1024, "vocab_size": 32128, "is_encoder_decoder": True}
+VIT = {"model_type": "vit", "architectures": ["ViTForImageClassification"],
+       "num_hidden_layers": 12, "hidden_size": 768}
+CLIP = {"model_type": "clip", "architectures": ["CLIPModel"],
+        "text_config": {"num_hidden_layers": 12}, "vision_config": {"num_hidden_layers": 24}}
+SIGLIP = {"model_type": "siglip", "architectures": ["SiglipModel"]}
+QWEN25_OMNI = {
+    "model_type": "qwen2_5_omni", "architectures": ["Qwen2_5OmniForConditionalGeneration"],
+    "thinker_config": {
+        "text_config": {"num_hidden_layers": 28, "hidden_size": 3584, "vocab_size": 152064},
+        "audio_config": {"encoder_layers": 32, "d_model": 1280},
+        "vision_config": {"depth": 32},
+    },
+}
+QWEN3_MOE_MLX = {"model_type": "qwen3_moe", "num_experts": 128,
+                 "quantization": {"group_size": 64, "bits": 4}}
+XGEN_MM = {"model_type": "xgenmm", "architectures": ["XGenMMModelForConditionalGeneration"]}
+
+COMPONENT_NAMES: list[tuple[dict[str, Any] | None, dict[str, str]]] = [
+    (M2M100, {
+        "model.shared.weight": "decoder embedding",
+        "model.encoder.embed_tokens.weight": "encoder embedding",
+        "model.encoder.embed_positions.weights": "encoder position",
+        "model.encoder.layers.3.self_attn.k_proj.weight": "encoder attention",
+        "model.encoder.layers.3.self_attn_layer_norm.weight": "encoder norm",
+        "model.encoder.layers.3.fc1.weight": "encoder mlp",
+        "model.encoder.layer_norm.bias": "encoder norm",
+        "model.decoder.embed_tokens.weight": "decoder embedding",
+        "model.decoder.layers.5.encoder_attn.v_proj.weight": "decoder attention",
+        "model.decoder.layers.5.encoder_attn_layer_norm.bias": "decoder norm",
+        "model.decoder.layers.5.self_attn.out_proj.bias": "decoder attention",
+        "model.decoder.layers.5.fc2.weight": "decoder mlp",
+        "model.decoder.layer_norm.weight": "decoder norm",
+        "lm_head.weight": "decoder lm_head",
+    }),
+    (T5, {
+        "shared.weight": "decoder embedding",
+        "encoder.embed_tokens.weight": "encoder embedding",
+        "encoder.block.0.layer.0.SelfAttention.q.weight": "encoder attention",
+        "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight": (
+            "encoder attention"),
+        "encoder.block.0.layer.0.layer_norm.weight": "encoder norm",
+        "encoder.block.7.layer.1.DenseReluDense.wi_0.weight": "encoder mlp",
+        "encoder.final_layer_norm.weight": "encoder norm",
+        "decoder.block.3.layer.1.EncDecAttention.k.weight": "decoder attention",
+        "decoder.block.3.layer.2.DenseReluDense.wo.weight": "decoder mlp",
+        "decoder.final_layer_norm.weight": "decoder norm",
+        "lm_head.weight": "decoder lm_head",
+    }),
+    (VIT, {
+        "vit.embeddings.cls_token": "vision embedding",
+        "vit.embeddings.patch_embeddings.projection.weight": "vision embedding",
+        "vit.embeddings.position_embeddings": "vision position",
+        "vit.encoder.layer.0.attention.attention.query.weight": "vision attention",
+        "vit.encoder.layer.0.attention.output.dense.weight": "vision attention",
+        "vit.encoder.layer.0.intermediate.dense.weight": "vision mlp",
+        "vit.encoder.layer.0.output.dense.weight": "vision mlp",
+        "vit.encoder.layer.0.layernorm_before.weight": "vision norm",
+        "vit.layernorm.bias": "vision norm",
+        "classifier.weight": "vision head",
+        # ViTModel saved without the "vit." prefix
+        "encoder.layer.11.output.dense.bias": "vision mlp",
+        "pooler.dense.weight": "vision head",
+    }),
+    (CLIP, {
+        "text_model.embeddings.token_embedding.weight": "encoder embedding",
+        "text_model.embeddings.position_embedding.weight": "encoder position",
+        "text_model.encoder.layers.0.self_attn.q_proj.weight": "encoder attention",
+        "text_model.final_layer_norm.weight": "encoder norm",
+        "vision_model.embeddings.class_embedding": "vision embedding",
+        "vision_model.encoder.layers.23.mlp.fc1.weight": "vision mlp",
+        "vision_model.pre_layrnorm.weight": "vision norm",
+        "visual_projection.weight": "projector mlp",
+        "text_projection.weight": "projector mlp",
+        "logit_scale": "decoder head",
+    }),
+    (SIGLIP, {
+        "vision_model.head.probe": "vision head",
+        "vision_model.head.attention.in_proj_weight": "vision attention",
+        "vision_model.head.mlp.fc1.weight": "vision mlp",
+        "vision_model.post_layernorm.weight": "vision norm",
+    }),
+    (QWEN25_OMNI, {
+        "thinker.model.embed_tokens.weight": "decoder embedding",
+        "thinker.model.layers.27.self_attn.q_proj.bias": "decoder attention",
+        "thinker.lm_head.weight": "decoder lm_head",
+        "thinker.audio_tower.conv1.weight": "audio embedding",
+        "thinker.audio_tower.layers.31.self_attn.k_proj.weight": "audio attention",
+        "thinker.audio_tower.layers.31.fc1.weight": "audio mlp",
+        "thinker.audio_tower.ln_post.weight": "audio norm",
+        "thinker.audio_tower.proj.weight": "audio other",
+        "thinker.visual.blocks.31.attn.qkv.weight": "vision attention",
+        "thinker.visual.merger.mlp.0.weight": "vision projector",
+        "talker.model.layers.0.mlp.up_proj.weight": "aux mlp",
+        "talker.codec_head.weight": "aux other",
+        "token2wav.code2wav_dit_model.transformer_blocks.0.attn.to_q.weight": "aux attention",
+    }),
+    (QWEN3_MOE_MLX, {
+        "model.layers.0.mlp.switch_mlp.gate_proj.weight": "decoder moe_expert",
+        "model.layers.0.mlp.switch_mlp.down_proj.scales": "decoder moe_expert",
+        "model.layers.47.mlp.switch_mlp.up_proj.biases": "decoder moe_expert",
+        "model.layers.0.mlp.gate.weight": "decoder router",
+    }),
+    (XGEN_MM, {
+        "vlm.vision_encoder.vision_model.encoder.layers.0.self_attn.q_proj.weight": (
+            "vision attention"),
+        "vlm.vision_tokenizer.latents": "projector mlp",
+        "vlm.lang_model.model.embed_tokens.weight": "decoder embedding",
+        "vlm.lang_model.model.embed_tokens.additional_embedding.weight": "decoder embedding",
+        "vlm.lang_model.lm_head.weight": "decoder lm_head",
+        "vlm.lang_model.lm_head.additional_fc.weight": "decoder lm_head",
+    }),
+    # compressed-tensors packs int4 weights as weight_packed with weight_scale / weight_shape.
+    ({"model_type": "llama"}, {
+        "model.layers.0.self_attn.q_proj.weight_packed": "decoder attention",
+        "model.layers.0.mlp.down_proj.weight_scale": "decoder mlp",
+        "model.layers.0.mlp.down_proj.weight_shape": "decoder mlp",
+    }),
+    # GLM-4 in transformers (Glm4ForCausalLM): Llama names plus two extra norms.
+    ({"model_type": "glm4"}, {
+        "model.layers.0.mlp.gate_up_proj.weight": "decoder mlp",
+        "model.layers.0.post_self_attn_layernorm.weight": "decoder norm",
+        "model.layers.0.post_mlp_layernorm.weight": "decoder norm",
+    }),
+]
+COMPONENT_CASES = [(c, n, s) for c, names in COMPONENT_NAMES for n, s in names.items()]
+
+
+@pytest.mark.parametrize(("config", "name", "spec"), COMPONENT_CASES)
+def test_component_and_part(config: dict[str, Any] | None, name: str, spec: str) -> None:
+    got = Taxonomy.from_config(config).resolve(name)
+    cls = got.tensor_class
+    assert f"{got.component} {cls.part}" == spec
+    assert got.role == (cls.part if got.component == DECODER else got.component)
+
+
+def test_kinds_of_weights_not_named_weight() -> None:
+    tax = Taxonomy.from_config({"model_type": "molmo"})
+    assert tax.resolve("model.transformer.wte.embedding").tensor_class.kind == "weight"
+    assert tax.resolve("resampler.attn.in_proj_weight").tensor_class.kind == "weight"
+    assert tax.resolve("resampler.attn.in_proj_bias").tensor_class.kind == "bias"
+    # bitsandbytes state hangs under the weight; the projection is still the module's
+    absmax = tax.resolve("model.transformer.blocks.0.att_proj.weight.absmax").tensor_class
+    assert (absmax.kind, absmax.projection) == ("other", "att_proj")
+
+
+# Real template names of a multi-omics MiniCPM-V (index.json of OpenBMB/Scicore-Omics):
+# two towers no marker names, each with its own layer grid.
+SCICORE_TEMPLATES = [
+    "llm.model.embed_tokens.weight", "llm.model.layers.{}.self_attn.q_proj.weight",
+    "llm.model.layers.{}.mlp.up_proj.weight", "llm.model.norm.weight", "llm.lm_head.weight",
+    "vpm.encoder.layers.{}.self_attn.q_proj.weight", "resampler.kv_proj.weight",
+    "gene_projector.proj.{}.weight", "gene_qformer.blocks.{}.cross_attn.in_proj_weight",
+    "gene_qformer.blocks.{}.ffn.{}.weight", "gene_qformer.blocks.{}.norm_q1.weight",
+    "gene_qformer.query_tokens", "gene_qformer.out_norm.weight",
+    "nicheformer.embeddings.weight", "nicheformer.encoder.layers.{}.linear1.weight",
+    "nicheformer.encoder.layers.{}.self_attn.in_proj_weight",
+    "nicheformer.encoder_layer.norm1.weight", "nicheformer.pos",
+]
+
+
+def test_stacks_the_config_does_not_describe_are_towers() -> None:
+    tax = Taxonomy.from_config({"model_type": "minicpmv", "num_hidden_layers": 28})
+    table = tax.table(SCICORE_TEMPLATES)
+    got = {c.template: f"{c.component} {c.part}" for c in table.classes}
+    assert got == {
+        "llm.model.embed_tokens.weight": "decoder embedding",
+        "llm.model.layers.{}.self_attn.q_proj.weight": "decoder attention",
+        "llm.model.layers.{}.mlp.up_proj.weight": "decoder mlp",
+        "llm.model.norm.weight": "decoder norm",
+        "llm.lm_head.weight": "decoder lm_head",
+        "vpm.encoder.layers.{}.self_attn.q_proj.weight": "vision attention",
+        "resampler.kv_proj.weight": "projector mlp",
+        "gene_projector.proj.{}.weight": "projector mlp",
+        "gene_qformer.blocks.{}.cross_attn.in_proj_weight": "aux attention",
+        "gene_qformer.blocks.{}.ffn.{}.weight": "aux mlp",
+        "gene_qformer.blocks.{}.norm_q1.weight": "aux norm",
+        "gene_qformer.query_tokens": "aux other",
+        "gene_qformer.out_norm.weight": "aux norm",
+        "nicheformer.embeddings.weight": "aux embedding",
+        "nicheformer.encoder.layers.{}.linear1.weight": "aux mlp",
+        "nicheformer.encoder.layers.{}.self_attn.in_proj_weight": "aux attention",
+        "nicheformer.encoder_layer.norm1.weight": "aux norm",
+        "nicheformer.pos": "aux other",
+    }
+    assert list(table.component) == [COMPONENT_CODE[c.component] for c in table.classes]
+    assert table.unknown_templates() == []
+    # One name at a time, without the other templates, there is no stack to compare with.
+    assert tax.resolve("gene_qformer.blocks.0.norm_q1.weight").component == DECODER
+
+
+@pytest.mark.parametrize(
+    ("templates", "decoder_stack"),
+    [
+        # beside the token embedding, whatever its depth or size
+        (["model.embed_tokens.weight", "model.layers.{}.mlp.up_proj.weight",
+          "model.qwen2_model.model.model.layers.{}.mlp.up_proj.weight",
+          "model.qwen2_model.model.model.layers.{}.self_attn.q_proj.weight"], "model.layers"),
+        # no embedding beside either: the shallower
+        (["a.layers.{}.mlp.up_proj.weight", "a.b.layers.{}.mlp.up_proj.weight"], "a.layers"),
+    ],
+)
+def test_decoder_stack_choice(templates: list[str], decoder_stack: str) -> None:
+    classes = Taxonomy().table(templates).classes
+    for c in classes:
+        inside = c.template.startswith(decoder_stack + ".")
+        assert (c.component == DECODER) == (inside or ".layers." not in c.template), c.template
+
+
+def test_components_per_tensor_follow_the_mtp_layer_rule() -> None:
+    tax = Taxonomy.from_config(DEEPSEEK_V3)
+    names = ["model.layers.60.mlp.gate.weight", "model.layers.61.mlp.gate.weight",
+             "model.layers.61.eh_proj.weight"]
+    templates, template_ids, ints, int_starts = _columns(names)
+    table = tax.table(templates)
+    layers = table.layer_index(template_ids, ints, int_starts)
+    comps = [COMPONENTS[c] for c in table.components(template_ids, layers)]
+    assert comps == [DECODER, MTP, MTP]
+
+
+def test_component_config_sections() -> None:
+    omni = Taxonomy.from_config(QWEN25_OMNI)
+    thinker = QWEN25_OMNI["thinker_config"]
+    assert omni.component_config(DECODER) is thinker["text_config"]
+    assert omni.component_config("audio") is thinker["audio_config"]
+    assert omni.component_config("vision") is thinker["vision_config"]
+    assert omni.component_config("aux") is None
+    assert omni.component_spec(DECODER).layers == 28
+    assert omni.component_spec(DECODER).vocab == 152064
+    assert omni.component_spec("audio").layers == 32
+    assert omni.component_spec("vision").layers == 32
+    # an encoder-decoder's top level describes both stacks
+    m2m = Taxonomy.from_config({**M2M100, "encoder_layers": 12, "decoder_layers": 6})
+    assert m2m.component_spec(DECODER).layers == 6
+    assert m2m.component_spec("encoder").layers == 12
+    assert m2m.component_spec(DECODER).hidden == 1024
+    # a plain model's decoder section is the top level; no tower section, no tower numbers
+    plain = Taxonomy.from_config({"model_type": "llama", "num_hidden_layers": 32})
+    assert plain.component_config(DECODER) == {"model_type": "llama", "num_hidden_layers": 32}
+    assert plain.component_spec("vision").layers is None
+    assert Taxonomy().component_config(DECODER) is None
+    # ChatGLM's vocabulary is padded_vocab_size, its depth num_layers
+    glm = Taxonomy.from_config({"model_type": "chatglm", "num_layers": 28,
+                                "padded_vocab_size": 65024, "vocab_size": 65024 - 1})
+    assert (glm.component_spec(DECODER).layers, glm.component_spec(DECODER).vocab) == (28, 65024)
+
+
+def test_a_known_model_type_never_gives_generic() -> None:
+    for family in FAMILIES:
+        for model_type in family.model_types:
+            assert Taxonomy.from_config({"model_type": model_type}).family == family.name
+    assert Taxonomy.from_config({"model_type": "a" * 200}).family == "generic"
+    assert Taxonomy.from_config({"model_type": "bad name!"}).family == "generic"
+
+
+@pytest.mark.parametrize(
+    ("config", "name", "spec"),
+    [
+        # Phi-3-vision / Phi-4-multimodal
+        ({"model_type": "phi3_v"},
+         "model.vision_embed_tokens.img_processor.vision_model.encoder.layers.0.mlp.fc1.weight",
+         "vision mlp"),
+        ({"model_type": "phi3_v"}, "model.vision_embed_tokens.img_projection.0.weight",
+         "vision other"),
+        ({"model_type": "phi4mm"},
+         "model.embed_tokens_extend.image_embed.img_processor.encoder.layers.0.mlp.fc2.bias",
+         "vision mlp"),
+        ({"model_type": "phi4mm"},
+         "model.embed_tokens_extend.audio_embed.encoder.encoders.0.feed_forward_in.net.0"
+         ".linear.weight", "audio mlp"),
+        ({"model_type": "phi4mm"}, "model.layers.0.self_attn.qkv_proj.base_layer.weight",
+         "decoder attention"),
+        # InternVL, Idefics3 / SmolVLM, MiniCPM-o
+        ({"model_type": "internvl_chat"}, "mlp1.1.weight", "projector mlp"),
+        ({"model_type": "idefics3"}, "model.connector.modality_projection.proj.weight",
+         "projector mlp"),
+        ({"model_type": "minicpmo"}, "audio_projection_layer.linear1.weight", "projector mlp"),
+        ({"model_type": "minicpmo"}, "apm.layers.0.self_attn.q_proj.weight", "audio attention"),
+        # State-space mixers and RWKV's head
+        ({"model_type": "mamba"}, "backbone.layers.0.mixer.in_proj.weight", "decoder attention"),
+        ({"model_type": "nemotron_h"}, "backbone.layers.1.mixer.up_proj.weight", "decoder mlp"),
+        ({"model_type": "jamba"}, "model.layers.0.mamba.A_log", "decoder attention"),
+        ({"model_type": "rwkv"}, "head.weight", "decoder lm_head"),
+    ],
+)
+def test_more_towers_and_mixers(config: dict[str, Any], name: str, spec: str) -> None:
+    got = Taxonomy.from_config(config).resolve(name)
+    assert f"{got.component} {got.tensor_class.part}" == spec
+
+
+def test_a_towers_root_takes_its_unmarked_neighbours() -> None:
+    # Phi-3-vision's arrangement under a wrapper no marker names: the tower's
+    # stack sits deep under the wrapper, its projection beside it.
+    templates = [
+        "model.embed_tokens.weight", "model.layers.{}.self_attn.qkv_proj.weight",
+        "model.wrapper.img_processor.vision_model.encoder.layers.{}.mlp.fc1.weight",
+        "model.wrapper.img_projection.{}.weight", "model.wrapper.glb_GN",
+    ]
+    got = [c.component for c in Taxonomy().table(templates).classes]
+    assert got == [DECODER, DECODER, "vision", "vision", "vision"]

@@ -80,6 +80,16 @@ class Frame:
         return self.table.roles(self.template, self.layer)
 
     @cached_property
+    def component(self) -> npt.NDArray[np.uint8]:
+        """Component code per tensor (into taxonomy.COMPONENTS; 0 = decoder)."""
+        return self.table.components(self.template, self.layer)
+
+    @cached_property
+    def part(self) -> npt.NDArray[np.uint8]:
+        """Role code within its component per tensor (into ROLES)."""
+        return self.table.part[self.template]
+
+    @cached_property
     def kind(self) -> npt.NDArray[np.uint8]:
         return self.table.kind[self.template]
 
