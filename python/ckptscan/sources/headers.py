@@ -27,7 +27,7 @@ CONFIG_NAME = "config.json"
 #: the first read of a shard without an index: most headers fit (the Hub's own
 #: client reads 100 KB, and large MoE shards sit right at that size)
 SPECULATIVE_READ = 256 << 10
-#: never ask for less than this in a first read (a round trip costs far more)
+#: a predicted first read is at least this (a round trip costs far more)
 MIN_FIRST_READ = 16 << 10
 # A compact entry is `"NAME":{"dtype":"DT","shape":[S],"data_offsets":[A,B]},`:
 # 46 fixed bytes, the name, the dtype (F8_E4M3: 7), the shape (two dims of up
@@ -148,7 +148,7 @@ def fetch_headers(source: Source, names: Sequence[str], *, index: Any | None = N
     its `error` and the others go on."""
     sizes = {n: source.known_size(n) for n in names}
     guesses = predict_header_lengths(index, sizes) if index is not None else {}
-    first = {n: max(MIN_FIRST_READ, guesses.get(n, speculative)) for n in names}
+    first = {n: max(MIN_FIRST_READ, guesses[n]) if n in guesses else speculative for n in names}
     workers = max(1, min(max_requests or source.max_requests, len(names)))
     if workers == 1:
         return [_fetch_one(source, n, first[n]) for n in names]

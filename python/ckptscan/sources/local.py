@@ -85,6 +85,8 @@ class LocalSource(Source):
                         break
                     got += n
             self.stats.add(requests=1, nbytes=got)
+        except SourceError:
+            raise
         except OSError as exc:
             raise _error(exc, str(path)) from None
         finally:

@@ -114,6 +114,7 @@ class HubServer:
     log: list[Request] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
     sent_bytes: int = 0  # body bytes written (what a client that stops early saved)
+    peak_in_flight: int = 0  # the most requests being answered at once
 
     def __post_init__(self) -> None:
         self.root = Path(self.root).resolve()
@@ -121,6 +122,7 @@ class HubServer:
         self._infos: dict[tuple[str, int, int], _FileInfo] = {}
         self._revisions: dict[str, str] = {}
         self._cdn: dict[str, tuple[str, str]] = {}  # id -> (file, signature)
+        self._in_flight = 0
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -192,11 +194,11 @@ class HubServer:
         return fault
 
     def clear(self) -> None:
-        """Forget faults, the request log and the byte count."""
+        """Forget faults, the request log and the byte and concurrency counts."""
         with self._lock:
             self.faults.clear()
             self.log.clear()
-            self.sent_bytes = 0
+            self.sent_bytes = self.peak_in_flight = 0
 
     def count(self, match: str | None = None, *, route: str | None = None) -> int:
         """Requests answered, for files matching `match` and/or on `route`."""
@@ -275,8 +277,18 @@ class HubServer:
 
     # ---- routes
     def handle(self, h: _Handler) -> None:
-        if self.latency:
-            time.sleep(self.latency)
+        with self._lock:
+            self._in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
+        try:
+            if self.latency:
+                time.sleep(self.latency)
+            self._route(h)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def _route(self, h: _Handler) -> None:
         raw = h.path.partition("?")[0]
         parts = raw.split("/")
         if raw.startswith("/api/models/"):
