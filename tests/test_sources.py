@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-
 from ckptscan import _core
 from ckptscan.replica import INDEX_NAME, LAYOUTS, write_replica
 from ckptscan.sources import (
@@ -197,9 +196,14 @@ def test_with_retries_sleeps_what_the_server_asks_and_gives_up_in_bounded_time()
     assert 0.5 <= slept[0] <= 1 and 1 <= slept[1] <= 2 and 2 <= slept[2] <= 4
 
 
-def test_predicted_header_lengths_cover_every_layout_in_one_read(tmp_path: Path) -> None:
+def test_predicted_header_lengths_cover_every_layout_in_one_read(
+        tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    assert set(LAYOUTS) == {"minimax_m2", "deepseek_v3", "llama_bf16", "qwen3_moe_fp8"}
     for name in LAYOUTS:
-        d = write_replica(name, tmp_path / name)
+        fixture = {"minimax_m2": "minimax_replica", "deepseek_v3": "deepseek_replica",
+                   "llama_bf16": "llama_replica"}.get(name)
+        d = (request.getfixturevalue(fixture) if fixture
+             else write_replica(name, tmp_path / name))
         index = _core.read_index(str(d / INDEX_NAME))
         for sizes in (None, {n: os.path.getsize(d / n) for n in index.shard_names}):
             predicted = predict_header_lengths(index, sizes)

@@ -53,7 +53,7 @@ class HttpBase(Source):
                  retry: RetryPolicy | None = None) -> None:
         super().__init__(url, max_requests=max_requests, retry=retry)
         self._managers: dict[str | None, urllib3.PoolManager] = {}
-        self._locations: dict[str, str] = {}   # file -> where its redirect led
+        self._locations: dict[str, tuple[str, bool]] = {}  # file -> (redirect target, auth?)
         self._data_etags: dict[str, str] = {}  # file -> ETag of the first data response
 
     # ---- subclass hooks
@@ -111,10 +111,12 @@ class HttpBase(Source):
 
     def _attempt(self, name: str, start: int, end: int, head: bool) -> tuple[memoryview, int]:
         with self._lock:
-            url = self._locations.get(name) or self._file_url(name)
-        headers = {"Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "identity",
-                   "User-Agent": USER_AGENT, **self._auth_headers(url)}
+            cached = self._locations.get(name)
+        url, auth = cached if cached is not None else (self._file_url(name), True)
+        plain = {"Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "identity",
+                 "User-Agent": USER_AGENT}
         for _hop in range(MAX_REDIRECTS + 1):
+            headers = {**plain, **self._auth_headers(url)} if auth else plain
             with self.slots.slot():
                 resp = self._send("GET", url, headers)
                 try:
@@ -128,13 +130,14 @@ class HttpBase(Source):
                     self._check_redirect(name, resp.headers)
                 finally:
                     _finish(resp)
-            # The location is reused for this file's later ranges: one hop per file.
+            # A relative Location stays with the service and its credentials; an
+            # absolute one (a CDN's signed URL) gets none. The location is reused
+            # for this file's later ranges: one hop per file.
+            auth = auth and not urlsplit(target).netloc
             url = urljoin(url, target)
-            headers = {k: v for k, v in headers.items() if k != "Authorization"}
-            headers.update(self._auth_headers(url))
             self.stats.add(redirects=1)
             with self._lock:
-                self._locations[name] = url
+                self._locations[name] = (url, auth)
         raise SourceError("invalid", self.url_of(name), f"more than {MAX_REDIRECTS} redirects")
 
     def _body(self, name: str, resp: urllib3.BaseHTTPResponse, start: int, end: int,

@@ -139,8 +139,8 @@ class HubServer:
         server.server_bind()
         server.server_activate()
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name="hub-server",
-                                        daemon=True)
+        self._thread = threading.Thread(target=server.serve_forever, args=(0.05,),
+                                        name="hub-server", daemon=True)
         self._thread.start()
         return self
 

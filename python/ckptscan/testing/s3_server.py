@@ -13,6 +13,7 @@ Needs the test extra (moto[server], boto3).
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import importlib
 import threading
@@ -101,10 +102,8 @@ class S3Server:
     def upload_dir(self, bucket: str, prefix: str, directory: Path) -> list[str]:
         """Puts every file under `directory` at `prefix/`; creates the bucket. Returns the keys."""
         c = self.client()
-        try:
+        with contextlib.suppress(c.exceptions.BucketAlreadyOwnedByYou):
             c.create_bucket(Bucket=bucket)
-        except c.exceptions.BucketAlreadyOwnedByYou:
-            pass
         keys = []
         for p in sorted(Path(directory).rglob("*")):
             if p.is_file():
