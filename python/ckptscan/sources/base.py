@@ -78,15 +78,18 @@ _TOKENS = re.compile(
 
 
 def scrub_url(url: str) -> str:
-    """`url` without user:password@ and with its query string and fragment
-    replaced by a marker (signed URLs carry their signature there)."""
+    """`url` without user:password@ (any user@ over http(s), where it may be a
+    token) and with its query string replaced by a marker (signed URLs carry
+    their signature there); no fragment."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return _TOKENS.sub(_SECRET_QUERY, url)
     if not parts.scheme or not parts.netloc:
         return _TOKENS.sub(_SECRET_QUERY, url)
-    host = parts.netloc.rpartition("@")[2]
+    user, at, host = parts.netloc.rpartition("@")
+    if at and ":" not in user and parts.scheme not in ("http", "https"):
+        host = f"{user}@{host}"  # abfss://container@account...: a name, not a secret
     query = _SECRET_QUERY if parts.query else ""
     return urlunsplit((parts.scheme, host, parts.path, query, ""))
 

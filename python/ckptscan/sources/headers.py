@@ -34,6 +34,8 @@ MIN_FIRST_READ = 16 << 10
 # to 5-6 digits: 12) and two offsets of up to the file size's digits.
 _ENTRY_FIXED = 46 + 7 + 12
 _METADATA_ALLOWANCE = 2048  # {"__metadata__":{"format":"pt"}, ...} and padding
+#: ASCII a JSON string holds as it is (no escape)
+_PLAIN_JSON = bytes(c for c in range(0x20, 0x7F) if c not in b'"\\')
 
 
 @dataclass
@@ -117,7 +119,7 @@ def predict_header_lengths(index: Any, sizes: dict[str, int | None] | None = Non
     if not names:
         return {}
     joined = "".join(names)
-    if joined.isascii() and joined.isprintable() and '"' not in joined and "\\" not in joined:
+    if joined.isascii() and not joined.encode().translate(None, _PLAIN_JSON):
         lengths = np.fromiter(map(len, names), np.int64, len(names))
     else:
         lengths = np.fromiter(map(_json_length, names), np.int64, len(names))

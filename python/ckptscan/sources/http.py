@@ -53,6 +53,7 @@ class HttpBase(Source):
                  retry: RetryPolicy | None = None) -> None:
         super().__init__(url, max_requests=max_requests, retry=retry)
         self._managers: dict[str | None, urllib3.PoolManager] = {}
+        self._proxies: dict[str, str | None] = {}
         self._locations: dict[str, tuple[str, bool]] = {}  # file -> (redirect target, auth?)
         self._data_etags: dict[str, str] = {}  # file -> ETag of the first data response
 
@@ -70,12 +71,24 @@ class HttpBase(Source):
         return ""
 
     # ---- connections
+    def _proxy(self, url: str) -> str | None:
+        """The proxy the environment names for this URL's scheme and host
+        (HTTP(S)_PROXY, NO_PROXY), looked up once per host."""
+        parts = urlsplit(url)
+        key = f"{parts.scheme}://{parts.netloc}"
+        with self._lock:
+            if key in self._proxies:
+                return self._proxies[key]
+        proxy = None if urllib.request.proxy_bypass(parts.hostname or "") else (
+            urllib.request.getproxies().get(parts.scheme))
+        with self._lock:
+            self._proxies[key] = proxy
+        return proxy
+
     def _manager(self, url: str) -> urllib3.PoolManager:
         import urllib3
 
-        host = urlsplit(url).hostname or ""
-        proxy = None if urllib.request.proxy_bypass(host) else (
-            urllib.request.getproxies().get(urlsplit(url).scheme))
+        proxy = self._proxy(url)
         with self._lock:
             manager = self._managers.get(proxy)
             if manager is None:
