@@ -74,6 +74,7 @@ def test_a_server_ignoring_range_is_read_only_as_far_as_needed(
     [(where, message)] = src.notices
     assert where.endswith(shard.name) and "ignored Range" in message
     assert f"{size:,}" in message
+    assert h.notices == src.notices and all(not x.notices for x in heads if x is not h)
     # a range further in cannot be had without reading everything before it
     with pytest.raises(SourceError) as err:
         src.read(shard.name, size - 100, size)
@@ -202,6 +203,17 @@ def test_throttling_waits_what_retry_after_or_ratelimit_says(hub_server: Any, ck
         assert h.error is None and h.cost["retries"] == 1
         assert least <= took < least + 1.0  # the backoff alone would be ~1 ms
         assert_same_header(h.core, ckpt / name)
+
+
+def test_a_spent_ratelimit_window_pauses_the_next_request(hub_server: Any, ckpt: Path) -> None:
+    hub_server.headers["RateLimit"] = '"default";r=0;t=0.3'
+    names = sorted(p.name for p in ckpt.glob("*.safetensors"))
+    with open_source(hub_server.http_url("c/"), retry=FAST) as src:
+        src.read(names[0], 0, 8)  # answered, and told the window is spent
+        t0 = time.monotonic()
+        src.read(names[1], 0, 8)
+        assert time.monotonic() - t0 >= 0.3
+        assert src.stats.retries == 0 and hub_server.count() == 2  # waited, no 429 needed
 
 
 def test_server_errors_are_retried_then_named(hub_server: Any, ckpt: Path) -> None:

@@ -222,6 +222,7 @@ class Source(ABC):
         self._entries: dict[str, Entry] = {}
         self._small: dict[str, bytes] = {}  # files read whole, kept (listing reads index.json)
         self._lock = threading.Lock()
+        self._local = threading.local()
         self._pool: ThreadPoolExecutor | None = None
 
     @property
@@ -268,8 +269,25 @@ class Source(ABC):
         return known if known is not None and known.size == size else Entry(name, size, None)
 
     def notice(self, name: str, message: str) -> None:
+        """Something about a file that did not make its read fail (a server
+        ignoring Range); also kept by the thread's `collecting()` block."""
+        note = (self.url_of(name), scrub(message))
         with self._lock:
-            self.notices.append((self.url_of(name), scrub(message)))
+            self.notices.append(note)
+        mine: builtins.list[tuple[str, str]] | None = getattr(self._local, "notes", None)
+        if mine is not None:
+            mine.append(note)
+
+    @contextmanager
+    def collecting(self) -> Iterator[builtins.list[tuple[str, str]]]:
+        """The notices this thread causes inside the block."""
+        mine: builtins.list[tuple[str, str]] = []
+        before = getattr(self._local, "notes", None)
+        self._local.notes = mine
+        try:
+            yield mine
+        finally:
+            self._local.notes = before
 
     # ---- reading
     @abstractmethod

@@ -46,7 +46,8 @@ class HeaderResult:
     `problems` those of the same file read locally) or None when the bytes
     could not be had; then `error` says why. `cost` holds the requests, bytes,
     retries and redirects spent on this shard; `first_read` the bytes asked
-    for in the first request.
+    for in the first request; `notices` what went wrong without failing (a
+    server that ignored Range), as (url, message).
     """
 
     name: str
@@ -56,6 +57,7 @@ class HeaderResult:
     error: SourceError | None = None
     cost: dict[str, int] = field(default_factory=dict)
     first_read: int = 0
+    notices: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -159,7 +161,7 @@ def fetch_headers(source: Source, names: Sequence[str], *, index: Any | None = N
 
 
 def _fetch_one(source: Source, name: str, first_read: int) -> HeaderResult:
-    with source.stats.meter() as cost:
+    with source.stats.meter() as cost, source.collecting() as notices:
         size: int | None = None
         try:
             data, size = source.read_head(name, first_read)
@@ -174,4 +176,5 @@ def _fetch_one(source: Source, name: str, first_read: int) -> HeaderResult:
             error = None
         except SourceError as exc:
             core, error = None, exc
-    return HeaderResult(name, source.url_of(name), core, size, error, cost.as_dict(), first_read)
+    return HeaderResult(name, source.url_of(name), core, size, error, cost.as_dict(), first_read,
+                        notices)

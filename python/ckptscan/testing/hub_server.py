@@ -113,6 +113,7 @@ class HubServer:
     hash_limit: int = 64 << 20
     log: list[Request] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)  # added to every response
     sent_bytes: int = 0  # body bytes written (what a client that stops early saved)
     peak_in_flight: int = 0  # the most requests being answered at once
 
@@ -449,7 +450,7 @@ class HubServer:
         headers["Content-Length"] = str(stop - start)
         self._record(h, route, rel, status, fault)
         h.send_response(status)
-        for k, v in headers.items():
+        for k, v in {**self.headers, **headers}.items():
             h.send_header(k, v)
         h.end_headers()
         if h.command == "HEAD":
@@ -490,7 +491,7 @@ class HubServer:
               headers: dict[str, str], body: bytes, fault: Fault | None) -> None:
         self._record(h, route, file, status, fault)
         h.send_response(status)
-        for k, v in headers.items():
+        for k, v in {**self.headers, **headers}.items():
             h.send_header(k, v)
         h.send_header("Content-Length", str(len(body)))
         h.end_headers()
