@@ -179,7 +179,7 @@ def test_endless_429s_are_given_up_on_in_bounded_time(hub_server: Any, ckpt: Pat
     assert "gave up" in err and "429" in err and "0.55 s" in err
     # it waited as long as allowed (a further 0.1 s wait would end past 0.55 s), no longer
     assert 0.45 <= took < 3
-    assert heads[1].cost["requests"] == hub_server.count("c/*00001-of*") in (5, 6)
+    assert 3 <= heads[1].cost["requests"] == hub_server.count("c/*00001-of*") <= 6
     assert_rest_fine(heads, ckpt, {1})
     # a server asking for longer than the limit is given up on at once
     hub_server.clear()
