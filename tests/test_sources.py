@@ -401,3 +401,28 @@ def test_full_size_minimax_over_http_costs_one_request_per_shard(
     assert all(h.cost["requests"] == (2 if 8 + h.core.header_len > 256 << 10 else 1)
                for h in heads)
     assert hub_server.count() == 125 + longer <= 250
+
+
+def test_names_from_an_index_stay_under_the_root(hub_server: Any, small: Path) -> None:
+    (hub_server.root / "outside.safetensors").write_bytes(
+        (small / "model-00000-of-00003.safetensors").read_bytes())
+    hostile = ["../outside.safetensors", "/etc/passwd", "a/./b.safetensors", "a//b", ""]
+    for location in (hub_server.http_url("small/"), str(small)):
+        with open_source(location) as src:
+            heads = fetch_headers(src, hostile)
+            assert [h.error.code if h.error else None for h in heads] == ["invalid"] * 5
+            with pytest.raises(SourceError):
+                src.read("../outside.safetensors", 0, 8)
+    assert hub_server.count() == 0
+
+
+def test_a_directory_query_string_goes_with_every_request_and_nowhere_else(
+        hub_server: Any, small: Path) -> None:
+    with open_source(hub_server.http_url("small/") + "?sv=2024&sig=SeCrEt123") as src:
+        found = discover(src)
+        heads = fetch_headers(src, found.shards, index=found.index())
+        shown = [src.url, repr(src), *(h.url for h in heads)]
+    assert all(h.error is None for h in heads)
+    assert {r.query for r in hub_server.log} == {"sv=2024&sig=SeCrEt123"}
+    assert not any("SeCrEt123" in text for text in shown)
+

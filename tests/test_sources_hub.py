@@ -56,6 +56,18 @@ def test_parse_hf_url() -> None:
             parse_hf_url(bad)
 
 
+def test_the_endpoint_comes_from_hf_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    with open_source("hf://org/name") as src:
+        assert src.endpoint == "https://huggingface.co"  # type: ignore[attr-defined]
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:1/")
+    with open_source("hf://org/name") as src:
+        assert src.endpoint == "http://127.0.0.1:1"  # type: ignore[attr-defined]
+    monkeypatch.setenv("HF_ENDPOINT", "ftp://x")
+    with pytest.raises(SourceError):
+        open_source("hf://org/name")
+
+
 def test_token_comes_from_the_environment_or_the_hub_clients_file(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH", "HF_HOME",

@@ -236,6 +236,7 @@ class Source(ABC):
 
     def entry(self, name: str) -> Entry:
         """What is known of one file: from the listing, or one request (`_stat`)."""
+        self._check_name(name)
         with self._lock:
             known = self._entries.get(name)
         if known is not None and known.size is not None:
@@ -252,6 +253,14 @@ class Source(ABC):
     def url_of(self, name: str) -> str:
         """The file's URL as shown to people (no secrets)."""
         return f"{self.url.rstrip('/')}/{name}"
+
+    def _check_name(self, name: str) -> None:
+        """File names come from listings and index.json (hostile input): each
+        must stay under the root."""
+        parts = name.split("/")
+        if not name or name.startswith("/") or "\\" in name or "\0" in name or any(
+                p in ("", ".", "..") for p in parts):
+            raise SourceError("invalid", self.url, f"{name!r} is not a file name under the root")
 
     def _remember(self, *entries: Entry) -> None:
         with self._lock:
@@ -298,6 +307,7 @@ class Source(ABC):
 
     def read_head(self, name: str, length: int) -> tuple[memoryview, int]:
         """The first min(length, size) bytes of `name` and its size, in one request."""
+        self._check_name(name)
         known = self.known_size(name)
         if known is not None and (known == 0 or length == 0):
             return memoryview(b""), known
@@ -308,6 +318,7 @@ class Source(ABC):
         """Bytes [start, end) of `name`, in one request; `truncated` if it is shorter."""
         if start < 0 or end < start:
             raise ValueError(f"invalid range [{start}, {end})")
+        self._check_name(name)
         if end == start:
             return memoryview(b"")
         data, _size = self._read(name, start, end, head=False)

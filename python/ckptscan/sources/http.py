@@ -249,7 +249,8 @@ class HTTPSource(HttpBase):
     """`http(s)://host/dir/` (a directory holding model.safetensors.index.json,
     or model.safetensors) or `http(s)://host/dir/file.safetensors`. Plain HTTP
     lists nothing: the files are those the index names, and sizes and ETags are
-    learnt from the first read of each."""
+    learnt from the first read of each. A query string (a presigned file URL,
+    a directory-wide SAS) is sent with every request and shown nowhere."""
 
     kind = "http"
     lists_files = False
@@ -268,6 +269,7 @@ class HTTPSource(HttpBase):
         elif not path.endswith("/"):
             path += "/"
         self._root = f"{parts.scheme}://{parts.netloc}{path}"
+        self._query = parts.query  # a directory-wide signature (SAS) goes with every file
         super().__init__(self._root if self.single is None else url,
                          max_requests=max_requests, retry=retry)
         self._listed: builtins.list[Entry] | None = None
@@ -279,7 +281,8 @@ class HTTPSource(HttpBase):
     def _file_url(self, name: str) -> str:
         if name == self.single:
             return self._single_url
-        return urljoin(self._root, quote(name))
+        url = urljoin(self._root, quote(name))
+        return f"{url}?{self._query}" if self._query else url
 
     def list(self, recursive: bool = True) -> list[Entry]:
         """The index, the shards it names (and index.json itself); a directory

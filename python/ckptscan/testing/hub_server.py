@@ -81,11 +81,12 @@ class Fault:
 
 @dataclass(frozen=True)
 class Request:
-    """One request the server answered (the query string is not kept)."""
+    """One request the server answered."""
 
     method: str
-    route: str           # "file", "api", "resolve", "cdn", "other"
-    path: str
+    route: str           # "file", "api", "resolve", "cdn"
+    path: str            # without the query
+    query: str
     file: str | None     # path under the root
     range: str | None
     status: int
@@ -226,7 +227,8 @@ class HubServer:
     def _record(self, h: _Handler, route: str, file: str | None, status: int,
                 fault: Fault | None) -> None:
         with self._lock:
-            self.log.append(Request(h.command, route, h.path.partition("?")[0], file,
+            path, _, query = h.path.partition("?")
+            self.log.append(Request(h.command, route, path, query, file,
                                     h.headers.get("Range"), status,
                                     h.headers.get("Authorization") is not None,
                                     fault.kind if fault else None))
