@@ -12,6 +12,7 @@ server asks (`retry.py`).
 from __future__ import annotations
 
 import builtins
+import os
 import re
 import threading
 import time
@@ -97,6 +98,10 @@ class HttpBase(Source):
                 # block=False: a connection dropped mid-response is replaced, not waited for
                 kw: dict[str, Any] = {"maxsize": self.max_requests, "block": False,
                                       "timeout": timeout, "retries": False}
+                # the system's CAs (and SSL_CERT_FILE); a corporate bundle where named
+                bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+                if bundle:
+                    kw["ca_certs"] = bundle
                 manager = (urllib3.ProxyManager(proxy, **kw) if proxy
                            else urllib3.PoolManager(**kw))
                 self._managers[proxy] = manager
