@@ -38,3 +38,28 @@ def llama_replica(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from ckptscan.replica import write_replica
 
     return write_replica("llama_bf16", tmp_path_factory.mktemp("llama_bf16"))
+
+
+# ---- remote sources (owner: remote) -------------------------------------------------
+# Servers on 127.0.0.1, started and stopped by the tests: ckptscan.testing.hub_server
+# (plain HTTP + an emulated Hub, latency and faults on demand) and an S3-compatible
+# one (moto's server mode). Each test gets its own HubServer; the S3 server is
+# shared by the session (tests use their own buckets).
+
+
+@pytest.fixture
+def hub_server(tmp_path: Path):
+    from ckptscan.testing.hub_server import HubServer
+
+    root = tmp_path / "served"
+    root.mkdir()
+    with HubServer(root) as hub:
+        yield hub
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    from ckptscan.testing.s3_server import S3Server
+
+    with S3Server() as s3:
+        yield s3

@@ -1,0 +1,1 @@
+"""Servers and helpers for tests and benchmarks (loopback only; nothing here runs in a scan)."""
