@@ -88,7 +88,7 @@ def open_shard(path: str | bytes) -> Shard: ...
 def open_shards(paths: list[str] | list[bytes]) -> list[Shard]:
     """open_shard for each path on this thread, with the GIL released once."""
 def parse_index(data: bytes | bytearray | memoryview) -> Index: ...
-def read_index(path: str) -> Index:
+def read_index(path: str | bytes) -> Index:
     """Reads and parses an index.json; an unreadable file gives one io-error problem."""
 def match_names(
     index: Index | None, shards: list[Shard], shard_pos: list[int]

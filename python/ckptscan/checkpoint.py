@@ -104,10 +104,13 @@ class Checkpoint:
         out += self._found
         self.index  # noqa: B018  (reads index.json: its problems come next)
         out += self._index_problems
+        for name in self.outside:
+            out.append(Problem("path-outside", "index.json places tensors in a file outside "
+                               "the checkpoint: not followed", str(self.path / name)))
         for name in self.missing:
             out.append(Problem("shard-missing", "listed in the index but not on disk",
                                str(self.path / name)))
-        if not self.shards and not self.missing:
+        if not self.files and not self.missing and not self.outside:
             out.append(Problem("no-shards", "no .safetensors file found", str(self.path)))
         return out
 
@@ -133,7 +136,16 @@ class Checkpoint:
         if self.partial:
             return []
         found = set(self.files)
-        return [name for name in self.referenced if name not in found]
+        outside = set(self.outside)
+        return [n for n in self.referenced if n not in found and n not in outside]
+
+    @cached_property
+    def outside(self) -> list[str]:
+        """Shard names in the index that lead outside the checkpoint (``../x``, ``/x``):
+        never opened, never stat'ed."""
+        root = os.path.normpath(self.path if self.path.is_dir() else self.path.parent)
+        return [n for n in self.referenced
+                if not os.path.normpath(os.path.join(root, n)).startswith(root + os.sep)]
 
     @property
     def num_tensors(self) -> int:
@@ -180,10 +192,16 @@ def read_json(path: Path, code: str, problems: list[Problem]) -> dict[str, Any] 
     return obj
 
 
+# Shard files one index may name: real ones name < 2,000 (a 10^6-shard index is an
+# attack on the report, not a checkpoint).
+MAX_INDEX_SHARDS = 100_000
+
+
 def read_index(path: Path, code: str, problems: list[Problem]) -> Index | None:
     """index.json through the C++ parser. None when it is unusable (unreadable,
-    not JSON, no weight_map); its other problems are recorded either way."""
-    core = _core.read_index(os.fspath(path))
+    not JSON, no weight_map, beyond the limits); its other problems are recorded
+    either way."""
+    core = _core.read_index(os.fsencode(path))
     found = core.problems
     unreadable = [msg for kind, _, _, msg in found if kind == "io-error"]
     if unreadable:
@@ -194,6 +212,11 @@ def read_index(path: Path, code: str, problems: list[Problem]) -> Index | None:
     fatal = {"json-syntax", "json-too-deep", "header-not-utf8", "missing-field"}
     if any(kind in fatal for kind, *_ in found) or (
             any(kind == "not-an-object" and tensor is None for kind, _, tensor, _ in found)):
+        return None
+    if len(core.shard_names) > MAX_INDEX_SHARDS:
+        problems.append(Problem("limit-exceeded", f"index.json names {len(core.shard_names):,} "
+                                f"shard files, beyond the limit of {MAX_INDEX_SHARDS:,} (real "
+                                "ones name < 2,000): not used", str(path)))
         return None
     return Index(path, core)
 

@@ -225,7 +225,7 @@ def _farm(args: argparse.Namespace) -> int:
             db = result.db
         else:
             result, paths, db = None, None, args.db
-        with Store(db, create=bool(args.roots)) as store:
+        with Store(db, create=False, readonly=True) as store:
             rows = store.query(args.where, paths, "findings" if args.findings else "checkpoints")
             if args.findings:
                 listed = {r["checkpoint"] for r in rows}

@@ -235,7 +235,7 @@ def _other_format(name: str) -> str | None:
     return next((f for suf, f in _OTHER_SUFFIXES.items() if lower.endswith(suf)), None)
 
 
-def _dir_specs(path: str, entries: Sequence[os.DirEntry[str]], boundary: str,
+def _dir_specs(path: str, entries: Sequence[os.DirEntry[str]], boundary: str | None,
                hf: tuple[str, str] | None = None) -> list[CheckpointSpec]:
     """The checkpoints a directory's own files make (subdirectories aside)."""
     kind = "hf-snapshot" if hf else "dir"
@@ -275,7 +275,8 @@ def _dir_specs(path: str, entries: Sequence[os.DirEntry[str]], boundary: str,
 
 
 def _side_by_side(path: str, kind: str, shards: list[os.DirEntry[str]], st: Any,
-                  repo: str | None, rev: str | None, boundary: str) -> list[CheckpointSpec]:
+                  repo: str | None, rev: str | None,
+                  boundary: str | None) -> list[CheckpointSpec]:
     """Files with no index and no config to tie them: each -of-N set is one
     checkpoint (the directory's, if it is the only set), every other file its own."""
     sets: dict[tuple[str, str], list[os.DirEntry[str]]] = {}
@@ -492,12 +493,10 @@ def _resolve_dir(p: str, revision: str | None, follow_symlinks: bool) -> list[Ch
             except OSError:
                 continue
             specs += [replace(s, kind="diffusers-component", component=name)
-                      for s in _dir_specs(sub, sub_entries, bound or sub,
+                      for s in _dir_specs(sub, sub_entries, None if bound is None else sub,
                                           (hf[0], hf[1]) if hf else None)]
         return specs
-    specs = _dir_specs(p, entries, bound or p, (hf[0], hf[1]) if hf else None)
-    if bound is None:
-        specs = [replace(s, boundary=None) for s in specs]
+    specs = _dir_specs(p, entries, bound, (hf[0], hf[1]) if hf else None)
     if not specs:
         return [CheckpointSpec(p, "hf-snapshot" if hf else "dir", [],
                                repo=hf[0] if hf else None, revision=hf[1] if hf else None,
@@ -590,13 +589,12 @@ def _walk(top: str, top_stat: os.stat_result, visited: dict[tuple[int, int], str
                 except OSError:
                     continue
                 out.checkpoints += [replace(s, kind="diffusers-component", component=comp)
-                                    for s in _dir_specs(sub, sub_entries, bound or sub, hf_ids)]
+                                    for s in _dir_specs(sub, sub_entries,
+                                                        None if bound is None else sub, hf_ids)]
                 with contextlib.suppress(OSError):
                     visited[(os.stat(sub).st_dev, os.stat(sub).st_ino)] = sub
         else:
-            specs = _dir_specs(path, entries, bound or path, hf_ids)
-            if bound is None:
-                specs = [replace(s, boundary=None) for s in specs]
+            specs = _dir_specs(path, entries, bound, hf_ids)
             out.checkpoints += specs
             if not specs and not entries:
                 out.notes.append(Note(path, "empty directory"))

@@ -174,7 +174,7 @@ def _scan(spec: CheckpointSpec, options: ScanOptions, cache: dict[Any, Any],
     healthy = [s for s in shards if not s.problems and s._core is not None]
     gone = {fs.name: fs.path for fs in spec.shards if fs not in readable}
     gone.update({os.path.basename(s.path): s.path for s in shards if s not in healthy})
-    gone.update({name: str(root / name) for name in ckpt.missing})
+    gone.update({name: str(root / name) for name in (*ckpt.missing, *ckpt.outside)})
     for p in problems:  # a file that changed under the scan is not trusted either
         if p.code == "file-changed":
             gone.setdefault(os.path.basename(p.path), p.path)

@@ -118,7 +118,8 @@ def _validate(ctx: ScanContext, config: Mapping[str, Any]) -> set[str]:
     bad: set[str] = set()
     places: list[tuple[Mapping[str, Any] | None, dict[str, tuple[str, ...]]]] = [
         (tax.component_config(DECODER), {
-            "layers": (*R.LAYER_KEYS[DECODER], *R.ENC_DEC_DECODER_LAYER_KEYS),
+            "layers": tuple(dict.fromkeys((*R.LAYER_KEYS[DECODER],
+                                           *R.ENC_DEC_DECODER_LAYER_KEYS))),
             "experts": R.EXPERT_KEYS, "hidden": R.HIDDEN_KEYS, "vocab": R.VOCAB_KEYS,
             "mtp": R.MTP_COUNT_KEYS})]
     places += [(tax.component_config(t), {"layers": R.LAYER_KEYS[t]})

@@ -18,9 +18,12 @@ that was committed. Readers run under an authorizer that allows reads only.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
+import stat
 import time
+import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -159,35 +162,124 @@ class CheckpointRecord:
 
 # ---------------------------------------------------------------- read-only queries
 
-_READ_ACTIONS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION}
+#: `--where` is run by a trusted operator, but still only reads: these SQL
+#: functions and nothing else (no load_extension, no fts3_tokenizer ...).
+ALLOWED_FUNCTIONS = frozenset({
+    "abs", "avg", "coalesce", "count", "date", "datetime", "glob", "group_concat", "hex",
+    "ifnull", "iif", "instr", "json", "json_array_length", "json_each", "json_extract",
+    "json_type", "json_valid", "julianday", "length", "like", "lower", "ltrim", "max", "min",
+    "nullif", "printf", "format", "regexp", "replace", "round", "rtrim", "sign", "strftime",
+    "substr", "substring", "sum", "time", "total", "trim", "typeof", "unixepoch", "upper",
+})
+#: A `--where` query that runs longer than this is stopped.
+QUERY_SECONDS = 10.0
 
 
-def _read_only(action: int, *_args: Any) -> int:
-    return sqlite3.SQLITE_OK if action in _READ_ACTIONS else sqlite3.SQLITE_DENY
+def _read_only(action: int, arg1: str | None, arg2: str | None, *_args: Any) -> int:
+    if action in (sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ):
+        return sqlite3.SQLITE_OK
+    if action == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() in ALLOWED_FUNCTIONS:
+        return sqlite3.SQLITE_OK
+    return sqlite3.SQLITE_DENY
 
 
 def _utc_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-class Store:
-    """A farm store. One connection; use it from one thread (the farm's writer)."""
+def store_error(path: str, exc: BaseException, doing: str) -> StoreError:
+    """One clear sentence for what SQLite or the OS said."""
+    text = str(exc)
+    low = text.lower()
+    if "not a database" in low or "malformed" in low or "corrupt" in low:
+        why = f"is corrupt ({text}): move it away, the next scan builds a new one"
+    elif "disk is full" in low or "no space" in low or getattr(exc, "errno", None) == 28:
+        why = ("the disk is full: the store keeps every checkpoint written before this one "
+               f"({text})")
+    elif "readonly" in low or "read-only" in low:
+        why = f"is read-only ({text})"
+    elif "locked" in low or "busy" in low:
+        why = f"is locked by another process ({text})"
+    elif "unable to open" in low or isinstance(exc, OSError):
+        why = f"cannot be opened ({text})"
+    else:
+        why = f"failed ({text})"
+    return StoreError(f"{path}: {doing}: the store {why}")
 
-    def __init__(self, path: str | os.PathLike[str] | None = None, *, create: bool = True) -> None:
+
+class Store:
+    """A farm store. One connection; use it from one thread (the farm's writer).
+
+    `readonly=True` opens it for queries only (nothing is written, so a store on
+    a read-only mount or without write permission can be queried). Every SQLite
+    or OS error becomes a `StoreError` with one clear sentence.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, create: bool = True,
+                 readonly: bool = False) -> None:
         self.path = str(default_db_path() if path is None else path)
+        self.readonly = readonly
+        self.upgraded_from: int | None = None  # an older store dropped (a rescan follows)
         memory = self.path == ":memory:"
         if not memory:
-            if not create and not os.path.exists(self.path):
-                raise StoreError(f"{self.path}: no such store")
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self.upgraded_from: int | None = None  # an older store dropped (a rescan follows)
-        self.conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
-                                    isolation_level=None, check_same_thread=False)
+            self._check_file(create and not readonly)
         try:
-            self._setup_retrying()
-        except sqlite3.DatabaseError as exc:
+            if readonly and not memory:
+                self.conn = self._connect_read_only()
+            else:
+                self.conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
+                                            isolation_level=None, check_same_thread=False)
+        except (sqlite3.Error, OSError) as exc:
+            raise store_error(self.path, exc, "opening") from None
+        try:
+            if readonly:
+                self._check_version(self.conn.execute("PRAGMA user_version").fetchone()[0])
+            else:
+                self._setup_retrying()
+        except (sqlite3.Error, OSError) as exc:
             self.conn.close()
-            raise StoreError(f"{self.path}: not a usable ckptscan store ({exc})") from None
+            raise store_error(self.path, exc, "opening") from None
+        except StoreError:
+            self.conn.close()
+            raise
+
+    def _check_file(self, create: bool) -> None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            if not create:
+                raise StoreError(f"{self.path}: no such store") from None
+            try:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise store_error(self.path, exc, "creating") from None
+            return
+        except OSError as exc:
+            raise store_error(self.path, exc, "opening") from None
+        if not stat.S_ISREG(st.st_mode):  # a FIFO would block the open
+            kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+            raise StoreError(f"{self.path}: {kind}, not a ckptscan store")
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        uri = "file:" + urllib.parse.quote(os.path.abspath(self.path))
+        try:
+            conn = sqlite3.connect(uri + "?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000,
+                                   isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA user_version").fetchone()
+            return conn
+        except sqlite3.OperationalError:
+            # A WAL store on a read-only mount cannot create its -shm file: read it
+            # as an immutable file (nobody can be writing to a read-only mount).
+            return sqlite3.connect(uri + "?immutable=1", uri=True, isolation_level=None,
+                                   check_same_thread=False)
+
+    def _check_version(self, version: int) -> None:
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: store schema {version} is newer than this ckptscan "
+                             f"({SCHEMA_VERSION}); upgrade ckptscan or use another --db")
+        if 0 < version < SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: store schema {version} is older than this ckptscan's "
+                             f"({SCHEMA_VERSION}); a scan (farm ROOT ...) upgrades it")
 
     def _setup_retrying(self) -> None:
         """Switching a new store to WAL takes an exclusive lock, and SQLite answers
@@ -216,8 +308,7 @@ class Store:
         if version == SCHEMA_VERSION:
             return
         if version > SCHEMA_VERSION:
-            raise StoreError(f"{self.path}: store schema {version} is newer than this ckptscan "
-                             f"({SCHEMA_VERSION}); upgrade ckptscan or use another --db")
+            self._check_version(version)
         with self.transaction():
             version = c.execute("PRAGMA user_version").fetchone()[0]
             tables = {r[0] for r in c.execute(
@@ -241,15 +332,28 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT; rolled back on any exception (Ctrl-C included)."""
+        """BEGIN IMMEDIATE ... COMMIT; rolled back on any exception (Ctrl-C included).
+        SQLite and OS errors (a full disk ...) become a `StoreError`."""
         c = self.conn
-        c.execute("BEGIN IMMEDIATE")
         try:
-            yield c
-        except BaseException:
-            c.execute("ROLLBACK")
-            raise
-        c.execute("COMMIT")
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                yield c
+                c.execute("COMMIT")
+            except BaseException:
+                if c.in_transaction:  # SQLite may have rolled back already (disk full)
+                    with contextlib.suppress(sqlite3.Error):
+                        c.execute("ROLLBACK")
+                raise
+        except (sqlite3.Error, OSError) as exc:
+            raise store_error(self.path, exc, "writing") from None
+
+    @contextmanager
+    def _reading(self, doing: str) -> Iterator[None]:
+        try:
+            yield
+        except (sqlite3.Error, OSError) as exc:
+            raise store_error(self.path, exc, doing) from None
 
     def close(self) -> None:
         self.conn.close()
@@ -263,8 +367,9 @@ class Store:
     # ---- writing ----------------------------------------------------------------
     def known(self) -> dict[str, tuple[str, bool, str]]:
         """path -> (fingerprint, deep, ckptscan_version) of every stored checkpoint."""
-        return {p: (fp, bool(d), v) for p, fp, d, v in self.conn.execute(
-            "SELECT path, fingerprint, deep, ckptscan_version FROM checkpoints")}
+        with self._reading("reading"):
+            return {p: (fp, bool(d), v) for p, fp, d, v in self.conn.execute(
+                "SELECT path, fingerprint, deep, ckptscan_version FROM checkpoints")}
 
     def put(self, rec: CheckpointRecord) -> None:
         """Replaces one checkpoint's rows in one transaction. Paths and names that
@@ -333,7 +438,9 @@ class Store:
 
     # ---- reading ----------------------------------------------------------------
     def paths(self) -> list[str]:
-        return [p for (p,) in self.conn.execute("SELECT path FROM checkpoints ORDER BY path")]
+        with self._reading("reading"):
+            return [p for (p,) in self.conn.execute(
+                "SELECT path FROM checkpoints ORDER BY path")]
 
     def query(self, where: str | None = None, paths: Iterable[str] | None = None,
               table: str = "checkpoints") -> list[dict[str, Any]]:
@@ -352,22 +459,41 @@ class Store:
         sql += f" ORDER BY {order}"
         wanted = None if paths is None else set(paths)
         c = self.conn
+        deadline = time.monotonic() + QUERY_SECONDS
         c.set_authorizer(_read_only)
+        # Checked every 10,000 SQLite steps: a cross join cannot run forever.
+        c.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
         try:
             cur = c.execute(sql)
             rows = [dict(zip(cols, r, strict=True)) for r in cur]
-        except (sqlite3.Error, sqlite3.Warning) as exc:
+        except (sqlite3.ProgrammingError, sqlite3.Warning) as exc:  # two statements ...
             raise StoreError(f"invalid --where {where!r}: {exc}") from None
+        except sqlite3.DatabaseError as exc:
+            text = str(exc).lower()
+            if "interrupted" in text:
+                raise StoreError(f"--where {where!r} ran past {QUERY_SECONDS:g} s: "
+                                 "stopped") from None
+            if "not authorized" in text:
+                raise StoreError(f"--where {where!r}: only reads of the store's columns and "
+                                 "the usual SQL functions are allowed") from None
+            if where and isinstance(exc, sqlite3.OperationalError) and not any(
+                    w in text for w in ("malformed", "not a database", "disk i/o", "locked")):
+                raise StoreError(f"invalid --where {where!r}: {exc}") from None
+            raise store_error(self.path, exc, "reading") from None
+        except (sqlite3.Error, OSError) as exc:
+            raise store_error(self.path, exc, "reading") from None
         finally:
             c.set_authorizer(None)
+            c.set_progress_handler(None, 0)
         if wanted is not None:
             rows = [r for r in rows if r[key] in wanted]
         return rows
 
     def load_report(self, path: str) -> Any:
         """The stored `Report` of one checkpoint (None if not stored)."""
-        row = self.conn.execute("SELECT report FROM checkpoints WHERE path = ?",
-                                (path,)).fetchone()
+        with self._reading("reading"):
+            row = self.conn.execute("SELECT report FROM checkpoints WHERE path = ?",
+                                    (path,)).fetchone()
         if row is None:
             return None
         from ..result import Report

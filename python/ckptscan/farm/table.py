@@ -8,6 +8,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from ..render.console import safe
+
 if TYPE_CHECKING:
     from . import FarmProgress, FarmResult
 
@@ -128,6 +130,7 @@ def _table(rows: list[dict[str, Any]], findings: bool, color: bool) -> str:
                  for r in rows]
     if not cells:
         return "(no rows)\n"
+    cells = [[safe(c) for c in row] for row in cells]  # strings from files reach a terminal
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, (_, h) in enumerate(cols)]
     widths[-1] = len(cols[-1][1]) if findings else widths[-1]
 
@@ -158,14 +161,14 @@ def summary_lines(result: FarmResult, max_notes: int = 20) -> list[str]:
     warn = sum(1 for r in result.rows if r["warnings"] and not r["errors"])
     out = [f"{n:,} checkpoints: {len(result.scanned):,} scanned, {len(result.unchanged):,} "
            f"unchanged ({result.shards_opened:,} shards opened) in {result.seconds:.2f} s; "
-           f"{bad:,} with errors, {warn:,} with warnings only; store: {result.db}"]
+           f"{bad:,} with errors, {warn:,} with warnings only; store: {safe(result.db)}"]
     if result.failed:
         out.append(f"{len(result.failed):,} checkpoints could not be scanned (see their "
                    "findings); they will be tried again next time")
     if result.removed:
         out.append(f"{len(result.removed):,} checkpoints gone from disk removed from the store")
     for note in result.notes[:max_notes]:
-        out.append(f"note: {note}")
+        out.append(f"note: {safe(str(note))}")
     if len(result.notes) > max_notes:
         out.append(f"note: ... and {len(result.notes) - max_notes:,} more")
     return out
