@@ -1,0 +1,1 @@
+"""Test checkpoints in the layouts real producers write (needs safetensors and ml_dtypes)."""
