@@ -27,6 +27,8 @@ API
     - ``layout_for(weight, dtype=None, have=None, kind="linear") -> Layout``:
       the layout a stored weight follows (by naming, target group, dtype, and
       ``have(name) -> bool`` to choose between conventions by the companions present).
+    - ``other_convention(name) -> (stem, suffix)``: a scale named after another
+      convention (``SCALE_CONVENTIONS``) than this scheme's: mixed conventions.
     - ``parameters(name, dtype, shape) -> int``: logical parameters of one
       tensor (packed containers count their values; companions, extras, F8_E8M0
       tensors and quantization bookkeeping count 0).
@@ -55,7 +57,8 @@ API
     ``entry_template(entry, template) -> bool | None`` and ``entry_matches(entry,
     name)`` (for "this entry matches nothing"), ``problems()``.
 ``normalize_format(name)``, ``FORMATS``, ``DTYPE_BITS``, ``fused_sibling(module)``,
-``FUSED_SIBLINGS``.
+``FUSED_SIBLINGS``, ``SCALE_CONVENTIONS``; shape rules ``PerTensor``, ``PerChannel``,
+``PerGroup``, ``PerBlock``, ``PerInput``, ``ShapeOfShape``, ``Fixed``, ``AnyOf``.
 
 Example: pairing, shapes and counts for one template
 ----------------------------------------------------
@@ -93,19 +96,28 @@ from ._core import (
     KV_SCALE,
     OFFSET,
     SCALE,
+    SCALE_CONVENTIONS,
     SHAPE,
     ZERO_POINT,
+    AnyOf,
     Companion,
     CompanionRole,
     Detection,
     Extra,
     Family,
+    Fixed,
     Granularity,
     Group,
     Layout,
     Packing,
+    PerBlock,
+    PerChannel,
+    PerGroup,
+    PerInput,
+    PerTensor,
     Problem,
     Shape,
+    ShapeOfShape,
     Sources,
     Target,
     WeightRole,
@@ -142,10 +154,11 @@ __all__ = [
     "AUX", "AUXILIARY_PARAMS", "COMPANION_KINDS", "COMPRESSED_TENSORS", "DOTTED",
     "DTYPE_BITS", "DTYPE_FORMAT", "EXACT", "FAMILIES", "FLOAT_DTYPES", "FORMATS",
     "FP8_DTYPES", "FUSED_SIBLINGS", "GLOB", "GLOBAL_SCALE", "G_IDX", "INPUT_SCALE",
-    "KV_SCALE", "MODELOPT", "OFFSET", "SCALE", "SCALE_ONLY_DTYPES", "SHAPE", "SUBSTRING",
-    "TRANSFORMERS", "ZERO_POINT", "Companion", "CompanionRole", "Decision", "Detection",
-    "Extra", "Family", "Format", "Granularity", "Group", "Hit", "Layout", "Packing",
-    "Problem", "Rules", "Shape", "Sources", "Style", "Target", "Targets", "WeightRole",
+    "KV_SCALE", "MODELOPT", "OFFSET", "SCALE", "SCALE_CONVENTIONS", "SCALE_ONLY_DTYPES", "SHAPE", "SUBSTRING",
+    "TRANSFORMERS", "ZERO_POINT", "AnyOf", "Companion", "CompanionRole", "Decision",
+    "Detection", "Extra", "Family", "Fixed", "Format", "Granularity", "Group", "Hit", "Layout",
+    "Packing", "PerBlock", "PerChannel", "PerGroup", "PerInput", "PerTensor", "Problem", "Rules",
+    "Shape", "ShapeOfShape", "Sources", "Style", "Target", "Targets", "WeightRole",
     "detect", "detect_all", "fused_sibling", "normalize_format", "respellings",
     "torch_dtype_to_safetensors",
 ]

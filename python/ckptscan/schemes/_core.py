@@ -37,6 +37,15 @@ AUXILIARY_PARAMS: Final = frozenset({
     "q_scale", "activation_scale",
 })
 
+#: scale names and whose convention they are: a checkpoint whose FP8 weights use
+#: more than one of them mixes conventions (loaders look for one name only)
+SCALE_CONVENTIONS: Final[dict[str, str]] = {
+    ".weight_scale_inv": "DeepSeek / HF fine-grained FP8 (transformers FP8Linear, SGLang)",
+    ".weight_scale": "compressed-tensors / ModelOpt / vLLM",
+    ".scale": "DeepSeek-V4 reference inference",
+    ".scale_weight": "older FP8 exporters",
+}
+
 #: module names fused into one kernel at load time (vLLM's packed_modules_mapping):
 #: their per-tensor / global scales must agree or loaders take the max
 FUSED_SIBLINGS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
@@ -595,6 +604,17 @@ class Detection:
     def exclusion_template(self, template: str) -> Decision:
         """The exclusion entry shared by every name of a template (see :class:`Rules`)."""
         return self.exclusions.match_template(template) if self.exclusions else Decision(True)
+
+    def other_convention(self, name: str) -> tuple[str, str] | None:
+        """(stem, suffix) when ``name`` is a scale in another convention than any
+        this scheme declares (a ``.weight_scale`` in a ``weight_scale_inv``
+        checkpoint): the mixed-conventions case."""
+        declared = {c.suffix for lay in self.layouts for c in lay.companions}
+        for suffix in sorted(SCALE_CONVENTIONS, key=len, reverse=True):
+            if name.endswith(suffix) and suffix not in declared:
+                stem = name[: len(name) - len(suffix)]
+                return (stem, suffix) if stem else None
+        return None
 
     def fused_disagreement_kinds(self) -> tuple[str, ...]:
         """Companion suffixes whose values fused siblings must share."""

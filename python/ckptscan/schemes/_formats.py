@@ -52,7 +52,7 @@ FORMATS: Final[dict[str, Format]] = {f.name: f for f in (
     Format("E2M1", 4, "float", 6.0),
     Format("E8M0", 8, "exponent", 2.0 ** 127, (0xFF,), bias=127, signed=False),
     Format("NF4", 4, "lookup", 1.0),
-    Format("FP4", 4, "lookup", 12.0),  # bitsandbytes' fp4 table (not E2M1's scale)
+    Format("BNB_FP4", 4, "lookup", 1.0),  # bitsandbytes fp4: its own table, not E2M1
     Format("BF16", 16, "float", 3.3895313892515355e38),
     Format("F16", 16, "float", 65504.0),
     Format("F32", 32, "float", 3.4028234663852886e38),
@@ -73,7 +73,7 @@ _ALIASES: Final[dict[str, str]] = {
     "f4": "E2M1", "mxfp4": "E2M1", "nvfp4": "E2M1", "fp4_e2m1": "E2M1",
     "e8m0": "E8M0", "ue8m0": "E8M0", "float8_e8m0fnu": "E8M0", "e8m0fnu": "E8M0",
     "f8_e8m0": "E8M0",
-    "nf4": "NF4", "bnb_fp4": "FP4",
+    "nf4": "NF4", "bnb_fp4": "BNB_FP4",
     "bf16": "BF16", "bfloat16": "BF16",
     "f16": "F16", "fp16": "F16", "float16": "F16", "half": "F16",
     "f32": "F32", "fp32": "F32", "float32": "F32",

@@ -52,8 +52,8 @@ SOURCE = "bitsandbytes Params4bit / QuantState.as_dict(packed=True), Linear8bitL
 
 @dataclass(frozen=True)
 class Blocks:
-    """``[ceil(n / block)]`` for the block sizes bitsandbytes allows (n may
-    include one padding value when it is odd)."""
+    """``[ceil(n / block)]`` for the block sizes bitsandbytes allows, the default
+    64 first (n may include one padding value when it is odd)."""
 
     per: int = 1
 
@@ -61,9 +61,12 @@ class Blocks:
         if len(logical) != 1:
             return ()
         n = logical[0]
-        sizes = {cdiv(m, b * self.per) for b in (32, 64, 128, 256, 512, 1024, 2048, 4096)
-                 for m in (n, max(n - 1, 1))}
-        return tuple((s,) for s in sorted(sizes, reverse=True))
+        out: list[Shape] = []
+        for b in (64, 32, 128, 256, 512, 1024, 2048, 4096):
+            for m in (n, max(n - 1, 1)):
+                if (s := (cdiv(m, b * self.per),)) not in out:
+                    out.append(s)
+        return tuple(out)
 
 
 def layout_4bit(quant_type: str, double: bool, storage: str) -> Layout:
@@ -80,7 +83,7 @@ def layout_4bit(quant_type: str, double: bool, storage: str) -> Layout:
         name=f"{NAME}/{quant_type.upper()}" + ("/double-quant" if double else ""),
         title=f"bitsandbytes 4-bit {quant_type} (absmax per 64 values)",
         family=NAME, weight_suffix=".weight", weight_dtypes=(storage,),
-        weight_format="NF4" if quant_type == "nf4" else "FP4",
+        weight_format="NF4" if quant_type == "nf4" else "BNB_FP4",
         scale_format="U8 (double-quantized absmax)" if double else "F32",
         granularity=Granularity("group", size=64),
         packing=Packing(per, order="high-nibble-first", flat=True), companions=tuple(comps),

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -87,6 +87,8 @@ class Written:
     high_precision: list[str]
     planted: dict[str, Plant]
     source: str
+    options: dict[str, Any] = field(default_factory=dict)
+    originals: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
 
 @dataclass
@@ -135,6 +137,7 @@ class _Builder:
         self.parameters = 0
         self.planted: dict[str, Plant] = {}
         self.high: list[_Linear] = []
+        self.originals: dict[str, np.ndarray] = {}
 
     def normal(self, *shape: int, std: float = 0.02) -> np.ndarray:
         return (self.rng.standard_normal(shape) * std).astype(np.float32)
@@ -223,17 +226,25 @@ def _input_scale(kind: str, amax: float) -> float:
             "ct_global": Q.E2M1_MAX * Q.E4M3_MAX / amax}[kind]
 
 
+def _take(it: Iterator[_Linear], fault: str) -> _Linear:
+    lin = next(it, None)
+    if lin is None:
+        raise ValueError(f"too few quantized weights to plant {fault!r} apart from the other "
+                         "faults: plant fewer at once or write more layers")
+    return lin
+
+
 def _finish(b: _Builder, spec: _Spec, faults: set[str], prefer: tuple[str, ...]) -> None:
     """Quantize every linear, planting the faults that change what is stored."""
     victims = iter(b.victims(prefer))
     if "unquantized_targeted" in faults:
-        lin = next(victims)
+        lin = _take(victims, "unquantized_targeted")
         lin.quantizer = None
         b.planted["unquantized_targeted"] = Plant("unquantized_targeted",
                                                   lin.stem + lin.plain_suffix, detail={
                                                       "module": lin.stem})
     if "exclusion_prefix" in faults:
-        lin = next(victims)
+        lin = _take(victims, "exclusion_prefix")
         lin.quantizer = None
         entry = "model.language_model." + lin.stem.removeprefix("model.")
         for lst in spec.exclusions:
@@ -242,6 +253,7 @@ def _finish(b: _Builder, spec: _Spec, faults: set[str], prefer: tuple[str, ...])
                                               detail={"entry": entry, "module": lin.stem})
     # fused siblings share one global amax and one activation amax, as producers make them
     weights = {lin.stem: b.normal(*lin.shape) for lin in b.linears}
+    b.originals = weights
     high = b.high
     amax: dict[str, float] = {}
     act: dict[str, float] = {}
@@ -275,12 +287,11 @@ def _finish(b: _Builder, spec: _Spec, faults: set[str], prefer: tuple[str, ...])
     _data_faults(b, faults, victims)
 
 
-def _data_faults(b: _Builder, faults: set[str], victims: Iterable[_Linear]) -> None:
-    it = iter(victims)
+def _data_faults(b: _Builder, faults: set[str], victims: Iterator[_Linear]) -> None:
     for fault in DATA_FAULTS:
         if fault not in faults:
             continue
-        lin = next(it)
+        lin = _take(victims, fault)
         q = lin.quantized
         assert q is not None
         codes = q.codes
@@ -300,9 +311,11 @@ def _data_faults(b: _Builder, faults: set[str], victims: Iterable[_Linear]) -> N
             b.planted[fault] = Plant(fault, None, detail={"module": lin.stem, "block": [0, 0],
                                                           "share": n / blk.size})
         elif fault == "all_zero_tensor":
-            if q.notes.get("asymmetric"):
-                raise ValueError("all_zero_tensor needs a symmetric scheme")
-            codes[...] = q.zero
+            zp = q.notes.get("zero_points")
+            if isinstance(zp, np.ndarray):  # asymmetric: each group's zero point codes zero
+                codes[...] = np.repeat(zp, c, axis=-1)[..., : codes.shape[-1]]
+            else:
+                codes[...] = q.zero
             b.planted[fault] = Plant(fault, None, detail={"module": lin.stem})
         elif fault == "scale_nan_e4m3":
             suffix = next(s for s, (d, _) in q.scales.items() if d == "F8_E4M3")
@@ -338,11 +351,11 @@ def _tensor_faults(b: _Builder, spec: _Spec, faults: set[str], prefer: tuple[str
                   "mixed_conventions", "negative_input_scale"):
         if fault not in faults:
             continue
-        lin = next(pool)
+        lin = _take(pool, fault)
         if fault == "mixed_conventions":
             assert spec.mixed is not None
             while lin.stem + spec.mixed[0] not in b.tensors:
-                lin = next(pool)
+                lin = _take(pool, fault)
         q = lin.quantized
         assert q is not None
         weight = lin.stem + next(iter(q.pack(q.codes)))
@@ -382,7 +395,7 @@ def _tensor_faults(b: _Builder, spec: _Spec, faults: set[str], prefer: tuple[str
         b.planted["exclusion_unmatched"] = Plant("exclusion_unmatched", None,
                                                  detail={"entry": spec.unmatched_entry})
     if "quantized_excluded" in faults:
-        lin = next(pool)
+        lin = _take(pool, "quantized_excluded")
         entry = spec.entry_for(lin.stem)
         for lst in spec.exclusions:
             lst.append(entry)
@@ -768,8 +781,11 @@ def _ct_pack(bits: int, group: int, symmetric: bool, actorder: bool, zp_layout: 
             return {".weight_packed": ("I32", words.view(np.int32))}
 
         zero = 0 if symmetric else int(zp.reshape(-1)[0])
+        notes: dict[str, object] = {"bits": bits}
+        if not symmetric:
+            notes["zero_points"] = zp
         return Quantized(qv, (1, group), zero, 2 ** (bits - 1) - 1, -(2 ** (bits - 1)), scales,
-                         pack, {"bits": bits, "asymmetric": not symmetric})
+                         pack, notes)
     return q
 
 
@@ -1032,7 +1048,7 @@ def write_awq(b: _Builder, *, dims: Dims = Dims(), group: int = 128) -> _Spec:
                   ".qzeros": ("I32", Q.pack_bits(zeros, 4, order).view(np.int32))}
         return Quantized(qv, (1, group), int(zp.reshape(-1)[0]), 7, -8, scales, lambda c: {
             ".qweight": ("I32", Q.pack_bits((c.astype(np.int32) + 8).T, 4, order)
-                         .view(np.int32))}, {"bits": 4, "asymmetric": True})
+                         .view(np.int32))}, {"bits": 4, "zero_points": zp})
     _llama(b, dims, lambda s, o, i: q)
     ntc: list[str] = []
     quant = {"quant_method": "awq", "bits": 4, "group_size": group, "zero_point": True,
@@ -1181,11 +1197,14 @@ def _torchao_rename(b: _Builder) -> dict[str, str]:
 @dataclass(frozen=True)
 class SchemeWriter:
     """One writer: ``fn(builder, **options) -> _Spec``, the faults it can plant,
-    the stems it prefers as fault victims, and the producer source it follows."""
+    the options a fault needs (``requires``: planting ``negative_input_scale`` in
+    ct-fp8 writes static FP8 activations), the stems it prefers as fault victims,
+    and the producer source it follows."""
 
     fn: Callable[..., _Spec]
     faults: frozenset[str]
     source: str
+    requires: dict[str, dict[str, Any]] = field(default_factory=dict)
     prefer: tuple[str, ...] = ("layers.1.mlp.down_proj", "layers.1.mlp.up_proj",
                                "layers.1.self_attn.o_proj", "layers.1.self_attn.q_proj",
                                "layers.0.mlp.down_proj", "layers.0.mlp.gate_proj",
@@ -1208,17 +1227,21 @@ _MOE_PREFER = ("layers.1.block_sparse_moe.experts.1.w2", "layers.1.block_sparse_
 
 SCHEMES: dict[str, SchemeWriter] = {
     "hf-fp8-block": SchemeWriter(write_hf_fp8_block, _COMMON | _EXCL | {"mixed_conventions"},
-                                 HF_FP8_SOURCE, _MOE_PREFER),
+                                 HF_FP8_SOURCE, prefer=_MOE_PREFER),
     "hf-fp8-tensor": SchemeWriter(write_hf_fp8_tensor, _COMMON | _EXCL | {
-        "mixed_conventions", "fused_scale_mismatch", "negative_input_scale"}, HF_FP8_SOURCE),
+        "mixed_conventions", "fused_scale_mismatch", "negative_input_scale"}, HF_FP8_SOURCE,
+        {"fused_scale_mismatch": {"static": True}, "negative_input_scale": {"static": True}}),
     "hf-fp8-fused": SchemeWriter(write_hf_fp8_fused, _COMMON | _EXCL | {"mixed_conventions"},
-                                 HF_FP8_SOURCE, _MOE_PREFER),
+                                 HF_FP8_SOURCE, prefer=_MOE_PREFER),
     "deepseek-v4": SchemeWriter(write_deepseek_v4, _COMMON | {"e8m0_nan"}, DSV4_SOURCE,
-                                _MOE_PREFER),
+                                prefer=_MOE_PREFER),
     "ct-fp8": SchemeWriter(write_ct_fp8, _COMMON | _EXCL | {
-        "mixed_conventions", "fused_scale_mismatch", "negative_input_scale"}, CT_SOURCE),
+        "mixed_conventions", "fused_scale_mismatch", "negative_input_scale"}, CT_SOURCE,
+        {"fused_scale_mismatch": {"strategy": "tensor"},
+         "negative_input_scale": {"strategy": "tensor"}}),
     "ct-int8": SchemeWriter(write_ct_int8, _COMMON | _EXCL, CT_SOURCE),
-    "ct-w4a16": SchemeWriter(write_ct_w4a16, _COMMON | _EXCL | {"zero_point_range"}, CT_SOURCE),
+    "ct-w4a16": SchemeWriter(write_ct_w4a16, _COMMON | _EXCL | {"zero_point_range"}, CT_SOURCE,
+                             {"zero_point_range": {"symmetric": False, "zp_layout": "unpacked"}}),
     "ct-nvfp4": SchemeWriter(write_ct_nvfp4, _COMMON | _EXCL | {
         "fused_scale_mismatch", "scale_nan_e4m3"}, CT_SOURCE),
     "ct-mxfp4": SchemeWriter(partial(write_ct_mx, elem="E2M1"), _COMMON | _EXCL | {"e8m0_nan"},
@@ -1243,9 +1266,9 @@ SCHEMES: dict[str, SchemeWriter] = {
                                    _COMMON | {"scale_nan_e4m3"}, MODELOPT_SOURCE),
     "gpt-oss": SchemeWriter(write_gpt_oss, _COMMON | {"e8m0_nan", "exclusion_unmatched",
                                                       "quantized_excluded"},
-                            GPT_OSS_SOURCE, _MOE_PREFER),
+                            GPT_OSS_SOURCE, prefer=_MOE_PREFER),
     "gptq": SchemeWriter(write_gptq, _COMMON, GPTQ_SOURCE),
-    "awq": SchemeWriter(write_awq, _COMMON - {"all_zero_tensor"} | _EXCL, AWQ_SOURCE),
+    "awq": SchemeWriter(write_awq, _COMMON | _EXCL, AWQ_SOURCE),
     "bnb-4bit": SchemeWriter(partial(write_bnb, bits=4), _COMMON - {"zero_block",
                                                                     "clipping_block"} | _EXCL,
                              BNB_SOURCE),
@@ -1266,6 +1289,10 @@ def write(scheme: str, dest: str | os.PathLike[str], *, plant: Iterable[str] | s
     if unknown := faults - writer.faults:
         raise ValueError(f"{scheme} cannot plant {sorted(unknown)}; it can: "
                          f"{sorted(writer.faults)}")
+    for fault in sorted(faults):
+        for key, value in writer.requires.get(fault, {}).items():
+            if options.setdefault(key, value) != value:
+                raise ValueError(f"{fault} needs {key}={value!r}, not {options[key]!r}")
     b = _Builder(seed, faults)
     spec = writer.fn(b, **options)
     _finish(b, spec, faults, writer.prefer)
@@ -1290,4 +1317,5 @@ def write(scheme: str, dest: str | os.PathLike[str], *, plant: Iterable[str] | s
         parameters=b.parameters,
         quantized={lin.stem: lin.shape for lin in b.linears if lin.quantized is not None},
         high_precision=[lin.stem for lin in b.high], planted=b.planted, source=writer.source,
+        options=options, originals=b.originals,
     )
