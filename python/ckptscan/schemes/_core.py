@@ -452,7 +452,8 @@ class Target:
 
     ``group``: the group that would quantize it (None: nothing targets it);
     ``target``: the entry that selected it; ``excluded_by``: the exclusion entry
-    that keeps it unquantized. ``quantized`` = targeted and not excluded."""
+    matching it (set whether or not anything targets it). ``quantized`` =
+    targeted and not excluded."""
 
     group: Group | None = None
     target: Hit | None = None
@@ -582,11 +583,8 @@ class Detection:
             hit = g.targets.match(module, kind)
             if hit is not None and (best is None or hit_rank(hit) < hit_rank(best[1])):
                 best = g, hit
-        if best is None:
-            out = Target()
-        else:
-            out = Target(best[0], best[1], self.exclusions.match(module) if self.exclusions
-                         else None)
+        excluded = self.exclusions.match(module) if self.exclusions else None
+        out = Target(excluded_by=excluded) if best is None else Target(best[0], best[1], excluded)
         self._memo[key] = out
         return out
 

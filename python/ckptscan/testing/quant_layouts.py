@@ -88,6 +88,7 @@ class Written:
     planted: dict[str, Plant]
     source: str
     options: dict[str, Any] = field(default_factory=dict)
+    modules: dict[str, str] = field(default_factory=dict)  # stem -> module
     originals: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
 
@@ -101,6 +102,12 @@ class _Linear:
     input_scale: tuple[str, str, tuple[int, ...], str] | None = None  # suffix, dtype, shape, kind
     quantized: Quantized | None = None
 
+    @property
+    def module(self) -> str:
+        """The module: the stem, or for a parameter of its own (``experts.gate_up_proj``)
+        the stem's parent."""
+        return self.stem.rpartition(".")[0] if self.plain_suffix == "" else self.stem
+
 
 @dataclass
 class _Spec:
@@ -110,7 +117,7 @@ class _Spec:
     hf_quant_config: dict[str, Any] | None = None
     exclusions: list[list[str]] = field(default_factory=list)  # the list(s) to edit
     unmatched_entry: str = ""
-    entry_for: Callable[[str], str] = str  # module -> an entry naming it
+    entry_for: Callable[[str], str] = str  # stem -> an entry naming its module
     mixed: tuple[str, str, Callable[[np.ndarray], np.ndarray]] | None = None
     fused: tuple[str, ...] = ()  # companion suffixes fused siblings share
     metadata: dict[str, str] | None = None
@@ -242,15 +249,16 @@ def _finish(b: _Builder, spec: _Spec, faults: set[str], prefer: tuple[str, ...])
         lin.quantizer = None
         b.planted["unquantized_targeted"] = Plant("unquantized_targeted",
                                                   lin.stem + lin.plain_suffix, detail={
-                                                      "module": lin.stem})
+                                                      "module": lin.module, "stem": lin.stem})
     if "exclusion_prefix" in faults:
         lin = _take(victims, "exclusion_prefix")
         lin.quantizer = None
-        entry = "model.language_model." + lin.stem.removeprefix("model.")
+        entry = "model.language_model." + lin.module.removeprefix("model.")
         for lst in spec.exclusions:
             lst.append(entry)
         b.planted["exclusion_prefix"] = Plant("exclusion_prefix", lin.stem + lin.plain_suffix,
-                                              detail={"entry": entry, "module": lin.stem})
+                                              detail={"entry": entry, "module": lin.module,
+                                                      "stem": lin.stem})
     # fused siblings share one global amax and one activation amax, as producers make them
     weights = {lin.stem: b.normal(*lin.shape) for lin in b.linears}
     b.originals = weights
@@ -274,7 +282,9 @@ def _finish(b: _Builder, spec: _Spec, faults: set[str], prefer: tuple[str, ...])
             continue
         key = lin.fused or lin.stem
         own = lin is mismatch
-        g = float(np.abs(w).max()) if own else amax[key]
+        g = amax[key]
+        if own:  # quantized on its own: its amax, or a smaller one if it holds the group's
+            g = min(float(np.abs(w).max()), 0.75 * g)
         lin.quantized = lin.quantizer(w, g)
         if lin.input_scale is not None:
             suffix, dtype, shape, kind = lin.input_scale
@@ -283,7 +293,8 @@ def _finish(b: _Builder, spec: _Spec, faults: set[str], prefer: tuple[str, ...])
     if mismatch is not None:
         b.planted["fused_scale_mismatch"] = Plant(
             "fused_scale_mismatch", mismatch.stem + spec.fused[0] if spec.fused else mismatch.stem,
-            detail={"module": mismatch.stem, "companions": list(spec.fused)})
+            detail={"module": mismatch.module, "stem": mismatch.stem,
+                    "companions": list(spec.fused)})
     _data_faults(b, faults, victims)
 
 
@@ -299,8 +310,8 @@ def _data_faults(b: _Builder, faults: set[str], victims: Iterator[_Linear]) -> N
         block: tuple[int | slice, ...] = (0,) * (codes.ndim - 2) + (slice(0, r), slice(0, c))
         if fault == "zero_block":
             codes[block] = q.zero
-            b.planted[fault] = Plant(fault, None, detail={"module": lin.stem, "block": [0, 0],
-                                                          "region": [r, c]})
+            b.planted[fault] = Plant(fault, None, detail={"module": lin.module, "stem": lin.stem,
+                                                          "block": [0, 0], "region": [r, c]})
         elif fault == "clipping_block":
             blk = codes[block]
             n = math.ceil(CLIP_SHARE * blk.size)
@@ -308,7 +319,8 @@ def _data_faults(b: _Builder, faults: set[str], victims: Iterator[_Linear]) -> N
             flat = blk.reshape(-1)
             flat[pos] = np.where(b.rng.random(n) < 0.5, q.pos_max, q.neg_max).astype(flat.dtype)
             codes[block] = flat.reshape(blk.shape)
-            b.planted[fault] = Plant(fault, None, detail={"module": lin.stem, "block": [0, 0],
+            b.planted[fault] = Plant(fault, None, detail={"module": lin.module, "stem": lin.stem,
+                                                          "block": [0, 0], "region": [r, c],
                                                           "share": n / blk.size})
         elif fault == "all_zero_tensor":
             zp = q.notes.get("zero_points")
@@ -316,7 +328,7 @@ def _data_faults(b: _Builder, faults: set[str], victims: Iterator[_Linear]) -> N
                 codes[...] = np.repeat(zp, c, axis=-1)[..., : codes.shape[-1]]
             else:
                 codes[...] = q.zero
-            b.planted[fault] = Plant(fault, None, detail={"module": lin.stem})
+            b.planted[fault] = Plant(fault, None, detail={"module": lin.module, "stem": lin.stem})
         elif fault == "scale_nan_e4m3":
             suffix = next(s for s, (d, _) in q.scales.items() if d == "F8_E4M3")
             raw = q.scales[suffix][1].view(np.uint8).reshape(-1)
@@ -344,7 +356,7 @@ def _data_faults(b: _Builder, faults: set[str], victims: Iterator[_Linear]) -> N
 
 def _tensor_faults(b: _Builder, spec: _Spec, faults: set[str], prefer: tuple[str, ...]) -> None:
     """Faults in the stored tensors and the config."""
-    taken = {p.detail.get("module") for p in b.planted.values()}
+    taken = {p.detail.get("stem") for p in b.planted.values()}
     pool = iter([lin for lin in reversed(b.victims(prefer)) if lin.stem not in taken
                  and lin.quantized is not None])
     for fault in ("missing_companion", "orphan_companion", "companion_shape", "companion_dtype",
@@ -403,7 +415,8 @@ def _tensor_faults(b: _Builder, spec: _Spec, faults: set[str], prefer: tuple[str
         assert q is not None
         b.planted["quantized_excluded"] = Plant("quantized_excluded",
                                                 lin.stem + next(iter(q.pack(q.codes))),
-                                                detail={"entry": entry, "module": lin.stem})
+                                                detail={"entry": entry, "module": lin.module,
+                                                        "stem": lin.stem})
 
 
 def _shard_names(n: int) -> list[str]:
@@ -426,7 +439,8 @@ def _save(dest: Path, tensors: dict[str, Stored], shards: int,
         where[n] = files[k]
         acc += size
     for f in files:
-        part = {n: np.ascontiguousarray(tensors[n][1]) for n in names if where[n] == f}
+        # np.require keeps 0-d arrays 0-d (ascontiguousarray would make them [1])
+        part = {n: np.require(tensors[n][1], requirements="C") for n in names if where[n] == f}
         save_file(part, str(dest / f), metadata={"format": "pt", **(metadata or {})})
     if shards > 1:
         (dest / "model.safetensors.index.json").write_text(json.dumps(
@@ -1318,4 +1332,5 @@ def write(scheme: str, dest: str | os.PathLike[str], *, plant: Iterable[str] | s
         quantized={lin.stem: lin.shape for lin in b.linears if lin.quantized is not None},
         high_precision=[lin.stem for lin in b.high], planted=b.planted, source=writer.source,
         options=options, originals=b.originals,
+        modules={lin.stem: lin.module for lin in b.linears},
     )

@@ -219,7 +219,8 @@ def fp8_tensor(w: F32, *, scale_suffix: str, scale_dtype: str = "F32",
     s = np.float32(amax / E4M3_MAX if amax > 0 else 1.0)
     codes = e4m3_codes(w / s)
     scale = _scale_array(np.full(scale_shape, s, np.float32), scale_dtype)
-    return Quantized(codes, (w.shape[-2], w.shape[-1]), 0, 0x7E, 0xFE,
+    # one scale covers the weight; a block for planting is the 128 x 128 tile kernels scan
+    return Quantized(codes, (min(128, w.shape[-2]), min(128, w.shape[-1])), 0, 0x7E, 0xFE,
                      {scale_suffix: scale}, _weight(".weight", "F8_E4M3", ml_dtypes.float8_e4m3fn))
 
 
