@@ -92,6 +92,15 @@ def test_modelopt_config_json_ignore_list() -> None:
     assert det is not None and det.exclusions.key == "quantization_config.ignore"
 
 
+def test_modelopt_config_and_hf_quant_config_disagreeing() -> None:
+    hq = {**MODELOPT_HQ, "quantization": {**MODELOPT_HQ["quantization"],  # type: ignore[dict-item]
+                                          "quant_algo": "FP8", "exclude_modules": []}}
+    det = S.detect({"quantization_config": MODELOPT_CFG}, hf_quant_config=hq)
+    assert det is not None and det.method == "modelopt/NVFP4"
+    keys = {p.key for p in det.problems if p.source == "hf_quant_config.json"}
+    assert keys == {"quantization.quant_algo", "quantization.exclude_modules"}
+
+
 def test_modelopt_lower_case_quant_algo() -> None:
     # process_layer_quant_config writes {"quant_algo": "fp8_pb_wo"} as it is
     hq = {"producer": {"name": "modelopt"}, "quantization": {"quant_algo": "fp8_pb_wo"}}

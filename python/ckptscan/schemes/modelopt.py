@@ -179,6 +179,26 @@ def _group_size(v: object, key: str, source: str, problems: list[Problem]) -> in
     return None
 
 
+def _disagreements(q: Mapping[str, Any], ex_key: str, h: object) -> list[Problem]:
+    """config.json and hf_quant_config.json must say the same (loaders read one
+    or the other)."""
+    inner = h.get("quantization") if isinstance(h, Mapping) else None
+    if not isinstance(inner, Mapping):
+        return []
+    out = []
+    a, b = str(q.get("quant_algo", "")).upper(), str(inner.get("quant_algo", "")).upper()
+    if a != b:
+        out.append(Problem(HF_QUANT_CONFIG, "quantization.quant_algo",
+                           f"{b!r} but config.json says {a!r}"))
+    mine, theirs = q.get(ex_key), inner.get("exclude_modules")
+    if isinstance(mine, list) and isinstance(theirs, list) and sorted(map(str, mine)) != sorted(
+            map(str, theirs)):
+        out.append(Problem(HF_QUANT_CONFIG, "quantization.exclude_modules",
+                           f"differs from config.json's {ex_key} ({len(theirs)} entries against "
+                           f"{len(mine)})"))
+    return out
+
+
 def kv_extras(algo: object) -> tuple[Extra, ...]:
     if not algo:
         return ()
@@ -195,6 +215,8 @@ def detect(src: Sources) -> Detection | None:
         return None
     source, q, where, ex_key = found
     algo = _algo(q, where, source, problems)
+    if source == CONFIG:
+        problems += _disagreements(q, ex_key, src.hf_quant_config)
     gs = _group_size(q.get("group_size"), f"{where}.group_size", source, problems)
     vision = ("vision_tower", "vision_model", "visual")
     groups: list[Group] = []
