@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 from ckptscan import schemes as S
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scheme_configs import (
     AWQ,
     BNB,
@@ -244,3 +246,44 @@ def test_torch_dtype_strings() -> None:
     assert S.torch_dtype_to_safetensors("torch.uint8") == "U8"
     assert S.torch_dtype_to_safetensors("int8") == "I8"
     assert S.torch_dtype_to_safetensors("torch.nonsense") is None
+
+
+# ---- hostile configs: problems, never exceptions ---------------------------------------------
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 300) | st.floats(allow_nan=True)
+    | st.sampled_from(["", "re:(", "re:.*", "*", "fp8", "e4m3", "group", "tensor", "Linear",
+                       "torch.uint8", "lm_head", "int", "float", "local", "mixed-precision"]),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.sampled_from(["num_bits", "type", "strategy", "group_size", "block_structure",
+                         "targets", "weights", "input_activations", "dynamic", "symmetric",
+                         "actorder", "scale_dtype", "format", "group_0", "quant_algo", "bits"]),
+        inner, max_size=5),
+    max_leaves=12)
+_methods = st.sampled_from(["fp8", "compressed-tensors", "modelopt", "mxfp4", "gptq", "awq",
+                            "bitsandbytes", "torchao", "FP8"])
+_keys = st.sampled_from(["fmt", "weight_block_size", "scale_fmt", "activation_scheme",
+                         "modules_to_not_convert", "ignored_layers", "format", "config_groups",
+                         "ignore", "kv_cache_scheme", "quant_algo", "group_size",
+                         "exclude_modules", "quantized_layers", "bits", "dynamic", "lm_head",
+                         "load_in_4bit", "load_in_8bit", "bnb_4bit_quant_type",
+                         "llm_int8_skip_modules", "version", "quantization"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(method=_methods, body=st.dictionaries(_keys, _json, max_size=6),
+       top=st.dictionaries(st.sampled_from(["expert_dtype", "model_type", "quantization",
+                                            "architectures"]), _json, max_size=2))
+def test_hostile_configs_give_problems_not_exceptions(method: str, body: dict[str, Any],
+                                                      top: dict[str, Any]) -> None:
+    config = {**top, "quantization_config": {**body, "quant_method": method}}
+    for det in S.detect_all(config, hf_quant_config={"quantization": body}):
+        for p in det.problems:
+            assert p.key and p.message
+        for module in ("model.layers.0.mlp.down_proj", "lm_head", "model.layers.{}.mlp.gate"):
+            det.target(module)
+            det.target_template(module)
+        for lay in det.layouts:
+            lay.bits_per_weight()
+            for c in lay.companions:
+                c.expected_shapes((256, 512))

@@ -50,7 +50,7 @@ def _layout(type_name: str, dtypes: tuple[str, ...], wfmt: str, per: int, flat: 
     return Layout(
         name=f"{NAME}/{type_name}{tag}", title=f"torchao {type_name} ({wfmt})", family=NAME,
         weight_suffix="_qdata", weight_dtypes=dtypes, weight_format=wfmt, scale_format=scale_fmt,
-        granularity=Granularity("group" if per > 1 else "channel"),
+        granularity=Granularity("block_size in __metadata__"),
         packing=Packing(Fraction(per), flat=flat), companions=comps, param_style=True,
         param_pattern=r"_[A-Za-z0-9_]+", ranks=(1, 2, 3, 4), source=SOURCE,
     )
