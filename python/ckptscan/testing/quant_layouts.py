@@ -717,7 +717,8 @@ def _ct_fp8(strategy: str) -> Quantizer:
         if strategy == "tensor":
             return Q.fp8_tensor(w, scale_suffix=".weight_scale", scale_dtype="BF16",
                                 scale_shape=(1,))
-        return Q.fp8_block(w, (128, 128), scale_suffix=".weight_scale", scale_dtype="BF16")
+        block = (1, 128) if strategy == "group" else (128, 128)  # a group is a 1 x 128 block
+        return Q.fp8_block(w, block, scale_suffix=".weight_scale", scale_dtype="BF16")
     return q
 
 
@@ -730,12 +731,14 @@ def _ct_spec(cfg: dict[str, Any], ignore: list[str], text_config: bool = False,
 def write_ct_fp8(b: _Builder, *, dims: Dims = Dims(), strategy: str = "channel",
                  text_config: bool = False) -> _Spec:
     """llm-compressor FP8: ``channel`` (FP8_DYNAMIC: weight_scale [out, 1]),
-    ``tensor`` (FP8: weight_scale [1] + static input_scale [1]) or ``block``
-    (FP8_BLOCK: weight_scale [ceil(out/128), ceil(in/128)], named weight_scale)."""
+    ``tensor`` (FP8: weight_scale [1] + static input_scale [1]), ``block``
+    (FP8_BLOCK: weight_scale [ceil(out/128), ceil(in/128)], named weight_scale) or
+    ``group`` (weight_scale [out, ceil(in/128)])."""
     static = strategy == "tensor"
     _llama(b, dims, lambda s, o, i: _ct_fp8(strategy),
            (lambda s: (".input_scale", "BF16", (1,), "fp8")) if static else (lambda s: None))
-    weights = _ct_args(8, "float", strategy, block=[128, 128] if strategy == "block" else None)
+    weights = _ct_args(8, "float", strategy, block=[128, 128] if strategy == "block" else None,
+                       group_size=128 if strategy == "group" else None)
     inputs = (_ct_args(8, "float", "tensor", observer="static_minmax") if static else
               _ct_args(8, "float", "group" if strategy == "block" else "token",
                        group_size=128 if strategy == "block" else None, dynamic=True,
@@ -749,21 +752,34 @@ def write_ct_fp8(b: _Builder, *, dims: Dims = Dims(), strategy: str = "channel",
                     fused=(".input_scale",) if static else ())
 
 
-def write_ct_int8(b: _Builder, *, dims: Dims = Dims()) -> _Spec:
+def write_ct_int8(b: _Builder, *, dims: Dims = Dims(), bits: int = 8, group: int = 0,
+                  symmetric: bool = True) -> _Spec:
     """W8A8 INT8 (int-quantized): I8 weights, BF16 weight_scale [out, 1], dynamic
-    per-token int8 activations."""
+    per-token int8 activations. With ``bits`` < 8 (and a ``group``) the integers
+    are stored unpacked in I8 (naive-quantized, weight-only), asymmetric ones with
+    an I8 weight_zero_point of the scale's shape."""
+    naive = bits < 8
+    qmin, qmax = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+
     def q(w: np.ndarray, _g: float) -> Quantized:
-        qv, scale, _ = Q.int_group(w, 8, w.shape[-1])
-        return Quantized(qv, (1, w.shape[-1]), 0, 127, -128,
-                         {".weight_scale": _as("BF16", scale)},
-                         lambda c: {".weight": ("I8", c.astype(np.int8))}, {"bits": 8})
+        size = group or w.shape[-1]
+        qv, scale, zp = Q.int_group(w, bits, size, symmetric=symmetric)
+        scales: dict[str, Stored] = {".weight_scale": _as("BF16", scale)}
+        notes: dict[str, object] = {"bits": bits}
+        if not symmetric:
+            scales[".weight_zero_point"] = ("I8", zp.astype(np.int8))
+            notes["zero_points"] = zp
+        return Quantized(qv, (1, size), 0 if symmetric else int(zp.reshape(-1)[0]), qmax, qmin,
+                         scales, lambda c: {".weight": ("I8", c.astype(np.int8))}, notes)
     _llama(b, dims, lambda s, o, i: q)
     ignore = ["lm_head"]
-    group = {"input_activations": _ct_args(8, "int", "token", dynamic=True, observer=None),
-             "output_activations": None, "targets": ["Linear"],
-             "weights": _ct_args(8, "int", "channel"), "format": "int-quantized"}
-    return _ct_spec(_llama_config(dims, _ct_config({"group_0": group}, "int-quantized", ignore)),
-                    ignore)
+    strategy = "group" if group else "channel"
+    fmt = "naive-quantized" if naive else "int-quantized"
+    inputs = None if naive else _ct_args(8, "int", "token", dynamic=True, observer=None)
+    grp = {"input_activations": inputs, "output_activations": None, "targets": ["Linear"],
+           "weights": _ct_args(bits, "int", strategy, group_size=group or None,
+                               symmetric=symmetric), "format": fmt}
+    return _ct_spec(_llama_config(dims, _ct_config({"group_0": grp}, fmt, ignore)), ignore)
 
 
 def _ct_pack(bits: int, group: int, symmetric: bool, actorder: bool, zp_layout: str,
@@ -1253,7 +1269,8 @@ SCHEMES: dict[str, SchemeWriter] = {
         "mixed_conventions", "fused_scale_mismatch", "negative_input_scale"}, CT_SOURCE,
         {"fused_scale_mismatch": {"strategy": "tensor"},
          "negative_input_scale": {"strategy": "tensor"}}),
-    "ct-int8": SchemeWriter(write_ct_int8, _COMMON | _EXCL, CT_SOURCE),
+    "ct-int8": SchemeWriter(write_ct_int8, _COMMON | _EXCL | {"zero_point_range"}, CT_SOURCE,
+                            {"zero_point_range": {"bits": 4, "group": 128, "symmetric": False}}),
     "ct-w4a16": SchemeWriter(write_ct_w4a16, _COMMON | _EXCL | {"zero_point_range"}, CT_SOURCE,
                              {"zero_point_range": {"symmetric": False, "zp_layout": "unpacked"}}),
     "ct-nvfp4": SchemeWriter(write_ct_nvfp4, _COMMON | _EXCL | {
