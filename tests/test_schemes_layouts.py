@@ -292,6 +292,18 @@ def test_modelopt_nvfp4() -> None:
     assert ".input_scale" not in [c.suffix for c in w4a16.companions]
 
 
+def test_modelopt_nvfp4_expert_stacks() -> None:
+    # BMM-style experts (Llama4, gpt-oss) keep [E, out, in] stacks: one weight_scale_2 per
+    # expert, or one for the stack
+    lay = only(mo("NVFP4"), "m.experts.gate_up_proj.weight", "U8")
+    logical = lay.logical_shape((8, 256, 64))
+    assert logical == (8, 256, 128)
+    assert companion(lay, ".weight_scale").expected_shapes(logical) == ((8, 256, 8),)
+    ws2 = companion(lay, ".weight_scale_2")
+    assert all(ws2.shape_ok(s, logical) for s in ((8,), (8, 1), (8, 1, 1), (), (1,)))
+    assert not ws2.shape_ok((4,), logical)
+
+
 def test_modelopt_fp8_variants() -> None:
     fp8 = only(mo("FP8"), "x.weight", "F8_E4M3")
     assert [c.suffix for c in fp8.companions] == [".weight_scale", ".input_scale"]

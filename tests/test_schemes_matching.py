@@ -42,6 +42,15 @@ def test_dotted_components_gate_is_not_gate_proj() -> None:
         "gate", "components")
 
 
+def test_parameter_entries_match_tensor_names() -> None:
+    # MiniMax-M2 lists a parameter, not a module: it matches the tensor's name
+    det = hf_fp8(["gate", "e_score_correction_bias", "lm_head"])
+    template = "model.layers.{}.block_sparse_moe.e_score_correction_bias"
+    assert det.exclusions.entry_template("e_score_correction_bias", template) is True
+    assert det.exclusions.entry_template("e_score_correction_bias",
+                                         "model.layers.{}.block_sparse_moe") is False
+
+
 def test_dotted_components_multi_part_and_numbers() -> None:
     det = hf_fp8(["mlp.gate", "model.layers.1.self_attn", "model.layers.*.mlp.shared_expert"])
     assert excluded_by(det, "model.layers.0.mlp.gate") == "mlp.gate"

@@ -159,16 +159,19 @@ ShapeRule = Callable[[Shape], tuple[Shape, ...]]
 
 @dataclass(frozen=True)
 class PerTensor:
-    """One value (``[]`` or ``[1]``); with ``per_lead`` one per leading index
-    (an [E, out, in] expert stack has E)."""
+    """One value (``shapes``: ``[]`` or ``[1]``); with ``per_lead`` one per leading
+    index of an [E, out, in] expert stack (``[E]``, ``[E, 1]``, ``[E, 1, 1]``), and
+    with ``single`` too a single value for the whole stack."""
 
     per_lead: bool = False
     shapes: tuple[Shape, ...] = ((), (1,))
+    single: bool = False
 
     def __call__(self, logical: Shape) -> tuple[Shape, ...]:
         lead = logical[:-2]
         if self.per_lead and lead:
-            return (lead, (*lead, 1), (*lead, 1, 1))
+            per = (lead, (*lead, 1), (*lead, 1, 1))
+            return per + self.shapes if self.single else per
         return self.shapes
 
 

@@ -76,7 +76,7 @@ ALGOS = ("FP8", "FP8_PER_CHANNEL_PER_TOKEN", "FP8_PB_WO", "NVFP4", "W4A16_NVFP4"
          "MIXED_PRECISION")
 OTHER_ALGOS = ("W4A16_AWQ", "W4A8_AWQ", "NVFP4_AWQ", "NVFP4_SVD", "W8A16", "W8A8_SQ_PER_CHANNEL",
                "MXFP4", "W4A8_MXFP4_FP8", "W4A8_NVFP4_FP8")
-SCALAR = PerTensor(per_lead=True)
+SCALAR = PerTensor(per_lead=True, single=True)  # per expert for BMM-style expert stacks
 
 
 def _layout(algo: str, title: str, weight_dtypes: tuple[str, ...], wfmt: str,

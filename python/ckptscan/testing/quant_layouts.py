@@ -120,7 +120,6 @@ class _Spec:
     entry_for: Callable[[str], str] = str  # stem -> an entry naming its module
     mixed: tuple[str, str, Callable[[np.ndarray], np.ndarray]] | None = None
     fused: tuple[str, ...] = ()  # companion suffixes fused siblings share
-    metadata: dict[str, str] | None = None
 
 
 def _fused_key(stem: str) -> str | None:
@@ -1332,9 +1331,7 @@ def write(scheme: str, dest: str | os.PathLike[str], *, plant: Iterable[str] | s
             for suffix, stored in lin.quantized.stored().items():
                 b.tensors[lin.stem + suffix] = stored
     _tensor_faults(b, spec, faults, writer.prefer)
-    metadata = spec.metadata
-    if scheme == "torchao":
-        metadata = _torchao_rename(b)
+    metadata = _torchao_rename(b) if scheme == "torchao" else None
     path = Path(dest)
     where = _save(path, b.tensors, shards, metadata)
     (path / "config.json").write_text(json.dumps(spec.config, indent=2))
