@@ -292,6 +292,17 @@ def test_modelopt_nvfp4() -> None:
     assert ".input_scale" not in [c.suffix for c in w4a16.companions]
 
 
+def test_fused_companions() -> None:
+    assert mo("NVFP4").fused_companions() == (".weight_scale_2", ".input_scale")
+    assert mo("W4A16_NVFP4").fused_companions() == (".weight_scale_2",)
+    assert det_of({"quantization_config": W4A16}).fused_companions() == ()
+    nv = ct({"num_bits": 4, "type": "float", "strategy": "tensor_group", "group_size": 16},
+            "nvfp4-pack-quantized", {"num_bits": 4, "type": "float",
+                                     "strategy": "tensor_group", "group_size": 16,
+                                     "dynamic": "local"})
+    assert nv.fused_companions() == (".weight_global_scale", ".input_global_scale")
+
+
 def test_modelopt_nvfp4_expert_stacks() -> None:
     # BMM-style experts (Llama4, gpt-oss) keep [E, out, in] stacks: one weight_scale_2 per
     # expert, or one for the stack

@@ -405,6 +405,7 @@ def test_planted_fault_is_there(tmp_path_factory: pytest.TempPathFactory, scheme
         assert header[p.tensor][0] == "BF16"
         assert det.layout_for(p.tensor, "BF16") is None
     elif fault == "fused_scale_mismatch":
+        assert set(p.detail["companions"]) <= set(det.fused_companions())
         module = p.detail["stem"]
         fused = S.fused_sibling(module)
         assert fused is not None

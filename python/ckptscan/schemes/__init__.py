@@ -37,7 +37,10 @@ API
       per name): whether the config quantizes a module, which entry selected it
       and which exclusion entry kept it out (``Hit(entry, rule, via_prefix,
       implicit)``: ``via_prefix`` set when the entry only matches after adding or
-      removing a wrapper such as ``model.language_model.``).
+      removing a wrapper such as ``model.language_model.``);
+      ``exclusion_template(template) -> Decision`` for the exclusion list alone.
+    - ``fused_companions()``: companion suffixes that fused siblings (q/k/v,
+      gate/up, w1/w3; see ``fused_sibling``) must hold equal.
 ``Layout``
     ``name`` (stable id, e.g. ``hf-fp8/E4M3/block128x128``), ``title``,
     ``weight_suffix``, ``weight_dtypes``, ``weight_format``, ``scale_format``,

@@ -11,7 +11,7 @@ from fractions import Fraction
 from typing import Any, Final, TypeGuard
 
 from ._formats import DTYPE_BITS, SCALE_ONLY_DTYPES
-from ._match import CLASS_KINDS, SLOT, Decision, Hit, Rules, Targets, hit_rank, probe_names
+from ._match import SLOT, Decision, Hit, Rules, Targets, hit_rank, probe_names
 
 Shape = tuple[int, ...]
 
@@ -617,8 +617,8 @@ class Detection:
                 return (stem, suffix) if stem else None
         return None
 
-    def fused_disagreement_kinds(self) -> tuple[str, ...]:
-        """Companion suffixes whose values fused siblings must share."""
+    def fused_companions(self) -> tuple[str, ...]:
+        """Companion suffixes whose values fused siblings (``fused_sibling``) must share."""
         out: list[str] = []
         for lay in self.layouts:
             out += [c.suffix for c in lay.companions if c.fused_equal and c.suffix not in out]
@@ -747,7 +747,3 @@ def string_list(v: object, key: str, problems: list[Problem], source: str = CONF
 def linear_modules(name: str, kind: str) -> bool:
     """The default target of most producers: every linear layer."""
     return kind == "linear"
-
-
-def kind_for_class(entry: str) -> str | None:
-    return CLASS_KINDS.get(entry)
