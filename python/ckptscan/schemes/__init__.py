@@ -63,22 +63,33 @@ API
 ``FUSED_SIBLINGS``, ``SCALE_CONVENTIONS``; shape rules ``PerTensor``, ``PerChannel``,
 ``PerGroup``, ``PerBlock``, ``PerInput``, ``ShapeOfShape``, ``Fixed``, ``AnyOf``.
 
-Example: pairing, shapes and counts for one template
-----------------------------------------------------
+Example: what a checks layer does per template
+-----------------------------------------------
 ::
 
-    det = schemes.detect(config=ckpt.config)
+    det = schemes.detect(ckpt.config, hf_quant_config, shard_metadata)
+    have = set(frame.templates).__contains__
     for t, template in enumerate(frame.templates):
-        for role in det.weight_roles(template):
-            lay = role.layout
-            for c in lay.companions:                     # pair by template
-                ct = lay.companion_name(role.stem, c)    # then _match_rows(t, ct)
-        for role in det.companion_roles(template): ...   # orphan when no role's weight exists
-    # per distinct (dtype, shape) of a template's rows:
-    logical = lay.logical_shape(stored_shape)
-    ok = c.shape_ok(scale_shape, logical) and c.dtype_ok(scale_dtype)
-    params = det.parameters(template, dtype, stored_shape) * rows
-    tgt = det.target_template(lay.module_of(role.stem), "linear")  # None -> per name
+        kind = "linear" if frame.table.linear[t] else "other"
+        for dtype, shape, n in distinct_rows(t):      # a template has one or a few
+            params += det.parameters(template, dtype, shape) * n
+            lay = det.layout_for(template, dtype, have, kind)
+            if lay is None:                           # not a quantized weight
+                roles = det.companion_roles(template) # orphan if no role's weight exists
+                other = det.other_convention(template)  # mixed scale conventions
+                continue
+            stem = lay.weight_stem(template)
+            logical = lay.logical_shape(shape)
+            for c in lay.companions:
+                ct = lay.companion_name(stem, c)      # pair rows with checks._match_rows
+                # absent and c.required -> missing; else c.dtype_ok(dtype_of_ct),
+                # c.shape_ok(shape_of_ct, logical)
+            tgt = det.target_template(lay.module_of(stem), kind)
+            # None -> det.target(name, kind) for the template's names;
+            # tgt.excluded_by -> quantized although excluded
+        # a high-precision linear whose target(...).quantized is True: left unquantized
+    for entry in det.exclusions.entries:  # unmatched: False for every module / tensor
+        det.exclusions.entry_template(entry, template)  # template (None: ask its names)
 """
 
 from __future__ import annotations
