@@ -1,1 +1,3 @@
-"""Servers and helpers for tests and benchmarks (loopback only; nothing here runs in a scan)."""
+"""Helpers for tests and benchmarks, never used by a scan: servers started on
+loopback (an emulated Hub, S3), quantizers, and checkpoint writers in the layouts
+real producers write (those need safetensors and ml_dtypes)."""
