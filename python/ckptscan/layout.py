@@ -413,6 +413,21 @@ def _diffusers_components(path: str, entries: Sequence[os.DirEntry[str]]) -> lis
                   and v[0] is not None and k in names)
 
 
+def _component_specs(path: str, components: list[str], bound: str | None,
+                     hf: tuple[str, str] | None) -> list[CheckpointSpec]:
+    """One checkpoint per diffusers component folder (each its own boundary)."""
+    specs = []
+    for name in components:
+        sub = os.path.join(path, name)
+        try:
+            sub_entries = _list(sub)
+        except OSError:
+            continue
+        specs += [replace(s, kind="diffusers-component", component=name)
+                  for s in _dir_specs(sub, sub_entries, None if bound is None else sub, hf)]
+    return specs
+
+
 # ---------------------------------------------------------------- resolve (report)
 
 
@@ -485,17 +500,7 @@ def _resolve_dir(p: str, revision: str | None, follow_symlinks: bool) -> list[Ch
         return specs
     components = _diffusers_components(p, entries)
     if components:
-        specs = []
-        for name in components:
-            sub = os.path.join(p, name)
-            try:
-                sub_entries = _list(sub)
-            except OSError:
-                continue
-            specs += [replace(s, kind="diffusers-component", component=name)
-                      for s in _dir_specs(sub, sub_entries, None if bound is None else sub,
-                                          (hf[0], hf[1]) if hf else None)]
-        return specs
+        return _component_specs(p, components, bound, (hf[0], hf[1]) if hf else None)
     specs = _dir_specs(p, entries, bound, (hf[0], hf[1]) if hf else None)
     if not specs:
         return [CheckpointSpec(p, "hf-snapshot" if hf else "dir", [],
@@ -582,17 +587,11 @@ def _walk(top: str, top_stat: os.stat_result, visited: dict[tuple[int, int], str
         hf_ids = (hf[0], hf[1]) if hf else None
         components = _diffusers_components(path, entries)
         if components:
-            for comp in components:
-                sub = os.path.join(path, comp)
-                try:
-                    sub_entries = _list(sub)
-                except OSError:
-                    continue
-                out.checkpoints += [replace(s, kind="diffusers-component", component=comp)
-                                    for s in _dir_specs(sub, sub_entries,
-                                                        None if bound is None else sub, hf_ids)]
+            out.checkpoints += _component_specs(path, components, bound, hf_ids)
+            for comp in components:  # walked as components: not again as plain folders
                 with contextlib.suppress(OSError):
-                    visited[(os.stat(sub).st_dev, os.stat(sub).st_ino)] = sub
+                    st_c = os.stat(os.path.join(path, comp))
+                    visited[(st_c.st_dev, st_c.st_ino)] = os.path.join(path, comp)
         else:
             specs = _dir_specs(path, entries, bound, hf_ids)
             out.checkpoints += specs
