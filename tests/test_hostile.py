@@ -58,7 +58,7 @@ def test_a_huge_config_is_not_read(mm: Path) -> None:
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.monotonic()
     report = ckptscan.scan(mm)
-    assert time.monotonic() - t0 < 5
+    assert time.monotonic() - t0 < 60  # bounded work (not a speed test: bench/ is)
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB
     (f,) = [f for f in report.findings if f.code == "limit-exceeded"]
     assert f.file == str(cfg) and "4,294,967,296 bytes" in f.message
@@ -78,7 +78,7 @@ def test_config_values_of_the_wrong_type_or_impossible(mm: Path, key: str, value
     set_config(mm, **{key: value})
     t0 = time.monotonic()
     report = ckptscan.scan(mm)
-    assert time.monotonic() - t0 < 5
+    assert time.monotonic() - t0 < 60  # bounded work (not a speed test: bench/ is)
     (f,) = [f for f in report.findings if f.code == "config-value"]
     assert f.detail["key"] == key and why in f.message and key in f.message
     # the bad value silences nothing else: MTP declared, layers not turned into MTP
@@ -105,7 +105,7 @@ def test_an_index_of_a_million_missing_shards(mm: Path) -> None:
     (mm / "model.safetensors.index.json").write_text(json.dumps({"weight_map": wm}))
     t0 = time.monotonic()
     report = ckptscan.scan(mm)
-    assert time.monotonic() - t0 < 10
+    assert time.monotonic() - t0 < 60  # bounded work (not a speed test: bench/ is)
     assert len(report.findings) < 50
     (f,) = [f for f in report.findings if f.code == "limit-exceeded"]
     assert "1,000,000 shard files" in f.message
@@ -163,7 +163,7 @@ def test_a_farm_root_with_a_symlink_to_the_filesystem_root(tmp_path: Path) -> No
     (root / "everything").symlink_to("/")
     t0 = time.monotonic()
     result = ckptscan.scan_farm(root, db=tmp_path / "farm.db")
-    assert time.monotonic() - t0 < 10
+    assert time.monotonic() - t0 < 60  # bounded work (not a speed test: bench/ is)
     assert [Path(r["path"]).name for r in result.rows] == ["a"]
     assert any("leaving the root" in n.message for n in result.notes)
 
@@ -271,7 +271,7 @@ def test_where_is_read_only_bounded_and_allow_listed(tmp_path: Path,
             store.query("(SELECT count(*) FROM findings a, findings b, findings c, findings d, "
                         "findings e, findings f, findings g, findings h, findings i, "
                         "findings j) > 0")
-        assert time.monotonic() - t0 < 5
+        assert time.monotonic() - t0 < 60  # bounded work (not a speed test: bench/ is)
     assert main(["farm", "--db", str(db), "--where", "nonsense_column = 1"]) == 2
 
 
