@@ -161,8 +161,17 @@ def _compressed_tensors_like(root: Path, scale: object, with_scale: bool = True)
     write_safetensors(root / "model.safetensors", tensors)
     with safe_open(str(root / "model.safetensors"), "numpy") as ref:  # a valid file
         assert sorted(ref.keys()) == sorted(tensors)
+    # llm-compressor's FP8 per-channel weights with a static per-tensor input scale
+    # (compressed-tensors QuantizationArgs as serialised)
+    group = {"targets": ["Linear"],
+             "weights": {"num_bits": 8, "type": "float", "strategy": "channel",
+                         "symmetric": True, "dynamic": False},
+             "input_activations": {"num_bits": 8, "type": "float", "strategy": "tensor",
+                                   "symmetric": True, "dynamic": False}}
     (root / "config.json").write_text(json.dumps({
-        "model_type": "llama", "quantization_config": {"quant_method": "compressed-tensors"}}))
+        "model_type": "llama", "quantization_config": {
+            "quant_method": "compressed-tensors", "format": "float-quantized",
+            "config_groups": {"group_0": group}, "ignore": []}}))
     return root
 
 

@@ -5,6 +5,7 @@ against the index's total_size."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -331,30 +332,75 @@ def test_each_component_against_its_config(corpus: dict[str, Built], name: str) 
     assert checked >= 1
 
 
+# Packed layouts: their packing facts are recorded with them (``packing``).
+PACKED = {p.stem for p in corpus_paths() if load_layout(p).data.get("packing")}
+
+
+def logical_parameters(layout: CorpusLayout) -> int:
+    """Logical parameters from the layout's recorded packing facts, independently
+    of ckptscan's scheme declarations: a packed container counts its values, a
+    quantization companion counts none."""
+    facts = layout.data.get("packing") or {}
+    scheme, bits = facts.get("scheme"), int(facts.get("bits", 4))
+    total = 0
+    for name, dtype, shape in layout.tensors:
+        n = math.prod(shape)
+        last = name.rsplit(".", 1)[-1]
+        if scheme == "mlx":
+            total += n * 32 // bits if dtype == "U32" else 0 if last in ("scales", "biases") else n
+        elif scheme == "gptq":
+            total += (n * 32 // bits if last == "qweight"
+                      else 0 if last in ("qzeros", "scales", "g_idx") else n)
+        elif scheme == "bitsandbytes":
+            overhead = last in ("absmax", "quant_map") or ".quant_state." in name or \
+                "nested_" in last
+            total += 0 if overhead else n * 2 if dtype == "U8" else n
+        else:
+            total += n
+    return total
+
+
 @pytest.mark.parametrize(
     "name", [p.stem for p in corpus_paths() if load_layout(p).total_size_checked])
 def test_parameter_count_against_total_size(corpus: dict[str, Built], name: str) -> None:
     b = corpus[name]
     report = scan(b.path)
     params = {d: c.parameters for d, c in report.dtypes.items()}
+    stored = {d: c.bytes for d, c in report.dtypes.items()}
+    if name in PACKED:
+        # packed values and overhead tensors: the bytes are the index's, the
+        # parameters the logical weights the packing facts give
+        assert sum(stored.values()) == b.layout.total_size
+        assert report.total.parameters == logical_parameters(b.layout)
+        assert report.total.parameters > sum(stored.values())  # 4-bit: > 1 per byte
+        return
     assert b.layout.index_bytes(params) == b.layout.total_size
     # and the replica's own bytes agree with its headers
-    assert sum(c.bytes for c in report.dtypes.values()) == sum(
-        p * DTYPE_BITS[d] // 8 for d, p in params.items())
+    assert sum(stored.values()) == sum(p * DTYPE_BITS[d] // 8 for d, p in params.items())
 
 
-# Packed layouts whose logical shapes wait for the quantization schemes (#11).
-PACKED = {p.stem for p in corpus_paths() if load_layout(p).data.get("packing")}
+@pytest.mark.parametrize("name", sorted(PACKED))
+def test_packed_layouts_count_logical_weights(corpus: dict[str, Built], name: str) -> None:
+    b = corpus[name]
+    report = scan(b.path)
+    assert report.total.parameters == logical_parameters(b.layout)
+    q = report.quantization
+    assert q.family == b.layout.data["packing"]["scheme"] and q.schemes
+    assert q.overhead_bytes > 0 and q.format in ("INT4", "NF4")
+    assert sum(s["parameters"] for s in q.schemes) < report.total.parameters
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_the_report_has_no_false_finding(corpus: dict[str, Built], name: str) -> None:
     """The whole pipeline on each real layout: no error, no warning (a real
-    checkpoint, faithfully rebuilt, has nothing wrong with it)."""
+    checkpoint, faithfully rebuilt, has nothing wrong with it) but a deployment
+    limit its layout records with the reason (``deployment``)."""
     report = scan(corpus[name].path)
     bad = [(f.code, f.message) for f in report.findings if f.severity >= Severity.WARNING]
-    if name in PACKED:
-        # only the packed embedding's width may still be misread (MLX U32)
-        assert {c for c, _ in bad} <= {"config-hidden-size"}, bad
+    known = corpus[name].layout.data.get("deployment")
+    if known is not None:
+        tp = report.deployment.tensor_parallel
+        assert tp is not None and tp["max"] == known["tensor_parallel_max"]
+        assert {c for c, _ in bad} == {"tensor-parallel-limit"}, bad
     else:
         assert bad == []

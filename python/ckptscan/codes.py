@@ -93,26 +93,49 @@ def _register_all() -> None:
     register("tensor-duplicate", E, "tensors", "the same tensor name in two shards")
     register("tensor-missing-in-grid", E, "tensors", "one layer/expert lacks a tensor all its "
              "siblings have")
-    # -- quantization
+    # -- quantization: the scheme the checkpoint declares against its tensors
     for code, sev, text in (
-        ("fp8-scale-missing", E, "an FP8 weight without its scale: it would be used ~scale "
-                                 "times off"),
-        ("scale-orphan", E, "a scale tensor whose weight does not exist"),
-        ("scale-on-unquantized", W, "a scale tensor whose weight is not FP8"),
-        ("scale-shape", E, "scale shape is not [ceil(rows/br), ceil(cols/bc)] for the block "
-                           "size"),
-        ("scale-dtype", E, "scale dtype is not F32 (or F8_E8M0 with scale_fmt ue8m0)"),
-        ("fp8-not-converted", E, "an FP8 tensor that modules_to_not_convert says stays "
-                                 "unquantized"),
-        ("unquantized-linear", W, "a linear weight neither FP8 nor listed in "
-                                  "modules_to_not_convert"),
-        ("unquantized-linear-info", INFO, "a linear weight kept unquantized (config lists no "
-                                       "modules)"),
-        ("fp8-without-config", W, "FP8 tensors but no quantization_config in config.json"),
-        ("quant-config-invalid", E, "quantization_config has an unusable weight_block_size or "
-                                    "fmt"),
-        ("fp8-format-mismatch", E, "FP8 tensors in another format than quantization_config's "
-                                   "fmt"),
+        ("fp8-scale-missing", E, "an FP8 weight without the scale its scheme names "
+                                 "(weight_scale_inv, weight_scale, .scale ...): it would be "
+                                 "used ~scale times off"),
+        ("companion-missing", E, "a quantized weight without a companion its scheme requires "
+                                 "(a packed weight's scale, zero point, global scale, "
+                                 "weight_shape, KV-cache scale ...), named as the scheme names "
+                                 "it"),
+        ("scale-orphan", E, "a companion (scale, zero point, global scale ...) whose weight "
+                            "does not exist"),
+        ("scale-on-unquantized", W, "a companion whose weight is stored in high precision"),
+        ("scale-shape", E, "a companion's shape does not fit its weight under the scheme "
+                           "(block, group, channel or tensor granularity, packing)"),
+        ("scale-dtype", E, "a companion's dtype is none its scheme's producers write"),
+        ("scale-convention-mixed", E, "a scale named after another convention than its "
+                                      "weight's scheme (weight_scale beside weight_scale_inv, "
+                                      "rank-2 beside rank-4): loaders look for one"),
+        ("quant-weight-dtype", E, "a weight whose naming is its scheme's but whose dtype or "
+                                  "group is not (an INT4 container of the wrong type, a "
+                                  "weight stored in another group's layout)"),
+        ("fp8-not-converted", E, "an FP8 weight whose module the exclusion list "
+                                 "(modules_to_not_convert, ignore ...) keeps unquantized"),
+        ("quantized-excluded", E, "a quantized (non-FP8) weight whose module the config keeps "
+                                  "unquantized (an exclusion entry, or no group targets it)"),
+        ("unquantized-linear", W, "a linear weight left in high precision although the scheme "
+                                  "targets it and its exclusion list does not name it"),
+        ("unquantized-linear-info", INFO, "a linear weight kept in high precision (the config "
+                                          "lists no modules kept unquantized)"),
+        ("exclusion-unmatched", W, "an exclusion entry (ignore, modules_to_not_convert, "
+                                   "exclude_modules ...) that matches no module"),
+        ("exclusion-prefix", W, "an exclusion entry that matches only with a wrapper prefix "
+                                "added or removed (model.language_model.): the producer's "
+                                "loader will not match it"),
+        ("fused-scale-mismatch", W, "fused siblings (q/k/v, gate/up, w1/w3) whose per-tensor or "
+                                    "global scales differ: loaders fuse them with the max"),
+        ("tensor-parallel-limit", W, "no tensor-parallel size of 8 splits every block- or "
+                                     "group-quantized linear on block boundaries"),
+        ("fp8-without-config", W, "FP8 tensors but no quantization scheme declared (config.json, "
+                                  "hf_quant_config.json)"),
+        ("quant-config-invalid", E, "a quantization setting loaders cannot use (block size, "
+                                    "format, algorithm, bits, group size ...), named by key"),
+        ("fp8-format-mismatch", E, "FP8 weights in another format than the scheme declares"),
     ):
         register(code, sev, "quantization", text)
     # -- config.json against the tensors
@@ -130,19 +153,28 @@ def _register_all() -> None:
     for code, sev, text in (
         ("deep-read-failed", E, "a tensor's data could not be read during --deep"),
         ("scale-unfilled", E, "scale holds -3.4028235e38, vLLM's never-loaded sentinel"),
-        ("scale-nonfinite", E, "NaN or Inf block scale"),
-        ("scale-nonpositive", E, "block scale <= 0"),
+        ("scale-nonfinite", E, "NaN or Inf scale (block, group, channel, tensor, global or "
+                                "input scale)"),
+        ("scale-nonpositive", E, "scale <= 0 (a loader divides or multiplies by it)"),
         ("scale-subnormal", W, "float32-subnormal block scale (flushed to zero by FTZ kernels)"),
         ("scale-not-pow2", W, "scale_fmt ue8m0 but a scale is not a power of two"),
         ("fp8-nan", E, "NaN codes inside an FP8 weight"),
         ("fp8-inf", E, "Inf codes inside an FP8 (E5M2) weight"),
-        ("fp8-all-zero", W, "an FP8 weight whose codes are all zero"),
-        ("fp8-zero-block", INFO, "FP8 blocks that are all zeros"),
+        ("fp8-all-zero", E, "a quantized weight whose codes are all zero"),
+        ("fp8-zero-block", W, "blocks of a quantized weight whose codes are all zero under a "
+                              "nonzero scale (lost data, as an interrupted download leaves)"),
         ("fp8-range-unused", W, "FP8 blocks whose largest code is below a quarter of the "
                                 "format max"),
+        ("fp8-clipping", W, "blocks with a share of codes at the format's +-max that no "
+                            "properly scaled block reaches: the scale is too small"),
         ("float-nan", E, "NaN values in a BF16 / F16 / F32 / F64 tensor"),
         ("float-inf", W, "Inf values in a BF16 / F16 / F32 / F64 tensor"),
-        ("e8m0-nan", E, "NaN (0xFF) codes in an F8_E8M0 scale tensor"),
+        ("e8m0-nan", E, "NaN (0xFF) codes in an E8M0 scale tensor (F8_E8M0 or U8 exponents)"),
+        ("e8m0-implausible", W, "E8M0 scale exponents outside any plausible weight range "
+                                "(2^-64 .. 2^32): scales copied as integers, or garbage"),
+        ("scale-nan-e4m3", E, "NaN codes (0x7F, 0xFF) in an E4M3 scale tensor (NVFP4 block "
+                              "scales)"),
+        ("zero-point-range", E, "zero points outside the integer range of their bits"),
     ):
         register(code, sev, "data", text)
 

@@ -1,11 +1,13 @@
 """What one scan knows, computed once: the checkpoint, its frame, its config, the
-index joined to the headers, the tensors broken files took along, the FP8 pairing.
+index joined to the headers, the tensors broken files took along, the quantization
+scheme the checkpoint declares and what it says about every tensor (`QuantMap`).
 
 Checks read a `ScanContext`; none of them recomputes what another already did.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
@@ -15,17 +17,16 @@ from typing import Any
 
 import numpy as np
 
-from . import _core
+from . import _core, schemes
 from .checkpoint import Checkpoint
-from .config import QuantConfig, quant_config
-from .frame import Frame
+from .frame import Frame, match_rows
 from .layout import FileStat
 from .policy import FindingSet
-from .shard import DTYPE_NAMES, Shard
-from .taxonomy import KIND_CODE, template_of
+from .quantmap import QuantMap, scheme_kinds
+from .shard import Shard
+from .taxonomy import template_of
 
 FP8_DTYPES = ("F8_E4M3", "F8_E5M2", "F8_E4M3FNUZ", "F8_E5M2FNUZ")
-SCALE_SUFFIXES = ("weight_scale_inv", "weight_scale", "scale_weight")
 # Distinct name templates `describe` classifies (a real checkpoint has < 100).
 _DESCRIBE_TEMPLATES = 1024
 
@@ -47,18 +48,36 @@ class ScanContext:
     parser problem): a rejected shard's tensors are not counted, and what the
     index places in it is `lost` to its root cause. `partial`: one shard of a
     sharded checkpoint is scanned (checkpoint-wide checks do not apply).
+
+    The scheme the checkpoint declares (`detection`: config.json, its
+    text_config, hf_quant_config.json, the shards' ``__metadata__``) decides the
+    kind of the names it knows before anything reads the frame: its companions
+    are scales (overhead), its packed weights weights.
     """
 
     def __init__(self, ckpt: Checkpoint, frame: Frame, *, partial: bool = False,
                  gone: Mapping[str, str] | None = None,
-                 copies: Sequence[FileStat] = ()) -> None:
+                 copies: Sequence[FileStat] = (),
+                 hf_quant_config: Mapping[str, Any] | None = None,
+                 hf_quant_path: str | None = None) -> None:
         self.ckpt = ckpt
         self.frame = frame
         self.partial = partial
         self.copies = list(copies)  # second copies of the weights (consolidated files)
+        self.hf_quant_config = hf_quant_config
+        self.hf_quant_path = hf_quant_path
         # shard file name -> root-cause key, for shards whose tensors cannot be read
         self.gone: dict[str, str] = dict(gone or {})
+        kinds = scheme_kinds(self.detection, frame.templates, frame.table.kind)
+        if kinds:
+            frame.table = frame.table.with_kinds(kinds)
+            for derived in ("kind", "linear"):
+                frame.__dict__.pop(derived, None)
         self.findings = FindingSet(frame, self.lost)
+        # small scales read by the header checks (per-tensor, global, input scales):
+        # their values, and the rows already judged (--deep does not judge them twice)
+        self.small_values: dict[int, np.ndarray | None] = {}
+        self.scales_read: set[int] = set()
 
     @property
     def config(self) -> dict[str, Any] | None:
@@ -146,69 +165,54 @@ class ScanContext:
 
     # ---- quantization ---------------------------------------------------------
     @cached_property
-    def quant(self) -> QuantConfig | None:
-        return quant_config(self.config)
-
-    @cached_property
-    def fp8(self) -> np.ndarray:
-        return np.isin(self.frame.dtype, [DTYPE_NAMES.index(d) for d in FP8_DTYPES])
-
-    @cached_property
-    def scale_pairs(self) -> tuple[np.ndarray, np.ndarray]:
-        """(scale row of each row or -1, weight row of each row or -1), matched per
-        template: `P.weight_scale_inv` (or weight_scale / scale_weight) <-> `P.weight`."""
-        frame = self.frame
-        n = len(frame)
-        scale_of = np.full(n, -1, dtype=np.int64)
-        weight_of = np.full(n, -1, dtype=np.int64)
-        tmpl_id = {t: i for i, t in enumerate(frame.templates)}
-        by_t = frame.rows_by_template
-        for t, template in enumerate(frame.templates):
-            if frame.table.kind[t] != KIND_CODE["scale"]:
+    def metadata(self) -> tuple[dict[str, str] | None, str | None]:
+        """The readable shards' ``__metadata__`` merged where it describes tensor
+        subclasses (torchao: each shard lists its own ``tensor_names``), and the
+        first shard holding such metadata."""
+        merged: dict[str, str] = {}
+        names: list[Any] = []
+        where = None
+        for shard in self.frame.shards:
+            md = shard.metadata
+            if not md or "tensor_names" not in md:
                 continue
-            suffix = scale_suffix(template)
-            if suffix is None:
-                continue
-            w_t = tmpl_id.get(template[: -len(suffix)] + "weight")
-            s_rows = by_t[t]
-            w_rows = by_t[w_t] if w_t is not None else np.zeros(0, np.int64)
-            match = match_rows(frame, s_rows, w_rows)
-            weight_of[s_rows] = match
-            ok = match >= 0
-            scale_of[match[ok]] = s_rows[ok]
-        return scale_of, weight_of
+            where = where or shard.path
+            try:
+                listed = json.loads(md["tensor_names"])
+            except ValueError:
+                listed = None
+            if not isinstance(listed, list):
+                return dict(md), shard.path  # the detection names what is wrong with it
+            names += listed
+            merged.update(md)
+        if where is None:
+            return None, None
+        merged["tensor_names"] = json.dumps(names)
+        return merged, where
 
     @cached_property
-    def block_scale_template(self) -> np.ndarray:
-        """Per template: a block scale (`*.weight_scale_inv`, DeepSeek's convention)."""
-        return np.array([t.endswith(".weight_scale_inv") for t in self.frame.templates],
-                        dtype=bool)
+    def detection(self) -> schemes.Detection | None:
+        """The quantization scheme the checkpoint declares (None: none)."""
+        return schemes.detect(self.config, self.hf_quant_config, self.metadata[0])
 
+    @cached_property
+    def quant_map(self) -> QuantMap:
+        """What the scheme says about every tensor (see `ckptscan.quantmap`)."""
+        return QuantMap(self.frame, self.detection)
 
-def scale_suffix(template: str) -> str | None:
-    return next((x for x in SCALE_SUFFIXES if template.endswith("." + x)), None)
+    @cached_property
+    def tensor_parallel(self) -> dict[str, Any] | None:
+        """Tensor-parallel sizes every block/group-quantized linear splits into
+        (see `QuantMap.tensor_parallel`); None when nothing is block/group quantized."""
+        return self.quant_map.tensor_parallel(self.frame.taxonomy.component_config("decoder"))
 
-
-def match_rows(frame: Frame, a_rows: np.ndarray, b_rows: np.ndarray) -> np.ndarray:
-    """For each row of template A, the row of template B with the same integers
-    (-1 if none): pairs X.weight_scale_inv with X.weight without touching names."""
-    out = np.full(len(a_rows), -1, dtype=np.int64)
-    if not len(a_rows) or not len(b_rows):
-        return out
-    am, bm = frame.int_matrix(a_rows), frame.int_matrix(b_rows)
-    if am.shape[1] != bm.shape[1]:
-        return out
-    if am.shape[1] == 0:
-        out[:] = b_rows[0]
-        return out
-    ak = np.ascontiguousarray(am).view(np.dtype((np.void, 8 * am.shape[1]))).ravel()
-    bk = np.ascontiguousarray(bm).view(np.dtype((np.void, 8 * bm.shape[1]))).ravel()
-    order = np.argsort(bk, kind="stable")
-    sorted_b = bk[order]
-    pos = np.clip(np.searchsorted(sorted_b, ak), 0, len(bk) - 1)
-    hit = sorted_b[pos] == ak
-    out[hit] = b_rows[order[pos[hit]]]
-    return out
+    def source_file(self, source: str) -> str:
+        """The file a scheme declaration (`schemes.Problem.source`) was read from."""
+        if source == schemes.HF_QUANT_CONFIG and self.hf_quant_path:
+            return self.hf_quant_path
+        if source == schemes.METADATA and self.metadata[1]:
+            return self.metadata[1]
+        return self.where_config
 
 
 def fill(template: str, ints: list[int]) -> str:

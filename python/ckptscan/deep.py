@@ -1,18 +1,27 @@
-"""--deep: read every tensor's bytes with the SIMD kernels and hand the
-measurements to `checks.data`.
+"""--deep: read every tensor's bytes and hand the measurements to `checks.data`.
 
-FP8 weights with their block scale (when the config gives a block size: it is
-never guessed from shapes) go through the block kernels; other FP8 tensors
-through the FP8 statistics; BF16 / F16 / F32 / F64 tensors through the float
-statistics (NaN, Inf); F8_E8M0 scales through theirs; every other scale's values
-are read as a copy for the scale checks. Only readable shards are in the frame
-(a rejected header is never deep-read), and every read is bounded by the file's
-size. Work fans out over a thread pool (the kernels release the GIL), one worker
-per core by default, tensors in file order; `cancel` stops it between tensors.
+What is read, and how, follows the scan's `QuantMap` (the declared scheme):
+
+- an FP8 quantized weight is read with its scale, block by block at the scale's
+  granularity (128 x 128 block, group, channel, tensor; an expert stack [E, R, C]
+  expert by expert): block maxima, NaN / Inf counts, saturated codes per block;
+- a packed FP4 / INT weight (two E2M1 per byte, INT4 / INT8 in I32 words) is
+  unpacked from a copy group by group (zero groups, all-zero weights, clipping
+  where its scaling makes that measurable);
+- everything else by dtype: FP8 tensors through the FP8 statistics, BF16 / F16 /
+  F32 / F64 through the float statistics, F8_E8M0 through theirs; a companion's
+  values (scales, global and input scales, E8M0 exponents in U8, unpacked zero
+  points) are read as copies for the scale checks.
+
+Only readable shards are in the frame (a rejected header is never deep-read),
+and every read is bounded by the file's size. Work fans out over a thread pool
+(the kernels release the GIL), one worker per core by default, tensors in file
+order; `cancel` stops it between tensors.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -23,10 +32,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import kernels
+from . import kernels, schemes
 from .checks import data
 from .context import ScanContext
 from .errors import CkptScanError
+from .quantmap import WeightSet
 from .result import DeepSummary
 from .shard import Shard
 from .taxonomy import KIND_CODE
@@ -34,6 +44,12 @@ from .taxonomy import KIND_CODE
 FLOAT_DTYPES = ("BF16", "F16", "F32", "F64")
 # F64 is read in pieces of this many bytes (the kernels know no F64).
 _F64_PIECE = 64 << 20
+# Packed weights are unpacked this many stored bytes at a time.
+_PACKED_PIECE = 16 << 20
+# Companion kinds whose values are scales (finite, positive); offsets (MLX
+# biases), zero points, g_idx and shapes are not.
+_SCALE_KINDS = frozenset({schemes.SCALE, schemes.GLOBAL_SCALE, schemes.INPUT_SCALE,
+                          schemes.KV_SCALE})
 
 
 @dataclass
@@ -62,10 +78,12 @@ class _Measured:
 
     row: int
     weight: data.Fp8WeightMeasure | None = None
+    packed: data.PackedMeasure | None = None
     fp8: kernels.Fp8Stats | None = None
     floats: kernels.FloatStats | None = None
     scale: np.ndarray | None = None
-    e8m0: kernels.E8m0Stats | None = None
+    e8m0: np.ndarray | None = None  # E8M0 exponent codes (F8_E8M0 or U8), copied
+    ints: np.ndarray | None = None  # unpacked integer zero points, copied
     failed: str | None = None
 
 
@@ -74,30 +92,7 @@ class _Task:
     row: int
     scale_row: int  # -1: none
     nbytes: int
-
-
-def _tasks(ctx: ScanContext, block: tuple[int, int] | None) -> list[_Task]:
-    """What to read, in file order. A block scale read with its weight is not
-    read again."""
-    frame = ctx.frame
-    scale_of, _ = ctx.scale_pairs
-    with_scale = np.flatnonzero((scale_of >= 0) & ctx.fp8 & (frame.ndim == 2))
-    if block is not None and len(with_scale):
-        with_scale = with_scale[ctx.block_scale_template[frame.template[scale_of[with_scale]]]]
-    else:
-        with_scale = with_scale[:0]
-    covered = np.zeros(len(frame), dtype=bool)
-    covered[scale_of[with_scale]] = True
-    pair = np.full(len(frame), -1, dtype=np.int64)
-    pair[with_scale] = scale_of[with_scale]
-    rows = np.flatnonzero(~covered & (frame.nbytes > 0))
-    order = np.lexsort((frame.row_of[rows], frame.shard_of[rows]))
-    nbytes = frame.nbytes
-    out = []
-    for r in rows[order].tolist():
-        p = int(pair[r])
-        out.append(_Task(r, p, int(nbytes[r]) + (int(nbytes[p]) if p >= 0 else 0)))
-    return out
+    weight: WeightSet | None = None  # a quantized weight read with its scale
 
 
 def _copy(shard: Shard, name: str) -> np.ndarray:
@@ -106,19 +101,32 @@ def _copy(shard: Shard, name: str) -> np.ndarray:
 
 
 def _scale_f32(raw: np.ndarray, dtype: str) -> np.ndarray | None:
-    """Scale values as float32 (None for a dtype that is no scale's)."""
+    """Scale values as float32 (None for a dtype that is no scale's). U8 is read
+    as E8M0 exponents (MX scales)."""
     if dtype == "F32":
         return np.asarray(raw.view(np.float32))
     if dtype == "BF16":
         return np.asarray((raw.view(np.uint16).astype(np.uint32) << 16).view(np.float32))
     if dtype == "F16":
         return np.asarray(raw.view(np.float16).astype(np.float32))
-    if dtype == "F8_E8M0":
-        vals: np.ndarray = np.ldexp(np.float32(1.0), raw.astype(np.int32) - 127).astype(
-            np.float32)
+    if dtype in ("F8_E8M0", "U8"):
+        with np.errstate(over="ignore"):
+            vals: np.ndarray = np.ldexp(np.float32(1.0), raw.astype(np.int32) - 127).astype(
+                np.float32)
         vals[raw == 0xFF] = np.nan
         return vals
+    if dtype == "F8_E4M3":
+        return np.asarray(kernels.fp8_decode_table("F8_E4M3")[raw].astype(np.float32))
     return None
+
+
+def scale_values(shard: Shard, name: str, dtype: str) -> np.ndarray | None:
+    """A small scale tensor's values (float32), read through a copy; None when
+    its dtype holds no scale or it cannot be read."""
+    try:
+        return _scale_f32(_copy(shard, name), dtype)
+    except (CkptScanError, OSError, ValueError, RuntimeError, KeyError):
+        return None
 
 
 def _f64_stats(shard: Shard, name: str) -> kernels.FloatStats:
@@ -145,18 +153,49 @@ def _f64_stats(shard: Shard, name: str) -> kernels.FloatStats:
                               lo if finite else float("nan"), hi if finite else float("nan"))
 
 
+def _scale_companion(ws: WeightSet, pos: int) -> int:
+    """The row of a weight's scale (the first scale-kind companion present), or -1."""
+    for cr in ws.companions:
+        if cr.companion.kind == schemes.SCALE and cr.rows[pos] >= 0:
+            return int(cr.rows[pos])
+    return -1
+
+
+def _tasks(ctx: ScanContext) -> list[_Task]:
+    """What to read, in file order. A scale read with its weight is not read again."""
+    frame, qm = ctx.frame, ctx.quant_map
+    pair = np.full(len(frame), -1, dtype=np.int64)
+    weight_of: dict[int, WeightSet] = {}
+    for ws in qm.sets:
+        if not (data.fp8_weight_set(ws) or data.packed_weight_set(ws)):
+            continue
+        for pos, r in enumerate(ws.rows.tolist()):
+            weight_of[r] = ws
+            pair[r] = _scale_companion(ws, pos)
+    covered = np.zeros(len(frame), dtype=bool)
+    covered[pair[pair >= 0]] = True
+    rows = np.flatnonzero(~covered & (frame.nbytes > 0))
+    order = np.lexsort((frame.row_of[rows], frame.shard_of[rows]))
+    nbytes = frame.nbytes
+    out = []
+    for r in rows[order].tolist():
+        p = int(pair[r])
+        out.append(_Task(r, p, int(nbytes[r]) + (int(nbytes[p]) if p >= 0 else 0),
+                         weight_of.get(r)))
+    return out
+
+
 def deep_scan(ctx: ScanContext, jobs: int | None = None,
               progress: Callable[[DeepProgress], None] | None = None,
               cancel: threading.Event | None = None) -> DeepSummary:
     """Reads every tensor of the readable shards; findings go to ``ctx.findings``."""
     check_environment()
     frame = ctx.frame
-    qc = ctx.quant
-    block = qc.block if qc is not None else None
-    ue8m0 = qc is not None and qc.ue8m0
-    tasks = _tasks(ctx, block)
+    qm = ctx.quant_map
+    tasks = _tasks(ctx)
     shards = frame.shards
     cancel = cancel or threading.Event()
+    ckind = qm.companion_kinds()
 
     def run(task: _Task) -> _Measured:
         """Reads one tensor (in a worker thread)."""
@@ -166,22 +205,22 @@ def deep_scan(ctx: ScanContext, jobs: int | None = None,
         shard = shards[int(frame.shard_of[i])]
         name, dtype = frame.name(i), frame.dtype_name(i)
         try:
-            if task.scale_row >= 0:
-                assert block is not None
-                s = task.scale_row
-                return _Measured(i, weight=_fp8_weight(
-                    shard, name, shards[int(frame.shard_of[s])], frame.name(s),
-                    frame.dtype_name(s), frame.shape(s), i, s, block))
+            if task.weight is not None:
+                return _weight(ctx, task)
             if dtype in kernels.FP8_DTYPES:
                 return _Measured(i, fp8=kernels.fp8_stats(shard, name))
+            kind = ckind.get(int(frame.template[i]))
             if dtype in FLOAT_DTYPES:
                 fl = _f64_stats(shard, name) if dtype == "F64" else kernels.float_stats(
                     shard, name)
-                vals = (_scale_f32(_copy(shard, name), dtype)
-                        if frame.kind[i] == KIND_CODE["scale"] else None)
+                scale_like = kind in _SCALE_KINDS or (
+                    kind is None and frame.kind[i] == KIND_CODE["scale"])
+                vals = _scale_f32(_copy(shard, name), dtype) if scale_like else None
                 return _Measured(i, floats=fl, scale=vals)
-            if dtype == "F8_E8M0":
-                return _Measured(i, e8m0=kernels.e8m0_stats(shard, name))
+            if dtype == "F8_E8M0" or (dtype == "U8" and kind in _SCALE_KINDS):
+                return _Measured(i, e8m0=_copy(shard, name))
+            if kind == schemes.ZERO_POINT and dtype in ("I8", "U8"):
+                return _Measured(i, ints=_copy(shard, name))
             return _Measured(i)
         except (CkptScanError, OSError, ValueError, RuntimeError) as exc:
             return _Measured(i, failed=str(exc))
@@ -192,19 +231,24 @@ def deep_scan(ctx: ScanContext, jobs: int | None = None,
         """Measurements to findings, on the caller's thread, in file order."""
         if m.weight is not None:
             summary.fp8_nan_codes += m.weight.stats.nan
-            data.fp8_weight(ctx, m.weight, ue8m0)
+            data.fp8_weight(ctx, m.weight, summary)
+        elif m.packed is not None:
+            data.packed_weight(ctx, m.packed)
         elif m.fp8 is not None:
             summary.fp8_nan_codes += m.fp8.nan
-            data.fp8_tensor(ctx, m.row, m.fp8)
+            data.fp8_tensor(ctx, m.row, m.fp8, summary)
         elif m.floats is not None:
             summary.float_nan += m.floats.nan
             summary.float_inf += m.floats.pos_inf + m.floats.neg_inf
             if m.scale is not None:  # a scale's NaN/Inf is a bad scale: one finding
-                data.scale_values(ctx, m.row, m.scale, False)
+                if m.row not in ctx.scales_read:
+                    data.scale_values(ctx, m.row, m.scale)
             else:
                 data.float_tensor(ctx, m.row, m.floats)
         elif m.e8m0 is not None:
-            data.e8m0_tensor(ctx, m.row, m.e8m0)
+            data.e8m0_codes(ctx, m.row, m.e8m0)
+        elif m.ints is not None:
+            data.zero_points(ctx, m.row, m.ints)
         elif m.failed is not None:
             summary.unreadable += 1
             data.read_failed(ctx, m.row, m.failed)
@@ -249,16 +293,164 @@ def deep_scan(ctx: ScanContext, jobs: int | None = None,
     return summary
 
 
-def _fp8_weight(shard: Shard, name: str, sshard: Shard, sname: str, sdtype: str,
-                sshape: tuple[int, ...], row: int, srow: int,
-                block: tuple[int, int]) -> data.Fp8WeightMeasure:
-    ba = kernels.block_absmax(shard, name, block)
+# ---- quantized weights ------------------------------------------------------------------
+
+
+def _weight(ctx: ScanContext, task: _Task) -> _Measured:
+    """A quantized weight with its scale (the scale's values copied)."""
+    frame = ctx.frame
+    ws = task.weight
+    assert ws is not None
+    i, s = task.row, task.scale_row
+    shard = frame.shards[int(frame.shard_of[i])]
+    name = frame.name(i)
+    shape = frame.shape(i)
+    logical = ws.logical[int(ws.shape_of[int(np.flatnonzero(ws.rows == i)[0])])]
+    if logical is None or len(logical) < 1:
+        return _Measured(i, fp8=kernels.fp8_stats(shard, name)) if data.fp8_weight_set(ws) \
+            else _Measured(i)
+    tile = data.tile_of(ws.layout, logical)
+    raw_scale = sdtype = None
+    if s >= 0:
+        raw_scale = _copy(frame.shards[int(frame.shard_of[s])], frame.name(s))
+        sdtype = frame.dtype_name(s)
+    if data.fp8_weight_set(ws):
+        m = _fp8_blocks(shard, name, ws.dtype, shape, tile)
+        scale = _grid(raw_scale, sdtype, m.codes.shape,
+                      ws.layout.granularity.kind == "tensor")
+        return _Measured(i, weight=data.Fp8WeightMeasure(
+            i, s, m.stats, tile, m.codes, m.nan, m.saturated, m.elements, scale,
+            raw_scale if sdtype in ("F8_E8M0", "U8") else None, ws.layout))
+    groups = _packed_groups(shard, name, ws.layout, logical, tile[1], ws.dtype)
+    scale = _grid(raw_scale, sdtype, groups.zero.shape)
+    return _Measured(i, packed=data.PackedMeasure(i, s, ws.layout, groups, scale, raw_scale,
+                                                  sdtype))
+
+
+@dataclass
+class _Blocks:
+    stats: kernels.Fp8Stats
+    codes: np.ndarray
+    nan: np.ndarray
+    saturated: np.ndarray
+    elements: np.ndarray
+
+
+def _fp8_blocks(shard: Shard, name: str, dtype: str, shape: tuple[int, ...],
+                tile: tuple[int, int]) -> _Blocks:
+    """Per block of ``tile``: largest finite code, NaN count, saturated count (codes
+    at +-max); a stack [E, R, C] expert by expert. The saturated counts are taken
+    from a copy of each block row here (pending the core's fused
+    ``fp8_block_stats``, which counts them in its one pass)."""
     stats = kernels.fp8_stats(shard, name)
-    scale = None
-    if sshape == tuple(ba.codes.shape):
-        vals = _scale_f32(_copy(sshard, sname), sdtype)
-        scale = vals.reshape(sshape) if vals is not None else None
-    return data.Fp8WeightMeasure(row, srow, stats, ba, scale)
+    raw = shard.raw(name)
+    if len(shape) == 3:
+        batch, rows, cols = shape
+    else:
+        batch, (rows, cols) = 1, (shape if len(shape) == 2 else (1, math.prod(shape)))
+    br, bc = tile
+    maxmag = data.max_code(dtype)
+    per = rows * cols
+    codes, nans, sats = [], [], []
+    for e in range(batch):
+        t = kernels.RawTensor(raw[e * per:(e + 1) * per], dtype, (rows, cols))
+        ba = kernels.block_absmax(t, block=(br, bc))
+        codes.append(ba.codes)
+        nans.append(ba.nan)
+        sats.append(_saturated(raw[e * per:(e + 1) * per], rows, cols, br, bc, maxmag))
+    elements = np.outer(_pieces(rows, br), _pieces(cols, bc))
+    if batch == 1 and len(shape) != 3:
+        return _Blocks(stats, codes[0], nans[0], sats[0], elements)
+    return _Blocks(stats, np.stack(codes), np.stack(nans), np.stack(sats),
+                   np.broadcast_to(elements, (batch, *elements.shape)))
 
 
-__all__ = ["Cancelled", "DeepProgress", "check_environment", "deep_scan"]
+def _pieces(n: int, b: int) -> np.ndarray:
+    """Lengths of the ceil(n / b) pieces of n in blocks of b."""
+    k = -(-n // b)
+    out = np.full(k, min(b, n), np.int64)
+    if k:
+        out[-1] = n - (k - 1) * b
+    return out
+
+
+def _saturated(raw: np.ndarray, rows: int, cols: int, br: int, bc: int,
+               maxmag: int) -> np.ndarray:
+    """Codes at the largest finite magnitude per (br, bc) block, from copies of
+    one block row at a time."""
+    nbr, nbc = -(-rows // br), -(-cols // bc)
+    out = np.zeros((nbr, nbc), dtype=np.int64)
+    step = max(br, (4 << 20) // max(cols, 1) // br * br)
+    pad = nbc * bc - cols
+    for r0 in range(0, rows, step):
+        r1 = min(rows, r0 + step)
+        part = np.array(raw[r0 * cols:r1 * cols], copy=True).reshape(r1 - r0, cols)
+        hit = (part & 0x7F) == maxmag
+        if pad:
+            hit = np.pad(hit, ((0, 0), (0, pad)))
+        per_col = hit.reshape(r1 - r0, nbc, bc).sum(axis=2)
+        starts = np.arange(0, r1 - r0, br)
+        out[r0 // br:r0 // br + len(starts)] += np.add.reduceat(per_col, starts, axis=0)
+    return out
+
+
+def _grid(raw: np.ndarray | None, dtype: str | None, grid: tuple[int, ...],
+          per_tensor: bool = False) -> np.ndarray | None:
+    """Scale values (float32) in the weight's block grid (a per-tensor scale, one
+    per expert of a stack, spread over its tiles), or None when the scale has
+    another number of values (its shape is the header checks' finding)."""
+    if raw is None or dtype is None:
+        return None
+    vals = _scale_f32(raw, dtype)
+    if vals is None:
+        return None
+    if per_tensor and len(grid) in (2, 3) and vals.size == (grid[0] if len(grid) == 3 else 1):
+        lead = grid[:1] if len(grid) == 3 else ()
+        return np.broadcast_to(vals.reshape(*lead, 1, 1), grid)
+    if vals.size != math.prod(grid):
+        return None
+    return vals.reshape(grid)
+
+
+def _packed_groups(shard: Shard, name: str, lay: schemes.Layout, logical: tuple[int, ...],
+                   size: int, dtype: str) -> data.GroupStats:
+    """Per group of ``size`` inputs of an FP4 / INT weight (E2M1 two per byte, low
+    nibble first; INT in I32 words from the least significant bits, offset by
+    2^(bits-1); INT in I8, two's complement): all codes zero, codes at +-max.
+    Read from copies of a few MiB of rows at a time."""
+    raw = shard.raw(name)
+    *lead, out, inp = logical
+    rows = max(1, math.prod(lead) * out)
+    row_bytes = raw.size // rows
+    per = int(lay.packing.per_element)
+    zero: tuple[int, ...]
+    top: tuple[int, ...]
+    if lay.weight_format == "E2M1":
+        zero, top = (0, 8), (7, 15)
+    elif per == 1:  # two's complement bytes
+        bits = int(lay.weight_format[3:])
+        zero, top = (0,), ((1 << (bits - 1)) - 1, 256 - (1 << (bits - 1)))
+    else:
+        bits = 32 // per
+        zero, top = (1 << (bits - 1),), (0, (1 << bits) - 1)
+    step = max(1, _PACKED_PIECE // max(row_bytes, 1))
+    parts = []
+    for r0 in range(0, rows, step):
+        r1 = min(rows, r0 + step)
+        chunk = np.array(raw[r0 * row_bytes:r1 * row_bytes], copy=True)
+        if per == 1:
+            vals = chunk[:, None]
+        elif dtype in ("I32", "U32"):
+            bits = 32 // per
+            shifts = np.arange(per, dtype=np.uint32) * np.uint32(bits)
+            vals = (chunk.view(np.uint32)[:, None] >> shifts) & np.uint32((1 << bits) - 1)
+        else:
+            vals = np.stack([chunk & 0x0F, chunk >> 4], axis=1)
+        codes = vals.astype(np.uint8).reshape(r1 - r0, -1)[:, :inp]
+        parts.append(data.group_stats(codes, size, zero, top))
+    zeros = np.concatenate([p.zero for p in parts]).reshape(*lead, out, -1)
+    sats = np.concatenate([p.saturated for p in parts]).reshape(*lead, out, -1)
+    return data.GroupStats(zeros, sats, np.broadcast_to(parts[0].elements[0], zeros.shape))
+
+
+__all__ = ["Cancelled", "DeepProgress", "check_environment", "deep_scan", "scale_values"]

@@ -124,6 +124,28 @@ class Frame:
         return r, c
 
 
+def match_rows(frame: Frame, a_rows: np.ndarray, b_rows: np.ndarray) -> np.ndarray:
+    """For each row of template A, the row of template B with the same integers
+    (-1 if none): pairs X.weight_scale_inv with X.weight without touching names."""
+    out = np.full(len(a_rows), -1, dtype=np.int64)
+    if not len(a_rows) or not len(b_rows):
+        return out
+    am, bm = frame.int_matrix(a_rows), frame.int_matrix(b_rows)
+    if am.shape[1] != bm.shape[1]:
+        return out
+    if am.shape[1] == 0:
+        out[:] = b_rows[0]
+        return out
+    ak = np.ascontiguousarray(am).view(np.dtype((np.void, 8 * am.shape[1]))).ravel()
+    bk = np.ascontiguousarray(bm).view(np.dtype((np.void, 8 * bm.shape[1]))).ravel()
+    order = np.argsort(bk, kind="stable")
+    sorted_b = bk[order]
+    pos = np.clip(np.searchsorted(sorted_b, ak), 0, len(bk) - 1)
+    hit = sorted_b[pos] == ak
+    out[hit] = b_rows[order[pos[hit]]]
+    return out
+
+
 def _concat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
     return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype)
 

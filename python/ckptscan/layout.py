@@ -50,6 +50,7 @@ __all__ = [
 INDEX_NAME = "model.safetensors.index.json"
 INDEX_SUFFIX = ".safetensors.index.json"
 CONFIG_NAME = "config.json"
+HF_QUANT_CONFIG_NAME = "hf_quant_config.json"  # NVIDIA ModelOpt's quantization settings
 SHARD_SUFFIX = ".safetensors"
 MODEL_INDEX = "model_index.json"  # diffusers pipelines
 HF_PREFIX = "models--"
@@ -198,6 +199,7 @@ class CheckpointSpec:
     component: str | None = None
     copies: list[FileStat] = field(default_factory=list)
     boundary: str | None = None
+    hf_quant_config: FileStat | None = None  # beside config.json (ModelOpt exports)
 
     def fingerprint(self) -> str:
         h = hashlib.blake2b(digest_size=16)
@@ -205,7 +207,9 @@ class CheckpointSpec:
                        [s.key() for s in self.shards],
                        self.index.key() if self.index else None,
                        self.config.key() if self.config else None,
-                       [c.key() for c in self.copies])).encode("utf-8", "surrogateescape"))
+                       [c.key() for c in self.copies],
+                       self.hf_quant_config.key() if self.hf_quant_config else None)
+                      ).encode("utf-8", "surrogateescape"))
         return h.hexdigest()
 
 
@@ -247,6 +251,7 @@ def _dir_specs(path: str, entries: Sequence[os.DirEntry[str]], boundary: str | N
     shards = [e for e in entries if e.name.endswith(SHARD_SUFFIX)]
     indexes = [e for e in entries if e.name.endswith(INDEX_SUFFIX)]
     config = next((e for e in entries if e.name == CONFIG_NAME), None)
+    hq = next((e for e in entries if e.name == HF_QUANT_CONFIG_NAME), None)
     index = next((e for e in indexes if e.name == INDEX_NAME), indexes[0] if indexes else None)
     copies = [e for e in shards if _CONSOLIDATED.match(e.name)]
     sharded = [e for e in shards if SHARD_NAME.match(e.name)]
@@ -261,7 +266,8 @@ def _dir_specs(path: str, entries: Sequence[os.DirEntry[str]], boundary: str | N
             return _side_by_side(path, kind, shards, st, repo, rev, boundary)
         return [CheckpointSpec(path, kind, [st(e) for e in shards],
                                st(index) if index is not None else None, cfg, repo, rev,
-                               copies=[st(e) for e in copies], boundary=boundary)]
+                               copies=[st(e) for e in copies], boundary=boundary,
+                               hf_quant_config=st(hq) if hq is not None else None)]
     others = [(e, f) for e in entries if (f := _other_format(e.name)) is not None]
     if not others:
         return []
@@ -473,9 +479,12 @@ def _resolve_file(p: str, follow_symlinks: bool) -> CheckpointSpec:
     index = next((e for e in indexes if e.name == INDEX_NAME), indexes[0] if indexes else None)
     cfg = stat_file(config.path, config.name, config, boundary) if config else None
     idx = stat_file(index.path, index.name, index, boundary) if index else None
+    hq = next((e for e in siblings if e.name == HF_QUANT_CONFIG_NAME), None)
     sharded = SHARD_NAME.match(name) is not None or idx is not None
     return CheckpointSpec(p, "shard" if sharded else "file", [fs], idx if sharded else None,
-                          cfg, repo, rev, boundary=boundary)
+                          cfg, repo, rev, boundary=boundary,
+                          hf_quant_config=stat_file(hq.path, hq.name, hq, boundary) if hq
+                          else None)
 
 
 def _resolve_dir(p: str, revision: str | None, follow_symlinks: bool) -> list[CheckpointSpec]:

@@ -35,7 +35,18 @@ from .farm.store import ShardRow
 from .findings import Finding
 from .frame import Frame, build_frame
 from .layout import CheckpointSpec, FileStat, LayoutError, resolve
-from .result import Count, Quantization, Report, RoleSummary, Shards, Source, TensorRow
+from .quantmap import QuantMap
+from .result import (
+    Count,
+    DeepSummary,
+    Deployment,
+    Quantization,
+    Report,
+    RoleSummary,
+    Shards,
+    Source,
+    TensorRow,
+)
 from .shard import DTYPE_NAMES, Shard, load_shard
 from .taxonomy import KIND_CODE, MOE_EXPERT, ROLES
 
@@ -166,6 +177,10 @@ def _scan(spec: CheckpointSpec, options: ScanOptions, cache: dict[Any, Any],
         index = _read_meta(spec.index, "index-invalid", problems, _read_index, cache)
     if spec.config is not None:
         config = _read_meta(spec.config, "config-invalid", problems, _read_config, cache)
+    hf_quant = None
+    if spec.hf_quant_config is not None:
+        hf_quant = _read_meta(spec.hf_quant_config, "quant-config-invalid", problems,
+                              _read_hf_quant_config, cache)
     partial = spec.kind == "shard"
     root = Path(spec.path)
     found = [fs.name for fs in spec.shards]
@@ -179,7 +194,9 @@ def _scan(spec: CheckpointSpec, options: ScanOptions, cache: dict[Any, Any],
         if p.code == "file-changed":
             gone.setdefault(os.path.basename(p.path), p.path)
     frame = build_frame(ckpt, shards=healthy)
-    ctx = ScanContext(ckpt, frame, partial=partial, gone=gone, copies=spec.copies)
+    ctx = ScanContext(ckpt, frame, partial=partial, gone=gone, copies=spec.copies,
+                      hf_quant_config=hf_quant,
+                      hf_quant_path=spec.hf_quant_config.path if spec.hf_quant_config else None)
     checks.run(ctx)
     deep_summary = None
     if options.deep:
@@ -193,7 +210,7 @@ def _scan(spec: CheckpointSpec, options: ScanOptions, cache: dict[Any, Any],
             if msg:
                 ctx.findings.root(fs.path, codes.finding("file-changed", msg, fs.path))
     findings = ctx.findings.finish()
-    report = build_report(spec, ckpt, frame, findings, deep_summary)
+    report = build_report(spec, ckpt, frame, findings, deep_summary, ctx)
     rows = shard_rows(spec, shards)
     ckpt.close()
     return Outcome(spec.path, report, rows, time.perf_counter() - t0, opened)
@@ -300,10 +317,21 @@ def _read_index(fs: FileStat, problems: list[Problem]) -> Index | None:
 
 
 def _read_config(fs: FileStat, problems: list[Problem]) -> dict[str, Any] | None:
+    return _read_json_object(fs, problems, "config.json", "config-invalid")
+
+
+def _read_hf_quant_config(fs: FileStat, problems: list[Problem]) -> dict[str, Any] | None:
+    return _read_json_object(fs, problems, "hf_quant_config.json", "quant-config-invalid")
+
+
+def _read_json_object(fs: FileStat, problems: list[Problem], what: str,
+                      invalid: str) -> dict[str, Any] | None:
+    """A small JSON object file (config.json, hf_quant_config.json) within the
+    config size limit."""
     import orjson
 
     if fs.size is not None and fs.size > MAX_CONFIG_BYTES:
-        problems.append(Problem("limit-exceeded", f"config.json is {fs.size:,} bytes, beyond "
+        problems.append(Problem("limit-exceeded", f"{what} is {fs.size:,} bytes, beyond "
                                 f"the {MAX_CONFIG_BYTES:,}-byte limit (real ones are < 1 MB): "
                                 "not read", fs.path))
         return None
@@ -311,20 +339,19 @@ def _read_config(fs: FileStat, problems: list[Problem]) -> dict[str, Any] | None
         with open(fs.path, "rb") as f:
             data = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
-        problems.append(Problem("config-invalid", f"cannot read: {exc.strerror or exc}",
-                                fs.path))
+        problems.append(Problem(invalid, f"cannot read: {exc.strerror or exc}", fs.path))
         return None
     if len(data) > MAX_CONFIG_BYTES:
-        problems.append(Problem("limit-exceeded", f"config.json is beyond the "
+        problems.append(Problem("limit-exceeded", f"{what} is beyond the "
                                 f"{MAX_CONFIG_BYTES:,}-byte limit: not read", fs.path))
         return None
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        problems.append(Problem("config-invalid", f"not valid JSON: {exc}", fs.path))
+        problems.append(Problem(invalid, f"not valid JSON: {exc}", fs.path))
         return None
     if not isinstance(obj, dict):
-        problems.append(Problem("config-invalid", "top level is not a JSON object", fs.path))
+        problems.append(Problem(invalid, "top level is not a JSON object", fs.path))
         return None
     return obj
 
@@ -403,14 +430,18 @@ def _source(spec: CheckpointSpec) -> Source:
 
 
 def build_report(spec: CheckpointSpec, ckpt: Checkpoint, frame: Frame,
-                 findings: list[Finding], deep: Any = None) -> Report:
+                 findings: list[Finding], deep: DeepSummary | None = None,
+                 ctx: ScanContext | None = None) -> Report:
+    """The Report. Parameters are logical weights (`QuantMap.params`: a packed
+    container counts its values; scales and other bookkeeping count none)."""
     config = ckpt.config or {}
-    numel = frame.numel.astype(np.float64)
+    qmap = ctx.quant_map if ctx is not None else QuantMap(frame, None)
+    params = qmap.params.astype(np.float64)
     nbytes = frame.nbytes.astype(np.float64)
     nd = len(DTYPE_NAMES)
 
     def bins(key: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return (np.bincount(key, minlength=size), np.bincount(key, numel, minlength=size),
+        return (np.bincount(key, minlength=size), np.bincount(key, params, minlength=size),
                 np.bincount(key, nbytes, minlength=size))
 
     t, p, b = bins(frame.dtype.astype(np.int64), nd)
@@ -428,6 +459,12 @@ def build_report(spec: CheckpointSpec, ckpt: Checkpoint, frame: Frame,
         summary.dtypes[DTYPE_NAMES[d]] = int(rt[key])
     readable = {id(s) for s in frame.shards}
     model_type = config.get("model_type")
+    tp = ctx.tensor_parallel if ctx is not None else None
+    deployment = Deployment(tensor_parallel=tp)
+    if deep is not None:
+        deployment.e4m3_negative_zero = deep.e4m3_negative_zero
+        if deep.block_scales:
+            deployment.block_scales_pow2 = round(deep.block_scales_pow2 / deep.block_scales, 6)
     return Report(
         checkpoint=spec.path,
         model_type=model_type if isinstance(model_type, str) else None,
@@ -437,37 +474,56 @@ def build_report(spec: CheckpointSpec, ckpt: Checkpoint, frame: Frame,
                              if id(s) not in readable) +
                       sorted(fs.name for fs in spec.shards if file_problem(fs) is not None),
                       [c.name for c in spec.copies]),
-        total=Count(len(frame), int(frame.numel.sum()), int(frame.nbytes.sum())),
+        total=Count(len(frame), int(qmap.params.sum()), int(frame.nbytes.sum())),
         dtypes=dtypes,
         roles=dict(sorted(roles.items(), key=lambda kv: ROLES.index(kv[0]))),
-        quantization=_quantization(ckpt, frame),
+        quantization=_quantization(frame, qmap),
         examples=_examples(frame),
         findings=findings,
         deep=deep,
         source=_source(spec),
+        deployment=deployment,
     )
 
 
-def _quantization(ckpt: Checkpoint, frame: Frame) -> Quantization:
-    from .config import quant_config
-
-    qc = quant_config(ckpt.config)
+def _quantization(frame: Frame, qmap: QuantMap) -> Quantization:
+    """The precision statement: the declared scheme, its layouts in use, formats."""
+    det = qmap.det
     is_fp8 = np.isin(frame.dtype, [DTYPE_NAMES.index(d) for d in FP8_DTYPES])
     weights = frame.kind == KIND_CODE["weight"]
-    fp8_roles = set(np.unique(frame.role[is_fp8 & weights]).tolist())
+    quantized = np.zeros(len(frame), dtype=bool)
+    quantized[qmap.quantized_rows()] = True
+    if det is None:
+        quantized |= is_fp8 & weights
+    q_roles = set(np.unique(frame.role[quantized]).tolist())
     weight_roles = set(np.unique(frame.role[weights]).tolist())
-    found = sorted({DTYPE_NAMES[c] for c in np.unique(frame.dtype[is_fp8]).tolist()})
+    formats = qmap.formats()
+    blocks = {tuple(ws.layout.granularity.block) for ws in qmap.sets
+              if ws.layout.granularity.block is not None}
+    scale_fmt = None
+    exclusions: list[str] | None = None
+    if det is not None:
+        raw = det.config.get("scale_fmt")
+        scale_fmt = raw if isinstance(raw, str) else None
+        exclusions = list(det.exclusions.entries) if det.exclusions.key else None
     return Quantization(
-        method=qc.method if qc else None,
-        format=qc.fmt if qc and qc.fmt else (found[0] if len(found) == 1 else
-                                             "mixed: " + ", ".join(found) if found else None),
-        block_size=list(qc.block) if qc and qc.block else None,
+        method=det.method if det else None,
+        format=(formats[0] if len(formats) == 1 else
+                "mixed: " + ", ".join(sorted(formats)) if formats else None),
+        block_size=list(blocks.pop()) if len(blocks) == 1 else None,
         scale_tensors=int((frame.kind == KIND_CODE["scale"]).sum()),
         fp8_tensors=int(is_fp8.sum()),
-        quantized_roles=[ROLES[r] for r in sorted(fp8_roles)],
-        unquantized_roles=[ROLES[r] for r in sorted(weight_roles - fp8_roles)],
-        modules_to_not_convert=qc.not_convert if qc else None,
-        scale_fmt=qc.scale_fmt if qc else None,
+        quantized_roles=[ROLES[r] for r in sorted(q_roles)],
+        unquantized_roles=[ROLES[r] for r in sorted(weight_roles - q_roles)],
+        modules_to_not_convert=exclusions,
+        scale_fmt=scale_fmt,
+        family=det.family if det else None,
+        source=det.source if det else None,
+        schemes=qmap.schemes(),
+        overhead_bytes=qmap.overhead_bytes(),
+        bits_per_weight=qmap.bits_per_weight(),
+        main_format=qmap.main_format(),
+        exclusions_key=det.exclusions.key or None if det else None,
     )
 
 

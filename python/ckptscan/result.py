@@ -43,6 +43,19 @@ class TensorRow:
 
 @dataclass
 class Quantization:
+    """What the checkpoint's quantization is (`ckptscan.quantmap`).
+
+    ``method`` / ``family``: the declared scheme (None: none declared);
+    ``format``: the normalised weight format of the quantized weights (``E4M3``,
+    ``E2M1``, ``INT4`` ...; ``mixed: E4M3, E5M2`` when several); ``schemes``:
+    per stored layout ``{name, title, family, weight_format, scale_format,
+    granularity, bits_per_weight, roles, tensors, companions, parameters,
+    convention}``; ``overhead_bytes``: bytes of scales, zero points, global
+    scales, g_idx, weight_shape and other bookkeeping (never parameters);
+    ``bits_per_weight``: stored bits per logical parameter of the whole
+    checkpoint; ``main_format``: the logical format holding most of the
+    decoder's weights."""
+
     method: str | None
     format: str | None
     block_size: list[int] | None
@@ -52,6 +65,13 @@ class Quantization:
     unquantized_roles: list[str]
     modules_to_not_convert: list[str] | None = None
     scale_fmt: str | None = None
+    family: str | None = None
+    source: str | None = None
+    schemes: list[dict[str, Any]] = field(default_factory=list)
+    overhead_bytes: int = 0
+    bits_per_weight: float | None = None
+    main_format: str | None = None
+    exclusions_key: str | None = None
 
     @property
     def is_fp8(self) -> bool:
@@ -59,11 +79,33 @@ class Quantization:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "method": self.method, "format": self.format, "block_size": self.block_size,
+            "method": self.method, "family": self.family, "source": self.source,
+            "format": self.format, "block_size": self.block_size,
             "scale_tensors": self.scale_tensors, "fp8_tensors": self.fp8_tensors,
             "quantized_roles": self.quantized_roles, "unquantized_roles": self.unquantized_roles,
-            "modules_to_not_convert": self.modules_to_not_convert, "scale_fmt": self.scale_fmt,
+            "modules_to_not_convert": self.modules_to_not_convert,
+            "exclusions_key": self.exclusions_key, "scale_fmt": self.scale_fmt,
+            "schemes": [dict(s) for s in self.schemes], "overhead_bytes": self.overhead_bytes,
+            "bits_per_weight": self.bits_per_weight, "main_format": self.main_format,
         }
+
+
+@dataclass
+class Deployment:
+    """Will it load. ``tensor_parallel``: ``{"ok": [sizes], "max": N, "limiting":
+    [up to 5 tensor names]}`` over TP 1-32 for the block/group-quantized linears
+    (None: nothing block/group quantized); with --deep, the share of block
+    scales that are exact powers of two (what UE8M0 kernels need) and the count
+    of 0x80 codes in F8_E4M3 tensors (-0 in e4m3fn, NaN in ROCm's e4m3fnuz)."""
+
+    tensor_parallel: dict[str, Any] | None = None
+    block_scales_pow2: float | None = None
+    e4m3_negative_zero: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tensor_parallel": self.tensor_parallel,
+                "block_scales_pow2": self.block_scales_pow2,
+                "e4m3_negative_zero": self.e4m3_negative_zero}
 
 
 @dataclass
@@ -95,6 +137,9 @@ class DeepSummary:
     float_nan: int = 0
     float_inf: int = 0
     unreadable: int = 0
+    e4m3_negative_zero: int = 0  # 0x80 codes in F8_E4M3 tensors
+    block_scales: int = 0        # scales of block-quantized FP8 weights read
+    block_scales_pow2: int = 0   # ... that are exact powers of two
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -130,6 +175,7 @@ class Report:
     findings: list[Finding]
     deep: DeepSummary | None = None
     source: Source = field(default_factory=Source)
+    deployment: Deployment = field(default_factory=Deployment)
 
     @property
     def values_read(self) -> bool:
@@ -160,6 +206,7 @@ class Report:
             "findings": [f.to_dict() for f in self.findings],
             "summary": {str(s): self.count(s) for s in reversed(Severity)},
             "deep": None if self.deep is None else self.deep.to_dict(),
+            "deployment": self.deployment.to_dict(),
         }
 
     @classmethod
@@ -180,4 +227,5 @@ class Report:
             findings=[Finding.from_dict(f) for f in d["findings"]],
             deep=None if deep is None else DeepSummary(**deep),
             source=Source(**d.get("source") or {}),
+            deployment=Deployment(**d.get("deployment") or {}),
         )

@@ -3,81 +3,301 @@
 The deep driver (`ckptscan.deep`) reads bytes and hands over measurements; the
 thresholds and severities live here. Scale shape and dtype are the header
 checks' (`checks.quant`): a scale of the wrong shape is not compared block by
-block here.
+block here. Every finding is added through ``ctx.findings.rows``, so deep
+findings collapse per name template like the header ones.
 
-Why max/4 for ``fp8-range-unused``: with absmax scaling (scale_inv = absmax / max)
+Blocks are the scale's granularity: a 128 x 128 block, a group of 16 / 32 / 128
+inputs, a channel (one output row), the tensor (or one expert of a stack).
+
+Why max/4 for ``fp8-range-unused``: with absmax scaling (scale = absmax / max)
 every non-zero block has a code of magnitude max (448 for e4m3fn); an exporter
-that rounds scales up to a power of two (ue8m0) loses less than 2x, so the
+that rounds scales to a power of two (ue8m0, MX) loses less than 2x, so the
 largest code stays above max/2. A block below max/4 wastes at least two binades
 of its range, or its scale belongs to another (larger) block.
+
+Clipping (a share of a block's codes at +-max): under absmax scaling exactly
+the block maximum reaches max (and ties), so 5% of a block is far beyond any
+properly scaled one. MX scales (E8M0, OCP's floor(log2(absmax)) - emax) put
+values of [max, 2^(emax+1)) at max: in clean groups of 32 up to a third of the
+codes saturate (measured on Gaussian weights), so only a majority counts there.
+Symmetric INT groups of 64 or more saturate a few codes (absmax / 7.5 rounds the
+top 13% of the range to 7), so a fifth counts; FP4 groups of 16 / 32 saturate
+too often to judge.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
-from .. import _core, codes, kernels
+from .. import codes, kernels, schemes
 from ..context import ScanContext
+from ..quantmap import WeightSet
+from ..result import DeepSummary
+from ..taxonomy import KIND_CODE
 
 RANGE_FACTOR = 4.0
 #: float32 lowest; vLLM fills scale parameters with it before loading.
 VLLM_UNFILLED_SCALE = np.float32(np.finfo(np.float32).min)
+#: share of a block's codes at +-max beyond which it is clipping, by scaling
+CLIP_SHARE = 0.05
+CLIP_SHARE_MX = 0.5
+CLIP_SHARE_INT = 0.2
+CLIP_MIN_CODES = 4
+CLIP_MIN_INT_GROUP = 64
+#: E8M0 scale exponents a weight's scale can plausibly have (code 0 is an
+#: all-zero group's); outside: integers stored as exponents, or garbage
+E8M0_PLAUSIBLE = (127 - 64, 127 + 32)
+_FP8_FORMATS = frozenset({"E4M3", "E5M2", "E4M3FNUZ", "E5M2FNUZ"})
+
+
+@lru_cache(maxsize=8)
+def decode_table(dtype: str) -> np.ndarray:
+    """float64[256]: every code's value (built once per format, not per tensor)."""
+    return kernels.fp8_decode_table(dtype)
+
+
+@lru_cache(maxsize=8)
+def max_code(dtype: str) -> int:
+    """The magnitude code (0..0x7F) of the format's largest finite value."""
+    table = decode_table(dtype)[:128]
+    finite = np.where(np.isfinite(table), table, -np.inf)
+    return int(np.argmax(finite))
+
+
+def fp8_weight_set(ws: WeightSet) -> bool:
+    """An FP8 weight read by blocks (its dtype an FP8 one, its format FP8)."""
+    return ws.dtype_ok and ws.dtype in schemes.FP8_DTYPES and ws.weight_format in _FP8_FORMATS
+
+
+def packed_weight_set(ws: WeightSet) -> bool:
+    """An FP4 / INT weight whose codes can be read without its zero points: E2M1
+    two per byte (NVFP4, MXFP4, gpt-oss, DeepSeek-V4 experts), symmetric INT in
+    I32 words packed from the least significant bits (compressed-tensors) or one
+    per I8 (int-quantized, naive-quantized)."""
+    lay, p = ws.layout, ws.layout.packing
+    if not ws.dtype_ok or p.flat or p.transposed:
+        return False
+    if lay.weight_format == "E2M1":
+        return p.per_element == 2 and p.order == "low-nibble-first"
+    if not lay.weight_format.startswith("INT") or any(
+            c.kind == schemes.ZERO_POINT for c in lay.companions):
+        return False
+    if p.per_element == 1:
+        return ws.dtype == "I8"
+    return p.order == "lsb-first" and ws.dtype == "I32"
+
+
+#: the blocks a per-tensor-scaled weight is judged by (zeros, clipping)
+TENSOR_TILE = (128, 128)
+
+
+def tile_of(lay: schemes.Layout, logical: tuple[int, ...]) -> tuple[int, int]:
+    """(rows, cols) of the blocks a weight is judged by: what one scale covers
+    (block, group, channel); 128 x 128 tiles under one per-tensor scale."""
+    g = lay.granularity
+    rows, cols = (logical[-2], logical[-1]) if len(logical) >= 2 else (1, logical[-1])
+    if g.kind == "block" and g.block is not None:
+        return g.block
+    if g.kind == "group" and g.size:
+        return 1, g.size
+    if g.kind == "channel":
+        return 1, max(cols, 1)
+    return min(TENSOR_TILE[0], max(rows, 1)), min(TENSOR_TILE[1], max(cols, 1))
 
 
 @dataclass
 class Fp8WeightMeasure:
-    """One FP8 weight read with its block scale (scale values copied, float32)."""
+    """One FP8 weight read block by block with its scale (values copied)."""
 
     row: int
     scale_row: int
     stats: kernels.Fp8Stats
-    blocks: kernels.BlockAbsmax
-    scale: np.ndarray | None  # float32 in the weight's block grid; None: unusable shape
+    tile: tuple[int, int]
+    codes: np.ndarray       # largest finite magnitude code per block
+    nan: np.ndarray         # NaN codes per block
+    saturated: np.ndarray   # codes at +-max per block
+    elements: np.ndarray    # elements per block (edge blocks are partial)
+    scale: np.ndarray | None  # float32 in the block grid; None: no usable scale
+    e8m0: np.ndarray | None   # the scale's E8M0 exponent codes when stored so
+    layout: schemes.Layout
 
 
-def _first_blocks(mask: np.ndarray, k: int = 5) -> list[list[int]]:
-    return [[int(i), int(j)] for i, j in np.argwhere(mask)[:k]]
+@dataclass
+class GroupStats:
+    """Per group of a packed weight: all codes zero, codes at +-max, elements."""
+
+    zero: np.ndarray
+    saturated: np.ndarray
+    elements: np.ndarray
 
 
-def fp8_weight(ctx: ScanContext, m: Fp8WeightMeasure, ue8m0: bool) -> None:
+@dataclass
+class PackedMeasure:
+    row: int
+    scale_row: int
+    layout: schemes.Layout
+    groups: GroupStats
+    scale: np.ndarray | None       # float32 in the group grid; None: no usable scale
+    scale_raw: np.ndarray | None   # the scale's bytes (copied)
+    scale_dtype: str | None
+
+
+def _first(mask: np.ndarray, k: int = 5) -> list[list[int]]:
+    return [[int(x) for x in idx] for idx in np.argwhere(mask)[:k]]
+
+
+def _clip_share(lay: schemes.Layout) -> float:
+    return CLIP_SHARE_MX if lay.scale_format == "E8M0" else CLIP_SHARE
+
+
+def fp8_weight(ctx: ScanContext, m: Fp8WeightMeasure, summary: DeepSummary) -> None:
     fs = ctx.findings
-    ba, stats = m.blocks, m.stats
-    nblocks = int(ba.codes.size)
-    maxf = float(_core.fp8_traits(stats.dtype)["max_finite"])
-    table = kernels.fp8_decode_table(stats.dtype)
-    nan_blocks = ba.nan > 0
+    stats = m.stats
+    nblocks = int(m.codes.size)
+    if stats.dtype == "F8_E4M3":
+        summary.e4m3_negative_zero += stats.neg_zero
+    maxf = float(decode_table(stats.dtype)[max_code(stats.dtype)])
+    nan_blocks = m.nan > 0
     if stats.nan:
-        first = _first_blocks(nan_blocks, 1)[0]
+        first = _first(nan_blocks, 1)[0]
         nb = int(nan_blocks.sum())
         fs.rows("fp8-nan", [m.row], lambda i: f"{stats.nan} NaN codes in {nb} of {nblocks} "
                 f"blocks (first block {first})", count=stats.nan, blocks=nb, first_block=first)
     if stats.inf:
         fs.rows("fp8-inf", [m.row], lambda i: f"{stats.inf} Inf codes", count=stats.inf)
-    zero_blocks = (ba.codes == 0) & ~nan_blocks
-    nonzero = ~zero_blocks & ~nan_blocks
+    zero_blocks = (m.codes == 0) & ~nan_blocks
+    if m.scale is not None:
+        zero_blocks &= m.scale != 0
+    nonzero = (m.codes != 0) & ~nan_blocks
     if stats.zero == stats.count and stats.count > 0:
         fs.rows("fp8-all-zero", [m.row], lambda i: f"all {stats.count} codes are zero")
     elif zero_blocks.any():
         nz = int(zero_blocks.sum())
-        fs.rows("fp8-zero-block", [m.row], lambda i: f"{nz} of {nblocks} blocks are all zeros "
-                f"(first {_first_blocks(zero_blocks, 1)[0]})", blocks=nz,
-                first_blocks=_first_blocks(zero_blocks))
-    low = nonzero & (table[ba.codes] < maxf / RANGE_FACTOR)
+        fs.rows("fp8-zero-block", [m.row], lambda i: (
+            f"{nz} of {nblocks} blocks ({m.tile[0]} x {m.tile[1]}) are all zeros under a "
+            f"nonzero scale (first {_first(zero_blocks, 1)[0]}): lost data"), blocks=nz,
+            first_blocks=_first(zero_blocks))
+    table = decode_table(stats.dtype)
+    # under one per-tensor scale a tile's maximum may be anything below the tensor's
+    per_tile = m.layout.granularity.kind != "tensor"
+    low = nonzero & (table[m.codes] < maxf / RANGE_FACTOR) & per_tile
     if low.any():
         nl = int(low.sum())
         fs.rows("fp8-range-unused", [m.row], lambda i: (
             f"{nl} of {nblocks} blocks have their largest |code| below "
             f"{maxf / RANGE_FACTOR:g} (format max {maxf:g}): unused range, or a scale that "
-            "belongs to another block"), blocks=nl, first_blocks=_first_blocks(low),
-            smallest_absmax=float(table[ba.codes][low].min()))
+            "belongs to another block"), blocks=nl, first_blocks=_first(low),
+            smallest_absmax=float(table[m.codes][low].min()))
+    _clipping(ctx, "fp8-clipping", m.row, m.saturated, m.elements, _clip_share(m.layout),
+              f"+-{maxf:g}")
+    if m.e8m0 is not None:
+        e8m0_codes(ctx, m.scale_row, m.e8m0)
+    elif m.scale is not None and m.scale_row not in ctx.scales_read:
+        ue8m0 = m.layout.scale_format == "UE8M0"
+        scale_values(ctx, m.scale_row, m.scale if per_tile else m.scale[..., :1, :1], ue8m0)
+    if m.scale is not None and m.layout.granularity.kind == "block":
+        s = m.scale[np.isfinite(m.scale) & (m.scale > 0)]
+        summary.block_scales += int(m.scale.size)
+        summary.block_scales_pow2 += int((np.frexp(s)[0] == 0.5).sum())
+
+
+def _clipping(ctx: ScanContext, code: str, row: int, saturated: np.ndarray,
+              elements: np.ndarray, share: float, at: str) -> None:
+    limit = np.maximum(CLIP_MIN_CODES, np.ceil(share * elements))
+    clip = saturated > limit
+    if not clip.any():
+        return
+    shares = saturated / np.maximum(elements, 1)
+    worst = float(shares[clip].max())
+    first = _first(clip, 1)[0]
+    n = int(clip.sum())
+    ctx.findings.rows(code, [row], lambda i: (
+        f"{n} blocks have more than {share:.0%} of their codes at {at} (block {first}: "
+        f"{float(shares[tuple(first)]):.0%}): clipping, the scale is too small"),
+        blocks=n, first_block=first, share=round(worst, 4))
+
+
+def packed_weight(ctx: ScanContext, m: PackedMeasure) -> None:
+    """Zero groups under a nonzero scale, an all-zero weight, clipping (INT), and
+    the scale read with it: E8M0 exponents, E4M3 block scales, float scales."""
+    _packed_scale(ctx, m)
+    g = m.groups
+    zero = g.zero.copy()
+    n = int(zero.size)
+    if n and zero.all():
+        ctx.findings.rows("fp8-all-zero", [m.row], lambda i: (
+            f"all codes of this {m.layout.weight_format} weight are zero"))
+        return
     if m.scale is not None:
-        scale_values(ctx, m.scale_row, m.scale, ue8m0)
+        zero &= m.scale != 0
+    if zero.any():
+        nz = int(zero.sum())
+        ctx.findings.rows("fp8-zero-block", [m.row], lambda i: (
+            f"{nz} of {n} groups of {m.layout.weight_format} codes are all zeros under a "
+            f"nonzero scale (first {_first(zero, 1)[0]}): lost data"), blocks=nz,
+            first_blocks=_first(zero))
+    lay = m.layout
+    if lay.weight_format.startswith("INT"):
+        size = lay.granularity.size or int(g.elements.max(initial=0))
+        if size >= CLIP_MIN_INT_GROUP:
+            bits = int(lay.weight_format[3:])
+            _clipping(ctx, "fp8-clipping", m.row, g.saturated, g.elements, CLIP_SHARE_INT,
+                      f"{-(2 ** (bits - 1))} / {2 ** (bits - 1) - 1}")
 
 
-def scale_values(ctx: ScanContext, row: int, s: np.ndarray, ue8m0: bool) -> None:
-    """Per-tensor, per-channel or block scales: finite, positive, loaded."""
+def _packed_scale(ctx: ScanContext, m: PackedMeasure) -> None:
+    raw, dtype, row = m.scale_raw, m.scale_dtype, m.scale_row
+    if raw is None or dtype is None or row in ctx.scales_read:
+        return
+    if dtype == "F8_E8M0" or (dtype == "U8" and m.layout.scale_format == "E8M0"):
+        e8m0_codes(ctx, row, raw)
+    elif dtype == "F8_E4M3":
+        e4m3_scales(ctx, row, raw)
+    elif m.scale is not None:
+        scale_values(ctx, row, m.scale)
+
+
+def e4m3_scales(ctx: ScanContext, row: int, raw: np.ndarray) -> None:
+    """E4M3 block scales (NVFP4): NaN bytes (0x7F, 0xFF: what an FP32 -> E4M3 cast
+    of an out-of-range scale writes) and negative scales."""
+    b = raw.reshape(-1)
+    nan = int(((b & 0x7F) == 0x7F).sum())
+    neg = int(((b & 0x80) != 0).sum()) - int((b == 0xFF).sum()) - int((b == 0x80).sum())
+    if nan:
+        ctx.findings.rows("scale-nan-e4m3", [row], lambda i: (
+            f"{nan} NaN codes (0x7F / 0xFF) among {b.size} E4M3 scales"), count=nan)
+    if neg:
+        ctx.findings.rows("scale-nonpositive", [row], lambda i: f"{neg} E4M3 scales are "
+                          "negative", count=neg)
+
+
+def group_stats(codes: np.ndarray, size: int, zero_codes: tuple[int, ...],
+                max_codes: tuple[int, ...]) -> GroupStats:
+    """Per group of ``size`` consecutive inputs of unpacked codes [..., out, in]."""
+    *lead, inp = codes.shape
+    ng = -(-inp // size)
+    pad = ng * size - inp
+    is_zero = np.isin(codes, zero_codes)
+    is_max = np.isin(codes, max_codes)
+    if pad:
+        width = [(0, 0)] * (codes.ndim - 1) + [(0, pad)]
+        is_zero = np.pad(is_zero, width, constant_values=True)
+        is_max = np.pad(is_max, width)
+    shape = (*lead, ng, size)
+    elements = np.full(ng, size, np.int64)
+    if pad:
+        elements[-1] = size - pad
+    return GroupStats(np.asarray(is_zero.reshape(shape).all(axis=-1)),
+                      np.asarray(is_max.reshape(shape).sum(axis=-1)),
+                      np.broadcast_to(elements, (*lead, ng)))
+
+
+def scale_values(ctx: ScanContext, row: int, s: np.ndarray, ue8m0: bool = False) -> None:
+    """Block, group, channel, tensor, global and input scales: finite, positive,
+    loaded."""
     fs = ctx.findings
     s = s.astype(np.float32, copy=False).ravel()
     unfilled = s == VLLM_UNFILLED_SCALE
@@ -108,9 +328,22 @@ def scale_values(ctx: ScanContext, row: int, s: np.ndarray, ue8m0: bool) -> None
                     "(scale_fmt ue8m0)", count=bad)
 
 
-def fp8_tensor(ctx: ScanContext, row: int, stats: kernels.Fp8Stats) -> None:
+def fp8_tensor(ctx: ScanContext, row: int, stats: kernels.Fp8Stats,
+               summary: DeepSummary) -> None:
+    """An FP8 tensor read whole: a weight's NaN codes, or an E4M3 scale's (NVFP4
+    block scales: NaN bytes 0x7F / 0xFF, negative scales)."""
+    fs, dtype = ctx.findings, stats.dtype
+    if dtype == "F8_E4M3":
+        summary.e4m3_negative_zero += stats.neg_zero
+    if ctx.frame.kind[row] == KIND_CODE["scale"]:
+        if stats.nan:
+            fs.rows("scale-nan-e4m3", [row], lambda i: f"{stats.nan} NaN codes (0x7F / 0xFF) "
+                    f"among {stats.count} {dtype} scales", count=stats.nan)
+        if stats.negative:
+            fs.rows("scale-nonpositive", [row], lambda i: f"{stats.negative} scales are "
+                    "negative", count=stats.negative)
+        return
     if stats.nan:
-        fs, dtype = ctx.findings, stats.dtype
         fs.rows("fp8-nan", [row], lambda i: f"{stats.nan} NaN codes in {dtype} tensor",
                 count=stats.nan)
 
@@ -125,10 +358,43 @@ def float_tensor(ctx: ScanContext, row: int, stats: kernels.FloatStats) -> None:
                 f"of {stats.count} values", pos=stats.pos_inf, neg=stats.neg_inf)
 
 
-def e8m0_tensor(ctx: ScanContext, row: int, stats: kernels.E8m0Stats) -> None:
-    if stats.nan:
-        ctx.findings.rows("e8m0-nan", [row], lambda i: f"{stats.nan} NaN codes (0xFF)",
-                          count=stats.nan)
+def e8m0_codes(ctx: ScanContext, row: int, raw: np.ndarray) -> None:
+    """E8M0 exponents (F8_E8M0, or U8 in MX schemes): NaN (0xFF) and exponents
+    no weight scale has."""
+    codes_ = raw.reshape(-1)
+    nan = int((codes_ == 0xFF).sum())
+    if nan:
+        ctx.findings.rows("e8m0-nan", [row], lambda i: f"{nan} NaN codes (0xFF) of "
+                          f"{codes_.size} E8M0 scales", count=nan)
+    lo, hi = E8M0_PLAUSIBLE
+    odd = (codes_ != 0) & (codes_ != 0xFF) & ((codes_ < lo) | (codes_ > hi))
+    if odd.any():
+        n = int(odd.sum())
+        vals = codes_[odd].astype(np.int64) - 127
+        ctx.findings.rows("e8m0-implausible", [row], lambda i: (
+            f"{n} E8M0 scales are 2^{int(vals.min())} .. 2^{int(vals.max())}, outside "
+            f"2^{lo - 127} .. 2^{hi - 127}"), count=n)
+
+
+def zero_points(ctx: ScanContext, row: int, raw: np.ndarray) -> None:
+    """Unpacked integer zero points within the range of their weight's bits."""
+    qm, frame = ctx.quant_map, ctx.frame
+    owner = int(qm.owner[row])
+    if owner < 0 or qm.set_of[owner] < 0:
+        return
+    fmt = qm.sets[int(qm.set_of[owner])].layout.weight_format
+    if not fmt.startswith("INT") or not fmt[3:].isdigit():
+        return
+    bits = int(fmt[3:])
+    signed = frame.dtype_name(row) == "I8"
+    vals = raw.view(np.int8 if signed else np.uint8).astype(np.int64)
+    lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2 ** bits - 1)
+    bad = (vals < lo) | (vals > hi)
+    if bad.any():
+        n = int(bad.sum())
+        ctx.findings.rows("zero-point-range", [row], lambda i: (
+            f"{n} zero points outside [{lo}, {hi}] of {fmt} (e.g. {int(vals[bad][0])})"),
+            count=n)
 
 
 def read_failed(ctx: ScanContext, row: int, message: str) -> None:
@@ -137,3 +403,10 @@ def read_failed(ctx: ScanContext, row: int, message: str) -> None:
     ctx.findings.add(codes.finding("deep-read-failed", message, frame.file(row),
                                    frame.name(row)),
                      group=frame.templates[int(frame.template[row])], cause=frame.file(row))
+
+
+__all__ = ["CLIP_SHARE", "E8M0_PLAUSIBLE", "Fp8WeightMeasure", "GroupStats", "PackedMeasure",
+           "RANGE_FACTOR", "VLLM_UNFILLED_SCALE", "decode_table", "e8m0_codes", "float_tensor",
+           "fp8_tensor", "fp8_weight", "fp8_weight_set", "group_stats", "max_code",
+           "packed_weight", "packed_weight_set", "read_failed", "scale_values", "tile_of",
+           "zero_points"]

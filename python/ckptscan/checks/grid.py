@@ -20,6 +20,12 @@ def check(ctx: ScanContext) -> None:
     both = np.flatnonzero((layer >= 0) & (expert >= 0))
     if not len(both):
         return
+    # A companion's absence is the quantization checks' (it may belong to a weight
+    # left in high precision on purpose): only the scheme's own tensors here.
+    companions = list(ctx.quant_map.companion_kinds())
+    both = both[~np.isin(frame.template[both], companions)]
+    if not len(both):
+        return
     tmpl = frame.template[both]
     order = np.argsort(tmpl, kind="stable")
     bounds = np.flatnonzero(np.diff(tmpl[order])) + 1

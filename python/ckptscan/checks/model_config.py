@@ -84,8 +84,9 @@ def check(ctx: ScanContext) -> None:
     hidden = ok(spec.hidden, "hidden", R.HIDDEN_KEYS)
     vocab = ok(spec.vocab, "vocab", R.VOCAB_KEYS)
     emb = _token_embedding(ctx, decoder)
+    logical = ctx.quant_map.logical_shape  # packed containers (MLX U32, GPTQ) unpacked
     if emb is not None:
-        rows_, width = frame.shape(emb)
+        rows_, width = logical(emb)
         if hidden is not None and width != hidden:
             ctx.findings.add(codes.finding(
                 "config-hidden-size", f"hidden_size is {hidden}, the embedding is {rows_} x "
@@ -97,7 +98,7 @@ def check(ctx: ScanContext) -> None:
     heads = np.flatnonzero(decoder & (part == ROLE_CODE[LM_HEAD]) & (frame.ndim == 2)
                            & (frame.kind == KIND_CODE["weight"]))
     for i in heads[:1].tolist():
-        rows_ = frame.shape(i)[0]
+        rows_ = logical(i)[0]
         if vocab is not None and rows_ != vocab:
             ctx.findings.add(codes.finding("config-vocab", f"vocab_size is {vocab}, lm_head has "
                                            f"{rows_} rows", frame.file(i), frame.name(i)))
@@ -210,4 +211,4 @@ def _token_embedding(ctx: ScanContext, decoder: np.ndarray) -> int | None:
           if not any(w in frame.name(i).lower() for w in _NOT_TOKEN_EMBEDDING)]
     if not ok:
         return None
-    return int(max(ok, key=lambda i: frame.shape(i)[0]))
+    return int(max(ok, key=lambda i: ctx.quant_map.logical_shape(i)[0]))

@@ -710,10 +710,17 @@ def positive_int(q: Mapping[str, Any], key: str, where: str, problems: list[Prob
     return None
 
 
-def block_pair(v: object, key: str, problems: list[Problem], source: str = CONFIG
-               ) -> tuple[int, int] | None:
-    """A ``[rows, cols]`` block size; a problem naming the key otherwise."""
-    if isinstance(v, str) and re.fullmatch(r"\d+x\d+", v):
+#: a quantization block: dims up to 2^20 and at least 16 elements (NVFP4's
+#: group); one scale per few elements is no block quantization (config.py's limits)
+MAX_BLOCK_DIM: Final = 1 << 20
+MIN_BLOCK_ELEMENTS: Final = 16
+
+
+def block_pair(v: object, key: str, problems: list[Problem], source: str = CONFIG,
+               text: bool = False) -> tuple[int, int] | None:
+    """A ``[rows, cols]`` block size within the limits; a problem naming the key
+    otherwise. ``text`` accepts compressed-tensors' older ``"128x128"`` spelling."""
+    if text and isinstance(v, str) and re.fullmatch(r"\d{1,7}x\d{1,7}", v):
         a, b = v.split("x")
         v = [int(a), int(b)]
     if not isinstance(v, list | tuple) or len(v) != 2 or not all(is_int(x) for x in v):
@@ -723,6 +730,14 @@ def block_pair(v: object, key: str, problems: list[Problem], source: str = CONFI
     if r <= 0 or c <= 0:
         which = "zero" if 0 in (r, c) else "negative"
         problems.append(Problem(source, key, f"{list(v)!r} has a block of {which} size"))
+        return None
+    if r > MAX_BLOCK_DIM or c > MAX_BLOCK_DIM:
+        problems.append(Problem(source, key, f"{list(v)!r}: each size must be between 1 and "
+                                f"{MAX_BLOCK_DIM:,}"))
+        return None
+    if r * c < MIN_BLOCK_ELEMENTS:
+        problems.append(Problem(source, key, f"{list(v)!r}: a block of fewer than "
+                                f"{MIN_BLOCK_ELEMENTS} elements is no block quantization"))
         return None
     return r, c
 

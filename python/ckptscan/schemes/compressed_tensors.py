@@ -182,7 +182,8 @@ def parse_args(d: object, key: str, problems: list[Problem]) -> Args | None:
         gs = 128
     block = None
     if d.get("block_structure") is not None:
-        block = block_pair(d["block_structure"], f"{key}.block_structure", problems)
+        block = block_pair(d["block_structure"], f"{key}.block_structure", problems,
+                           text=True)
     if strategy == "block" and block is None:
         if d.get("block_structure") is None:
             problems.append(Problem(CONFIG, f"{key}.block_structure",

@@ -245,6 +245,20 @@ class TemplateTable:
         """Templates no rule knows (role ``other``): what a report should list."""
         return [c.template for c in self.classes if c.role == OTHER]
 
+    def with_kinds(self, kinds: Mapping[int, str]) -> TemplateTable:
+        """This table with the kind of some templates (id -> kind) decided by
+        someone who knows more than the names: a quantization scheme says which
+        tensors are its weights and which its companions (``linear`` follows)."""
+        if not kinds:
+            return self
+        classes = list(self.classes)
+        kind, linear = self.kind.copy(), self.linear.copy()
+        for t, k in kinds.items():
+            classes[t] = replace(classes[t], kind=k)
+            kind[t] = KIND_CODE[k]
+            linear[t] = is_linear(classes[t])
+        return replace(self, classes=tuple(classes), kind=kind, linear=linear)
+
 
 def _or_minus_one(slot: int | None) -> int:
     return -1 if slot is None else slot
