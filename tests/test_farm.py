@@ -255,7 +255,7 @@ def test_scan_farm_stores_what_single_scans_report(farm: dict[str, Any], tmp_pat
     assert len(result.scanned) == len(farm["expected"]) and result.unchanged == []
 
     assert sql(db, "PRAGMA journal_mode") == [("wal",)]
-    assert sql(db, "PRAGMA user_version") == [(2,)]
+    assert sql(db, "PRAGMA user_version") == [(3,)]
     rows = {os.path.relpath(p, root): (t, n, b, s) for p, t, n, b, s in sql(
         db, "SELECT path, tensors, parameters, bytes, shards FROM checkpoints")}
     want = {k: (v["tensors"], v["parameters"], v["bytes"], v["shards"])
@@ -743,7 +743,7 @@ def test_cli_scan_query_and_export(farm: dict[str, Any], tmp_path: Path,
     assert main(["farm", "--db", str(db), "--format", "json", "--findings",
                  "--where", "severity = 'info'"]) == 0
     doc = orjson.loads(capsys.readouterr().out)
-    assert doc["schema"] == "ckptscan.farm/2"
+    assert doc["schema"] == "ckptscan.farm/3"
     assert doc["findings"] and all(f["severity"] == "info" for f in doc["findings"])
 
     # the store is read-only to queries, and a bad condition is a usage error
@@ -828,8 +828,12 @@ def test_parameters_column_matches_layout_math(deepseek_replica: Path, tmp_path:
     db = tmp_path / "farm.db"
     scan_farm([deepseek_replica], db=db)
     lay = LAYOUTS["deepseek_v3"]()
-    assert sql(db, "SELECT tensors, parameters, shards, errors, main_dtype FROM checkpoints") == [
-        (lay.num_tensors, sum(math.prod(s) for _, _, s in lay.tensors), 163, 0, "F8_E4M3")]
+    # logical weights: the F32 block scales (weight_scale_inv) are overhead, not parameters
+    weights = sum(math.prod(s) for n, _, s in lay.tensors if not n.endswith("weight_scale_inv"))
+    assert sql(db, "SELECT tensors, parameters, shards, errors, main_dtype, quant_method, "
+               "quant_format, quant_block, schemes FROM checkpoints") == [
+        (lay.num_tensors, weights, 163, 0, "E4M3", "fp8", "E4M3", "128x128",
+         "hf-fp8/E4M3/block128x128")]
 
 
 def test_processes_give_the_same_store(farm: dict[str, Any], tmp_path: Path) -> None:

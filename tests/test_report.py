@@ -69,7 +69,7 @@ def test_minimax_replica_gives_the_seed_numbers(minimax_replica: Path) -> None:
                                          "bytes": report.dtypes["F8_E4M3"].bytes}
     assert data["roles"]["moe_expert"]["dtypes"] == {"F8_E4M3": 47_616, "F32": 47_616}
     text = to_text(report)
-    for section in ("Data types", "FP8 quantization", "Precision by role",
+    for section in ("Data types", "Quantization", "Precision by role",
                     "Layer-wise precision", "Findings"):
         assert section in text
     assert "model.layers.0.block_sparse_moe.experts.0.w2.weight_scale_inv" in text

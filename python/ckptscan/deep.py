@@ -427,12 +427,12 @@ def _packed_groups(shard: Shard, name: str, lay: schemes.Layout, logical: tuple[
     top: tuple[int, ...]
     if lay.weight_format == "E2M1":
         zero, top = (0, 8), (7, 15)
-    elif per == 1:  # two's complement bytes
-        bits = int(lay.weight_format[3:])
-        zero, top = (0,), ((1 << (bits - 1)) - 1, 256 - (1 << (bits - 1)))
-    else:
+    elif per == 1:  # two's complement bytes; +-(2^(k-1) - 1) and -2^(k-1) at the ends
+        half = 1 << (int(lay.weight_format[3:]) - 1)
+        zero, top = (0,), (half - 1, 256 - (half - 1), 256 - half)
+    else:  # stored as q + 2^(k-1)
         bits = 32 // per
-        zero, top = (1 << (bits - 1),), (0, (1 << bits) - 1)
+        zero, top = (1 << (bits - 1),), (0, 1, (1 << bits) - 1)
     step = max(1, _PACKED_PIECE // max(row_bytes, 1))
     parts = []
     for r0 in range(0, rows, step):

@@ -20,9 +20,10 @@ the block maximum reaches max (and ties), so 5% of a block is far beyond any
 properly scaled one. MX scales (E8M0, OCP's floor(log2(absmax)) - emax) put
 values of [max, 2^(emax+1)) at max: in clean groups of 32 up to a third of the
 codes saturate (measured on Gaussian weights), so only a majority counts there.
-Symmetric INT groups of 64 or more saturate a few codes (absmax / 7.5 rounds the
-top 13% of the range to 7), so a fifth counts; FP4 groups of 16 / 32 saturate
-too often to judge.
+Symmetric INT groups saturate a few codes (absmax / 7.5 rounds the top 13% of
+the range to +-7): in groups of 128 4-bit codes (64 8-bit ones) at most a tenth
+of Gaussian weights do, so a fifth counts; smaller INT4 groups and FP4 groups of
+16 / 32 saturate too often to judge.
 """
 
 from __future__ import annotations
@@ -241,11 +242,12 @@ def packed_weight(ctx: ScanContext, m: PackedMeasure) -> None:
             first_blocks=_first(zero))
     lay = m.layout
     if lay.weight_format.startswith("INT"):
+        bits = int(lay.weight_format[3:])
         size = lay.granularity.size or int(g.elements.max(initial=0))
-        if size >= CLIP_MIN_INT_GROUP:
-            bits = int(lay.weight_format[3:])
+        if size >= (CLIP_MIN_INT_GROUP if bits >= 8 else 2 * CLIP_MIN_INT_GROUP):
+            top = 2 ** (bits - 1) - 1
             _clipping(ctx, "fp8-clipping", m.row, g.saturated, g.elements, CLIP_SHARE_INT,
-                      f"{-(2 ** (bits - 1))} / {2 ** (bits - 1) - 1}")
+                      f"+-{top} (or {-top - 1})")
 
 
 def _packed_scale(ctx: ScanContext, m: PackedMeasure) -> None:

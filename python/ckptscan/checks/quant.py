@@ -157,7 +157,8 @@ def _weight_set(ctx: ScanContext, qm: QuantMap, ws: WeightSet) -> None:
         fs.rows(code, ws.rows, lambda i: f"{ws.dtype} ({ws.weight_format}), but {lay.title} "
                 f"stores its weights as {' or '.join(lay.weight_dtypes)}")
     kind = "embedding" if module_kind(frame, ws.tid) == "embedding" else "linear"
-    for rows, tgt in _targets(ctx, det, ws.module, kind, ws.rows):
+    for rows, tgt in _targets(ctx, det, ws.module, kind, ws.rows, ws.stem if lay.param_style
+                              else None):
         excluded = tgt.excluded_by
         if excluded is not None and excluded.via_prefix is None:
             code = "fp8-not-converted" if ws.weight_format in _FP8_FORMATS else \
@@ -178,16 +179,28 @@ def _weight_set(ctx: ScanContext, qm: QuantMap, ws: WeightSet) -> None:
 
 
 def _targets(ctx: ScanContext, det: schemes.Detection, module: str, kind: str,
-             rows: np.ndarray) -> list[tuple[np.ndarray, schemes.Target]]:
+             rows: np.ndarray, param: str | None = None
+             ) -> list[tuple[np.ndarray, schemes.Target]]:
     """The rows of a module template grouped by what the config says about them:
-    once per template, per name only when an entry names layer numbers."""
+    once per template, per name only when an entry names layer numbers. ``param``:
+    the parameter template of a fused expert stack (``experts.gate_up_proj``),
+    which an exclusion entry may name instead of its module."""
     tgt = det.target_template(module, kind)
-    if tgt is not None:
+    extra = det.exclusion_template(param) if param is not None else None
+    if tgt is not None and (extra is None or extra.uniform):
+        if extra is not None and tgt.excluded_by is None and extra.hit is not None:
+            tgt = schemes.Target(tgt.group, tgt.target, extra.hit)
         return [(rows, tgt)]
     name = named_rows(ctx.frame, module)
+    pname = named_rows(ctx.frame, param) if param is not None else None
     by: dict[schemes.Target, list[int]] = defaultdict(list)
     for r in rows.tolist():
-        by[det.target(name(r), kind)].append(r)
+        t = det.target(name(r), kind)
+        if pname is not None and t.excluded_by is None:
+            hit = det.exclusions.match(pname(r))
+            if hit is not None:
+                t = schemes.Target(t.group, t.target, hit)
+        by[t].append(r)
     return [(np.array(v, dtype=np.int64), t) for t, v in by.items()]
 
 

@@ -35,8 +35,8 @@ import orjson
 from ..errors import CkptScanError
 from ..render.console import printable
 
-SCHEMA_VERSION = 2
-SCHEMA_NAME = "ckptscan.farm/2"
+SCHEMA_VERSION = 3
+SCHEMA_NAME = "ckptscan.farm/3"
 BUSY_TIMEOUT_MS = 60_000
 
 SCHEMA_SQL = """
@@ -56,13 +56,15 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     shards           INTEGER NOT NULL,  -- .safetensors files found
     missing_shards   INTEGER NOT NULL,  -- named by index.json, not on disk
     tensors          INTEGER NOT NULL,
-    parameters       INTEGER NOT NULL,
+    parameters       INTEGER NOT NULL,  -- logical weights (packed values counted, scales not)
     bytes            INTEGER NOT NULL,  -- tensor data bytes
     dtypes           TEXT NOT NULL,     -- JSON {dtype: {tensors, parameters, bytes}}
-    main_dtype       TEXT,              -- dtype holding the most parameters
-    quant_method     TEXT,              -- quantization_config.quant_method
-    quant_format     TEXT,              -- fmt (or the FP8 dtype found)
-    quant_block      TEXT,              -- weight_block_size as "128x128"
+    main_dtype       TEXT,              -- logical format of most of the decoder's weights
+    quant_method     TEXT,              -- the declared scheme (fp8, compressed-tensors/..., mlx/...)
+    quant_format     TEXT,              -- quantized weights' format (E4M3, E2M1, INT4, mixed: ...)
+    quant_block      TEXT,              -- block size as "128x128"
+    schemes          TEXT,              -- stored layouts, comma separated (hf-fp8/E4M3/block128x128)
+    bits_per_weight  REAL,              -- stored bits per parameter, scales included
     fp8_tensors      INTEGER NOT NULL,
     scale_tensors    INTEGER NOT NULL,
     errors           INTEGER NOT NULL,
@@ -111,7 +113,8 @@ CREATE INDEX IF NOT EXISTS shards_inode ON shards(dev, inode);
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "path", "kind", "format", "component", "repo", "revision", "model_type", "family", "shards",
     "missing_shards", "tensors", "parameters", "bytes", "dtypes", "main_dtype", "quant_method",
-    "quant_format", "quant_block", "fp8_tensors", "scale_tensors", "errors", "warnings", "infos",
+    "quant_format", "quant_block", "schemes", "bits_per_weight", "fp8_tensors", "scale_tensors",
+    "errors", "warnings", "infos",
     "deep", "fingerprint", "ckptscan_version", "scanned_at", "scan_seconds",
 )
 FINDING_COLUMNS: tuple[str, ...] = (
@@ -385,16 +388,15 @@ class Store:
             for x in rec.shards])
         counts = summary["summary"]
         dtypes = summary["dtypes"]
-        main = max(dtypes.items(), key=lambda kv: (kv[1]["parameters"], kv[0]))[0] if dtypes \
-            else None
         q = r.quantization
         src = r.source
         row = (
             rec.path, rec.kind, src.format, src.component, rec.repo, rec.revision, r.model_type,
             r.family,
             len(r.shards.found), len(r.shards.missing), r.total.tensors, r.total.parameters,
-            r.total.bytes, _json(dtypes), main, q.method, q.format,
+            r.total.bytes, _json(dtypes), q.main_format, q.method, q.format,
             "x".join(map(str, q.block_size)) if q.block_size else None,
+            ",".join(str(x["name"]) for x in q.schemes) or None, q.bits_per_weight,
             q.fp8_tensors, q.scale_tensors, counts["error"], counts["warning"], counts["info"],
             int(rec.deep), rec.fingerprint, rec.version, _utc_now(), round(rec.seconds, 6),
             _json(summary),

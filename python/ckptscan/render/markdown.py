@@ -56,7 +56,12 @@ def _one(r: Report) -> str:
     out += ["", "## Quantization", "",
             f"- method {code(str(q.method))}, format {code(str(q.format))}, block size "
             f"`{q.block_size}`",
-            f"- {q.fp8_tensors:,} FP8 tensors, {q.scale_tensors:,} scale tensors",
+            *(f"- {code(str(x['name']))}: {x['weight_format']} weights, "
+              f"{x['scale_format'] or 'no'} scales ({x['granularity']}), "
+              f"{x['bits_per_weight']} bits per weight, {x['parameters']:,} parameters"
+              for x in q.schemes),
+            f"- {q.fp8_tensors:,} FP8 tensors, {q.scale_tensors:,} scale tensors, "
+            f"{human_bytes(q.overhead_bytes)} of quantization overhead",
             f"- quantized roles: {', '.join(q.quantized_roles) or '-'}",
             f"- not quantized roles: {', '.join(q.unquantized_roles) or '-'}",
             "", "## Roles", "", "| role | tensors | parameters | bytes | dtypes |",

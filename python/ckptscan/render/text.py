@@ -117,18 +117,30 @@ def _text_lines(r: Report, st: _Style) -> Iterator[str]:
     yield from _dtype_table(r.dtypes, t)
     yield ""
     q = r.quantization
-    yield st.bold("FP8 quantization")
-    if q.is_fp8 or q.method:
-        yield (f"  method {q.method or '-'}, format {q.format or '-'}, block size "
-               f"{q.block_size or '-'}" + (f", scale_fmt {q.scale_fmt}" if q.scale_fmt else ""))
-        yield f"  {q.fp8_tensors:,} FP8 tensors, {q.scale_tensors:,} scale tensors"
+    yield st.bold("Quantization")
+    if q.is_fp8 or q.method or q.schemes:
+        yield (f"  method {safe(str(q.method or '-'))}, format {q.format or '-'}, block size "
+               f"{q.block_size or '-'}" + (f", scale_fmt {safe(q.scale_fmt)}" if q.scale_fmt
+                                           else ""))
+        for x in q.schemes:
+            yield (f"  {safe(str(x['name']))}: {x['weight_format']} weights, "
+                   f"{x['scale_format'] or 'no'} scales ({x['granularity']}), "
+                   f"{x['bits_per_weight']} bits per weight, {x['parameters']:,} parameters "
+                   f"in {x['tensors']:,} tensors ({', '.join(x['roles'])})")
+        yield (f"  {q.fp8_tensors:,} FP8 tensors, {q.scale_tensors:,} scale tensors, "
+               f"{human_bytes(q.overhead_bytes)} of scales and other overhead")
         yield f"  quantized roles:     {', '.join(q.quantized_roles) or '-'}"
         yield f"  not quantized roles: {', '.join(q.unquantized_roles) or '-'}"
         if q.modules_to_not_convert is not None:
-            yield f"  modules_to_not_convert: {safe(str(q.modules_to_not_convert))}"
+            yield (f"  {safe(q.exclusions_key or 'modules_to_not_convert')}: "
+                   f"{safe(str(q.modules_to_not_convert))}")
+        tp = r.deployment.tensor_parallel
+        if tp is not None:
+            yield (f"  tensor parallel: {', '.join(map(str, tp['ok'])) or 'none'} "
+                   f"(max {tp['max']})" + (f"; limited by {safe(tp['limiting'][0])}"
+                                           if tp["limiting"] else ""))
     else:
-        yield "  no FP8 tensors, no quantization_config"
-    yield ""
+        yield "  no quantized weights, no quantization scheme declared"
     yield st.bold("Precision by role")
     yield f"  {'role':<15}{'tensors':>10} {'parameters':>18} {'bytes':>12}  dtypes"
     for role, s in r.roles.items():

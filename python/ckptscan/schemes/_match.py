@@ -18,6 +18,7 @@ names one by one.
 from __future__ import annotations
 
 import fnmatch
+import itertools
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
@@ -239,6 +240,8 @@ def respellings(name: str) -> Iterator[tuple[str, str]]:
 _STANDARD_PROBES: Final = ("0", "1", "2", "3", "7", "9", "10", "11", "12", "19", "20", "31",
                            "61", "99", "100", "127", "255", "1000")
 _DIGITS: Final = re.compile(r"\d+")
+#: numbers-written combinations probed at most (slots ** numbers)
+_MAX_COMBINATIONS: Final = 4096
 
 
 def _probe_values(entries: Sequence[str]) -> tuple[str, ...]:
@@ -252,7 +255,8 @@ def _probe_values(entries: Sequence[str]) -> tuple[str, ...]:
 
 def probe_names(template: str, entries: Sequence[str]) -> list[str]:
     """Names of ``template`` with its ``{}`` slots filled by probe numbers: every
-    slot with the same value, then each slot alone with the others at 0."""
+    slot with the same value, each slot alone with the others at 0, and every
+    combination of the numbers the entries write (``layers.1 ... experts.2``)."""
     parts = template.split(".")
     slots = [i for i, p in enumerate(parts) if p == SLOT]
     if not slots:
@@ -262,6 +266,10 @@ def probe_names(template: str, entries: Sequence[str]) -> list[str]:
     if len(slots) > 1:
         for k in range(len(slots)):
             fills += [tuple(v if j == k else "0" for j in range(len(slots))) for v in values]
+        written = sorted({str(int(run[:6])) for e in entries for run in _DIGITS.findall(e)[:16]}
+                         | {"0"}, key=lambda v: (len(v), v))
+        if len(written) ** len(slots) <= _MAX_COMBINATIONS:
+            fills += list(itertools.product(written, repeat=len(slots)))
     out = []
     for fill in fills:
         filled = list(parts)
