@@ -60,10 +60,10 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     bytes            INTEGER NOT NULL,  -- tensor data bytes
     dtypes           TEXT NOT NULL,     -- JSON {dtype: {tensors, parameters, bytes}}
     main_dtype       TEXT,              -- logical format of most of the decoder's weights
-    quant_method     TEXT,              -- the declared scheme (fp8, compressed-tensors/..., mlx/...)
+    quant_method     TEXT,              -- declared scheme (fp8, compressed-tensors/..., mlx/...)
     quant_format     TEXT,              -- quantized weights' format (E4M3, E2M1, INT4, mixed: ...)
     quant_block      TEXT,              -- block size as "128x128"
-    schemes          TEXT,              -- stored layouts, comma separated (hf-fp8/E4M3/block128x128)
+    schemes          TEXT,              -- stored layouts, comma separated
     bits_per_weight  REAL,              -- stored bits per parameter, scales included
     fp8_tensors      INTEGER NOT NULL,
     scale_tensors    INTEGER NOT NULL,
