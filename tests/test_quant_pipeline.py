@@ -21,6 +21,7 @@ from ckptscan import scan
 from ckptscan.findings import Finding, Severity
 from ckptscan.result import Report
 from ckptscan.testing import quant_layouts as QL
+from test_schemes_writers import VARIANT_IDS, VARIANTS
 
 SCHEMES = sorted(QL.SCHEMES)
 DTYPE_BYTES = {"BF16": 2, "F16": 2, "F32": 4, "F64": 8, "F8_E4M3": 1, "F8_E8M0": 1, "U8": 1,
@@ -37,6 +38,17 @@ FORMAT = {
     "modelopt-mixed": "mixed: E2M1, E4M3", "gpt-oss": "E2M1", "gptq": "INT4", "awq": "INT4",
     "bnb-4bit": "NF4", "bnb-8bit": "INT8", "mlx": "mixed: INT4, INT8", "torchao": "E4M3",
 }
+
+# Writer options that change the stored format.
+VARIANT_FORMAT = {("deepseek-v4", "expert_dtype", "fp8"): "E4M3", ("ct-int8", "bits", 4): "INT4",
+                  ("ct-w4a16", "bits", 8): "INT8", ("ct-w4a16", "bits", 2): "INT2",
+                  ("gptq", "bits", 8): "INT8"}
+
+
+def expected_format(scheme: str, options: dict[str, Any]) -> str:
+    return next((f for (s, k, v), f in VARIANT_FORMAT.items()
+                 if s == scheme and options.get(k) == v), FORMAT[scheme])
+
 
 # A planted fault -> the codes that name it.
 CODES = {
@@ -98,10 +110,10 @@ def stored_bits(w: QL.Written) -> tuple[int, int]:
     return bits, logical
 
 
-@pytest.mark.parametrize("scheme", SCHEMES)
-def test_clean_checkpoint_is_stated_right_and_raises_nothing(tmp_path: Path,
-                                                            scheme: str) -> None:
-    w = QL.write(scheme, tmp_path / scheme)
+@pytest.mark.parametrize(("scheme", "options"), VARIANTS, ids=VARIANT_IDS)
+def test_clean_checkpoint_is_stated_right_and_raises_nothing(
+        tmp_path: Path, scheme: str, options: dict[str, Any]) -> None:
+    w = QL.write(scheme, tmp_path / scheme, **options)
     header = scan(w.path)
     deep = scan(w.path, deep=True, jobs=2)
     for report in (header, deep):
@@ -109,7 +121,7 @@ def test_clean_checkpoint_is_stated_right_and_raises_nothing(tmp_path: Path,
         assert bad == [], bad
         assert report.total.parameters == w.parameters
         q = report.quantization
-        assert q.format == FORMAT[scheme]
+        assert q.format == expected_format(scheme, options)
         assert sum(s["tensors"] for s in q.schemes) == len(w.quantized)
         assert sum(s["parameters"] for s in q.schemes) == sum(
             math.prod(s) for s in w.quantized.values())

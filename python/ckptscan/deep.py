@@ -196,6 +196,7 @@ def deep_scan(ctx: ScanContext, jobs: int | None = None,
     shards = frame.shards
     cancel = cancel or threading.Event()
     ckind = qm.companion_kinds()
+    e8m0 = qm.e8m0_templates()
 
     def run(task: _Task) -> _Measured:
         """Reads one tensor (in a worker thread)."""
@@ -217,7 +218,7 @@ def deep_scan(ctx: ScanContext, jobs: int | None = None,
                     kind is None and frame.kind[i] == KIND_CODE["scale"])
                 vals = _scale_f32(_copy(shard, name), dtype) if scale_like else None
                 return _Measured(i, floats=fl, scale=vals)
-            if dtype == "F8_E8M0" or (dtype == "U8" and kind in _SCALE_KINDS):
+            if dtype == "F8_E8M0" or (dtype == "U8" and int(frame.template[i]) in e8m0):
                 return _Measured(i, e8m0=_copy(shard, name))
             if kind == schemes.ZERO_POINT and dtype in ("I8", "U8"):
                 return _Measured(i, ints=_copy(shard, name))

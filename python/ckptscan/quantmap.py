@@ -199,10 +199,15 @@ class QuantMap:
         self.overhead = np.zeros(n, dtype=bool)
         self._tid = {t: i for i, t in enumerate(frame.templates)}
         self._ckind: dict[int, str] = {}
+        self._e8m0: set[int] = set()  # companion templates holding E8M0 exponents
         self._build()
 
     def tid(self, template: str) -> int:
         return self._tid.get(template, -1)
+
+    def e8m0_templates(self) -> set[int]:
+        """Companion templates whose bytes are E8M0 exponents (MX scales, also in U8)."""
+        return set(self._e8m0)
 
     def companion_kinds(self) -> dict[int, str]:
         """Template id -> companion kind (scale, zero_point, offset ...) of the
@@ -233,6 +238,9 @@ class QuantMap:
                     continue
                 if roles:
                     self._ckind[t] = roles[0].companion.kind
+                    if roles[0].layout.scale_format == "E8M0" and \
+                            roles[0].companion.kind == S.SCALE:
+                        self._e8m0.add(t)
                     companion_like[t] = roles
                     self._no_params(rows)
                     continue
@@ -346,6 +354,8 @@ class QuantMap:
                 rows = np.full(len(ws.rows), -1, dtype=np.int64)
             else:
                 self._ckind[ct] = c.kind
+                if ws.layout.scale_format == "E8M0" and c.kind == S.SCALE:
+                    self._e8m0.add(ct)
                 rows = match_rows(frame, ws.rows, frame.rows_by_template[ct])
                 got = rows >= 0
                 self.owner[rows[got]] = ws.rows[got]

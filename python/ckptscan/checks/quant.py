@@ -366,7 +366,7 @@ def _loose(ctx: ScanContext, qm: QuantMap, lo: Loose) -> None:
         role_of[take] = k
     first = lo.roles[0]
     wname = named_rows(frame, first.layout.weight_name(first.stem))
-    orphan = rows[weight < 0]
+    orphan = _not_elsewhere(ctx, rows[weight < 0], wname)
     ctx.findings.rows("scale-orphan", orphan, lambda i: (
         f"no weight {wname(i)} exists ({first.layout.title})"), absent=wname)
     has = weight >= 0
@@ -378,6 +378,16 @@ def _loose(ctx: ScanContext, qm: QuantMap, lo: Loose) -> None:
     ctx.findings.rows("scale-convention-mixed", rows[quantized], lambda i: (
         f"beside {frame.name(w_of[i])}, stored as "
         f"{qm.sets[int(qm.set_of[w_of[i]])].layout.title}: two conventions for one weight"))
+
+
+def _not_elsewhere(ctx: ScanContext, rows: np.ndarray, weight: Callable[[int], str]
+                   ) -> np.ndarray:
+    """Orphan rows, less those whose weight index.json places in a shard a
+    one-shard scan does not read."""
+    if not ctx.partial or not len(rows):
+        return rows
+    elsewhere = set(ctx.index_names)
+    return np.array([r for r in rows.tolist() if weight(r) not in elsewhere], dtype=np.int64)
 
 
 def _strays(ctx: ScanContext, qm: QuantMap) -> None:
@@ -397,7 +407,8 @@ def _strays(ctx: ScanContext, qm: QuantMap) -> None:
                   else np.full(len(rows), -1, dtype=np.int64))
         if suffix != ".scale":  # a norm's .scale is no quantization scale
             wname = named_rows(frame, stem + ".weight")
-            ctx.findings.rows("scale-orphan", rows[weight < 0], _orphan(wname), absent=wname)
+            ctx.findings.rows("scale-orphan", _not_elsewhere(ctx, rows[weight < 0], wname),
+                              _orphan(wname), absent=wname)
         has = weight >= 0
         w_of = dict(zip(rows.tolist(), weight.tolist(), strict=True))
         quantized = has & (qm.set_of[np.maximum(weight, 0)] >= 0)
@@ -485,8 +496,9 @@ def _exclusions(ctx: ScanContext, qm: QuantMap) -> None:
     rules = det.exclusions
     if not rules.entries or not len(frame):
         return
-    order = sorted(range(len(frame.templates)),  # weights first: what an entry is meant for
-                   key=lambda t: (int(frame.table.kind[t]) != KIND_CODE[WEIGHT], t))
+    order = sorted(range(len(frame.templates)),  # linears first: what an entry is meant for
+                   key=lambda t: (not bool(frame.table.linear[t]),
+                                  int(frame.table.kind[t]) != KIND_CODE[WEIGHT], t))
     for entry in rules.entries:
         if _entry_hit(ctx, rules, entry, order, direct=True) is not None:
             continue
@@ -506,10 +518,9 @@ def _exclusions(ctx: ScanContext, qm: QuantMap) -> None:
 
 
 def _spellings(name: str, direct: bool) -> list[tuple[str, str]]:
-    """A name and its parent modules, as written (direct) or under the wrapper
-    respellings (with the prefix that differs)."""
-    parts = name.split(".")
-    subs = [".".join(parts[:k]) for k in range(len(parts), 0, -1)]
+    """A tensor name and its module (what loaders match entries against), as
+    written (direct) or under the wrapper respellings (with the prefix that differs)."""
+    subs = [name] + ([name.rpartition(".")[0]] if "." in name else [])
     if direct:
         return [(x, "") for x in subs]
     return [alt for x in subs for alt in schemes.respellings(x)]
