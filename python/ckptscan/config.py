@@ -2,13 +2,14 @@
 
 A value of the wrong type or an impossible one (layers <= 0, a block of zero,
 a list where a number belongs) is a `ConfigValue` problem naming the key; the
-checks then go on without that value (they are never silenced by it).
+checks then go on without that value (they are never silenced by it). The
+quantization settings are read by the scheme that declares them (`ckptscan.schemes`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 # Limits derived from real checkpoints, far above what any real file needs.
@@ -73,89 +74,3 @@ def _note(problems: list[ConfigValue] | None, key: str, message: str) -> None:
 def _show(v: Any) -> str:
     text = repr(v)
     return text if len(text) <= 40 else text[:37] + "..."
-
-
-@dataclass
-class QuantConfig:
-    """quantization_config (or text_config.quantization_config), as far as usable."""
-
-    method: str | None
-    fmt: str | None
-    block: tuple[int, int] | None
-    scale_fmt: str | None
-    not_convert: list[str] | None
-    raw: dict[str, Any]
-    where: str = "quantization_config"
-    problems: list[ConfigValue] = field(default_factory=list)
-
-    @property
-    def ue8m0(self) -> bool:
-        return (self.scale_fmt or "").lower() == "ue8m0"
-
-
-def quant_config(config: Mapping[str, Any] | None) -> QuantConfig | None:
-    where = "quantization_config"
-    q = (config or {}).get("quantization_config")
-    if not isinstance(q, dict):
-        tc = (config or {}).get("text_config")
-        q = tc.get("quantization_config") if isinstance(tc, dict) else None
-        where = "text_config.quantization_config"
-    if not isinstance(q, dict):
-        return None
-    problems: list[ConfigValue] = []
-
-    def text(key: str) -> str | None:
-        v = q.get(key)
-        if v is not None and not isinstance(v, str):
-            problems.append(ConfigValue(f"{where}.{key}", f"{where}.{key} is {_show(v)}, "
-                                                          "not a string"))
-            return None
-        return v
-
-    block = _block(q.get("weight_block_size"), f"{where}.weight_block_size", problems)
-    ntc_key = "modules_to_not_convert" if "modules_to_not_convert" in q else "ignored_layers"
-    ntc = q.get(ntc_key)
-    not_convert = None
-    if isinstance(ntc, list):
-        not_convert = [m for m in ntc if isinstance(m, str)]
-        if len(not_convert) < len(ntc):
-            problems.append(ConfigValue(f"{where}.{ntc_key}", f"{where}.{ntc_key} holds "
-                                        "entries that are not strings (ignored)"))
-    elif ntc is not None:
-        problems.append(ConfigValue(f"{where}.{ntc_key}",
-                                    f"{where}.{ntc_key} is {_show(ntc)}, not a list"))
-    return QuantConfig(text("quant_method"), text("fmt"), block, text("scale_fmt"), not_convert,
-                       q, where, problems)
-
-
-def _block(value: Any, key: str, problems: list[ConfigValue]) -> tuple[int, int] | None:
-    if value is None:
-        return None
-    ok = (isinstance(value, list) and len(value) == 2
-          and all(isinstance(b, int) and not isinstance(b, bool) for b in value))
-    if not ok:
-        problems.append(ConfigValue(key, f"{key} is {_show(value)}, not two integers"))
-        return None
-    br, bc = value
-    if not (0 < br <= MAX_BLOCK_DIM and 0 < bc <= MAX_BLOCK_DIM):
-        problems.append(ConfigValue(key, f"{key} is {_show(value)}: each size must be between "
-                                         f"1 and {MAX_BLOCK_DIM:,}"))
-        return None
-    if br * bc < MIN_BLOCK_ELEMENTS:
-        problems.append(ConfigValue(key, f"{key} is {_show(value)}: a block of fewer than "
-                                         f"{MIN_BLOCK_ELEMENTS} elements is no block "
-                                         "quantization"))
-        return None
-    return int(br), int(bc)
-
-
-def not_convert_match(name: str, entries: list[str]) -> str | None:
-    """The entry of modules_to_not_convert that covers `name`, matching whole dotted
-    components (`gate` is MiniMax's block_sparse_moe.gate, not a gate_proj)."""
-    parts = name.split(".")
-    for entry in entries:
-        want = entry.strip(".").split(".")
-        k = len(want)
-        if any(parts[i:i + k] == want for i in range(len(parts) - k + 1)):
-            return entry
-    return None

@@ -306,7 +306,7 @@ def _weight(ctx: ScanContext, task: _Task) -> _Measured:
     shard = frame.shards[int(frame.shard_of[i])]
     name = frame.name(i)
     shape = frame.shape(i)
-    logical = ws.logical[int(ws.shape_of[int(np.flatnonzero(ws.rows == i)[0])])]
+    logical = ws.logical[int(ws.shape_of[ws.position(i)])]
     if logical is None or len(logical) < 1:
         return _Measured(i, fp8=kernels.fp8_stats(shard, name)) if data.fp8_weight_set(ws) \
             else _Measured(i)

@@ -122,6 +122,10 @@ class WeightSet:
             return self.layout.weight_format
         return S.DTYPE_FORMAT.get(self.dtype, self.dtype)
 
+    def position(self, row: int) -> int:
+        """Where a row of this set is in ``rows`` (ascending, as the frame's)."""
+        return int(np.searchsorted(self.rows, row))
+
     def parameters(self) -> I64:
         """Logical parameters per row."""
         per_shape = np.array([math.prod(lg) if lg is not None else
@@ -369,7 +373,7 @@ class QuantMap:
         k = int(self.set_of[row])
         if k >= 0:
             ws = self.sets[k]
-            got = ws.logical[int(ws.shape_of[int(np.flatnonzero(ws.rows == row)[0])])]
+            got = ws.logical[int(ws.shape_of[ws.position(row)])]
             if got is not None:
                 return got
         return self.frame.shape(row)

@@ -413,11 +413,14 @@ def _strays(ctx: ScanContext, qm: QuantMap) -> None:
         w_of = dict(zip(rows.tolist(), weight.tolist(), strict=True))
         quantized = has & (qm.set_of[np.maximum(weight, 0)] >= 0)
         own = np.zeros(len(rows), dtype=bool)
-        for k in np.flatnonzero(quantized).tolist():
-            ws = qm.sets[int(qm.set_of[weight[k]])]
-            pos = int(np.flatnonzero(ws.rows == weight[k])[0])
-            own[k] = any(cr.companion.kind == schemes.SCALE and cr.rows[pos] >= 0
-                         for cr in ws.companions)
+        set_of = qm.set_of[np.maximum(weight, 0)]
+        for k in np.unique(set_of[quantized]).tolist():
+            ws = qm.sets[k]
+            sel = np.flatnonzero(quantized & (set_of == k))
+            pos = np.searchsorted(ws.rows, weight[sel])
+            for cr in ws.companions:
+                if cr.companion.kind == schemes.SCALE:
+                    own[sel] |= cr.rows[pos] >= 0
         ctx.findings.rows("scale-convention-mixed", rows[quantized & own],
                           _beside(qm, w_of, schemes.SCALE_CONVENTIONS[suffix]))
         plain = has & ~quantized
@@ -504,6 +507,8 @@ def _exclusions(ctx: ScanContext, qm: QuantMap) -> None:
             continue
         hit = _entry_hit(ctx, rules, entry, order, direct=False)
         if hit is None:
+            if ctx.partial:
+                continue  # the module may be in a shard a one-shard scan does not read
             ctx.findings.add(codes.finding(
                 "exclusion-unmatched", f"{rules.key} entry {entry!r} matches no module of this "
                 f"checkpoint ({rules.style.description})", ctx.where_config, key=rules.key,

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Final, TypeGuard
 
+from ..config import MAX_BLOCK_DIM, MIN_BLOCK_ELEMENTS
 from ._formats import DTYPE_BITS, SCALE_ONLY_DTYPES
 from ._match import SLOT, Decision, Hit, Rules, Targets, hit_rank, probe_names
 
@@ -708,12 +709,6 @@ def positive_int(q: Mapping[str, Any], key: str, where: str, problems: list[Prob
     problems.append(Problem(source, f"{where}.{key}",
                             f"{v!r} is {what}; expected a positive integer"))
     return None
-
-
-#: a quantization block: dims up to 2^20 and at least 16 elements (NVFP4's
-#: group); one scale per few elements is no block quantization (config.py's limits)
-MAX_BLOCK_DIM: Final = 1 << 20
-MIN_BLOCK_ELEMENTS: Final = 16
 
 
 def block_pair(v: object, key: str, problems: list[Problem], source: str = CONFIG,
