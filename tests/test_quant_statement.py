@@ -262,3 +262,21 @@ def test_transformers_entries_match_at_the_start_or_as_a_suffix(tmp_path: Path) 
     f = only(report, "exclusion-prefix")
     assert (f.detail["entry"], f.detail["via_prefix"]) == ("layers.0", "model.")
     assert f.tensor is not None and f.tensor.startswith("model.layers.0.")
+
+
+def test_a_huge_exclusion_list_is_bounded(tmp_path: Path) -> None:
+    """10,000 regexes in `ignore`: the first 4,096 are read (named as a limit), the
+    entries judged for matching nothing are bounded, and the scan ends (a hang fails)."""
+    import time
+
+    w = QL.write("ct-fp8", tmp_path / "ckpt")
+    edit_config(w.path, lambda c: c["quantization_config"]["ignore"].extend(
+        f"re:.*layers\\.{i}\\.mlp\\.gate{i}$" for i in range(10_000)))
+    t0 = time.monotonic()
+    report = scan(w.path)
+    assert time.monotonic() - t0 < 60
+    limit = only(report, "config-value")
+    assert limit.detail["key"] == "quantization_config.ignore" and "10,001 entries" in limit.message
+    unmatched = [f for f in report.findings if f.code == "exclusion-unmatched"]
+    assert unmatched and len(report.findings) < 60  # counted beyond 25 lines, not listed
+    assert report.quantization.format == "E4M3"

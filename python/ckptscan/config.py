@@ -23,6 +23,9 @@ MAX_EXPERTS = 1 << 20
 #: group); one scale per element is no block quantization.
 MAX_BLOCK_DIM = 1 << 20
 MIN_BLOCK_ELEMENTS = 16
+#: entries of one module list of a quantization config (ignore, targets,
+#: modules_to_not_convert ...): real ones name a few hundred modules at most.
+MAX_MODULE_ENTRIES = 4096
 
 
 @dataclass(frozen=True)

@@ -179,7 +179,15 @@ def distinct_shapes(frame: Frame, rows: I64) -> tuple[I64, list[Shape]]:
             continue
         starts = frame.shape_starts[rows[sel]]
         dims = frame.dims[starts[:, None] + np.arange(k)]
-        uniq, inv = np.unique(dims, axis=0, return_inverse=True)
+        width = max(1, int(dims.max()).bit_length())
+        if width * k <= 63:  # one int64 key per shape: a 1-D unique, not a row sort
+            key = np.zeros(len(sel), dtype=np.int64)
+            for j in range(k):
+                key = (key << width) | dims[:, j]
+            _, first, inv = np.unique(key, return_index=True, return_inverse=True)
+            uniq = dims[first]
+        else:
+            uniq, inv = np.unique(dims, axis=0, return_inverse=True)
         inverse[sel] = inv.reshape(-1) + len(shapes)
         shapes += [tuple(int(x) for x in u) for u in uniq]
     return inverse, shapes
@@ -202,6 +210,8 @@ class QuantMap:
         self.params = frame.numel.astype(np.int64)
         self.overhead = np.zeros(n, dtype=bool)
         self._tid = {t: i for i, t in enumerate(frame.templates)}
+        #: the integers the names hold: what template probes may fill slots with
+        self.numbers = frozenset(str(v) for v in np.unique(frame.ints).tolist())
         self._ckind: dict[int, str] = {}
         self._e8m0: set[int] = set()  # companion templates holding E8M0 exponents
         self._build()
@@ -305,7 +315,7 @@ class QuantMap:
         have = self._tid.__contains__
         module = named[0].layout.module_of(named[0].stem)
         parts: list[tuple[I64, S.Group | None]] = []
-        tgt = det.target_template(module, kind)
+        tgt = det.target_template(module, kind, self.numbers)
         if tgt is not None:
             parts.append((rows, tgt.group))
         else:

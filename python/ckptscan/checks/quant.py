@@ -185,8 +185,9 @@ def _targets(ctx: ScanContext, det: schemes.Detection, module: str, kind: str,
     once per template, per name only when an entry names layer numbers. ``param``:
     the parameter template of a fused expert stack (``experts.gate_up_proj``),
     which an exclusion entry may name instead of its module."""
-    tgt = det.target_template(module, kind)
-    extra = det.exclusion_template(param) if param is not None else None
+    numbers = ctx.quant_map.numbers
+    tgt = det.target_template(module, kind, numbers)
+    extra = det.exclusion_template(param, numbers) if param is not None else None
     if tgt is not None and (extra is None or extra.uniform):
         if extra is not None and tgt.excluded_by is None and extra.hit is not None:
             tgt = schemes.Target(tgt.group, tgt.target, extra.hit)
@@ -491,21 +492,27 @@ def _owner(module: str, pattern: str) -> str | None:
 
 
 def _exclusions(ctx: ScanContext, qm: QuantMap) -> None:
-    """Every exclusion entry must match some module or tensor as its producer's
+    """Every exclusion entry must match some tensor or its module as its producer's
     loader matches names; one that only matches with a wrapper prefix added or
-    removed is named with the tensor it was meant for."""
+    removed is named with the tensor it was meant for. Names are probed per
+    template (with the numbers the checkpoint's names hold), screened against all
+    entries at once; an entry's own numbers are then checked on the real names."""
     det, frame = qm.det, ctx.frame
     assert det is not None
     rules = det.exclusions
-    if not rules.entries or not len(frame):
+    entries = rules.entries[:MAX_ENTRIES_JUDGED]
+    if not entries or not len(frame):
         return
     order = sorted(range(len(frame.templates)),  # linears first: what an entry is meant for
                    key=lambda t: (not bool(frame.table.linear[t]),
                                   int(frame.table.kind[t]) != KIND_CODE[WEIGHT], t))
-    for entry in rules.entries:
-        if _entry_hit(ctx, rules, entry, order, direct=True) is not None:
-            continue
-        hit = _entry_hit(ctx, rules, entry, order, direct=False)
+    probes = [(t, n) for t in order
+              for n in schemes.probe_names(frame.templates[t], entries, qm.numbers)]
+    direct = _hits(ctx, rules, entries, probes, True)
+    left = [e for e in entries if e not in direct]
+    prefixed = _hits(ctx, rules, tuple(left), probes, False) if left else {}
+    for entry in left:
+        hit = prefixed.get(entry)
         if hit is None:
             if ctx.partial:
                 continue  # the module may be in a shard a one-shard scan does not read
@@ -531,66 +538,53 @@ def _spellings(name: str, direct: bool) -> list[tuple[str, str]]:
     return [alt for x in subs for alt in schemes.respellings(x)]
 
 
-def _entry_hit(ctx: ScanContext, rules: schemes.Rules, entry: str, order: list[int],
+def _hits(ctx: ScanContext, rules: schemes.Rules, entries: tuple[str, ...],
+          probes: list[tuple[int, str]], direct: bool) -> dict[str, tuple[str, str]]:
+    """entry -> (a real tensor it matches, the wrapper prefix needed) for the
+    entries that match some probe name's spelling: the spellings are screened
+    against all entries at once, entries tried only on the few that pass."""
+    style = rules.style
+    out: dict[str, tuple[str, str]] = {}
+    tried: set[tuple[int, str]] = set()
+    for t, probe in probes:
+        for spelled, via in _spellings(probe, direct):
+            if (t, spelled) in tried:
+                continue
+            tried.add((t, spelled))
+            if style.first(entries, spelled) is None:  # screened: no entry matches
+                continue
+            for entry in entries:
+                if entry not in out and _matches(style, entry, spelled):
+                    real = _real_name(ctx, style, entry, t, direct)
+                    if real is not None:
+                        out[entry] = real if direct else (real[0], via)
+    return out
+
+
+def _real_name(ctx: ScanContext, style: schemes.Style, entry: str, t: int,
                direct: bool) -> tuple[str, str] | None:
-    """(a tensor whose name or a parent module the entry matches, the wrapper
-    prefix needed), or None. Templates are probed first; numbers in the entry are
-    checked against the real names (an entry for layer 9 of a 2-layer model
-    matches nothing)."""
-    frame, style = ctx.frame, rules.style
-    numbered = any(ch.isdigit() for ch in entry)
-    words = _literal_words(style, entry)
-    for t in order:
-        template = frame.templates[t]
-        if words and not all(w in template for w in words):
-            continue
-        hit = next(((n, via) for n in _probes(template, entry)
-                    for alt, via in _spellings(n, direct) if _matches(style, entry, alt)), None)
-        if hit is None:
-            continue
-        rows = frame.rows_by_template[t]
-        if not numbered or SLOT not in template.split("."):
-            return frame.name(int(rows[0])), hit[1]
-        for r in rows[:_MAX_NAMES].tolist():
-            name = frame.name(r)
-            got = next((via for alt, via in _spellings(name, direct)
-                        if _matches(style, entry, alt)), None)
-            if got is not None:
-                return name, got
-        if len(rows) > _MAX_NAMES:
-            return frame.name(int(rows[0])), hit[1]  # too many names to be sure: assume so
-    return None
+    """A real tensor of template ``t`` the entry matches (an entry's own numbers
+    must be some name's: layer 9 of a 2-layer model is no module)."""
+    frame = ctx.frame
+    rows = frame.rows_by_template[t]
+    if not any(ch.isdigit() for ch in entry) or SLOT not in frame.templates[t].split("."):
+        return frame.name(int(rows[0])), ""
+    for r in rows[:_MAX_NAMES].tolist():
+        name = frame.name(r)
+        got = next((via for alt, via in _spellings(name, direct)
+                    if _matches(style, entry, alt)), None)
+        if got is not None:
+            return name, got
+    return (frame.name(int(rows[0])), "") if len(rows) > _MAX_NAMES else None
 
 
 _MAX_NAMES = 20_000
-_LITERAL_STYLES = frozenset({"exact", "dotted", "glob", "substring", "modelopt"})
-_WRAPPER_WORDS = frozenset(w for p in schemes.WRAPPERS for w in p.split(".") if w)
-
-
-def _literal_words(style: schemes.Style, entry: str) -> set[str]:
-    """Words any name an entry matches must contain (entries that are not
-    regexes), wrapper words aside: a cheap filter before matching."""
-    literal = style.name in _LITERAL_STYLES or (
-        style.name == "compressed-tensors" and not entry.startswith("re:"))
-    if not literal:
-        return set()
-    return {w for w in re.findall(r"[A-Za-z_]+", entry) if w not in _WRAPPER_WORDS}
+#: exclusion entries judged for matching nothing (real lists name a few hundred)
+MAX_ENTRIES_JUDGED = 1024
 
 
 def _matches(style: schemes.Style, entry: str, name: str) -> bool:
     return style.rule(entry, name) is not None
-
-
-def _probes(template: str, entry: str) -> list[str]:
-    """Names of a template to try an entry on: the entry's own numbers where it
-    has any, else one filling (a number-free entry cannot tell numbers apart)."""
-    if SLOT not in template.split("."):
-        return [template]
-    if not any(ch.isdigit() for ch in entry):
-        return [".".join("0" if p == SLOT else p for p in template.split("."))]
-    from ..schemes._match import probe_names
-
-    return probe_names(template, (entry,))
 
 
 # ---- fused siblings -----------------------------------------------------------------------

@@ -165,6 +165,9 @@ from ._match import (
     Rules,
     Style,
     Targets,
+    literal_words,
+    probe_names,
+    relevant,
     respellings,
 )
 
@@ -178,7 +181,8 @@ __all__ = [
     "Detection", "Extra", "Family", "Fixed", "Format", "Granularity", "Group", "Hit", "Layout",
     "Packing", "PerBlock", "PerChannel", "PerGroup", "PerInput", "PerTensor", "Problem", "Rules",
     "Shape", "ShapeOfShape", "Sources", "Style", "Target", "Targets", "WeightRole",
-    "detect", "detect_all", "fused_sibling", "normalize_format", "respellings",
+    "detect", "detect_all", "fused_sibling", "literal_words", "normalize_format", "probe_names",
+    "relevant", "respellings",
     "torch_dtype_to_safetensors",
 ]
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Final, TypeGuard
 
-from ..config import MAX_BLOCK_DIM, MIN_BLOCK_ELEMENTS
+from ..config import MAX_BLOCK_DIM, MAX_MODULE_ENTRIES, MIN_BLOCK_ELEMENTS
 from ._formats import DTYPE_BITS, SCALE_ONLY_DTYPES
-from ._match import SLOT, Decision, Hit, Rules, Targets, hit_rank, probe_names
+from ._match import SLOT, Decision, Hit, Rules, Targets, hit_rank, probe_names, relevant
 
 Shape = tuple[int, ...]
 
@@ -592,20 +592,25 @@ class Detection:
         self._memo[key] = out
         return out
 
-    def target_template(self, template: str, kind: str = "linear") -> Target | None:
+    def target_template(self, template: str, kind: str = "linear",
+                        numbers: Collection[str] | None = None) -> Target | None:
         """:meth:`target` for every name of a module template at once, or None
         when the answer depends on the layer / expert numbers (then call
-        :meth:`target` for the template's names)."""
+        :meth:`target` for the template's names). ``numbers``: the integers the
+        checkpoint's names hold, when known (fewer probes, see ``probe_names``)."""
         if SLOT not in template.split("."):
             return self.target(template, kind)
         entries = [e for g in self.groups for e in g.targets.entries]
-        entries += list(self.exclusions.entries) + list(self.exclusions.defaults)
-        seen = {self.target(n, kind) for n in probe_names(template, entries)}
+        entries += relevant(self.exclusions.style, self.exclusions.entries
+                            + self.exclusions.defaults, template)
+        seen = {self.target(n, kind) for n in probe_names(template, entries, numbers)}
         return seen.pop() if len(seen) == 1 else None
 
-    def exclusion_template(self, template: str) -> Decision:
+    def exclusion_template(self, template: str, numbers: Collection[str] | None = None
+                           ) -> Decision:
         """The exclusion entry shared by every name of a template (see :class:`Rules`)."""
-        return self.exclusions.match_template(template) if self.exclusions else Decision(True)
+        return (self.exclusions.match_template(template, numbers) if self.exclusions
+                else Decision(True))
 
     def other_convention(self, name: str) -> tuple[str, str] | None:
         """(stem, suffix) when ``name`` is a scale in another convention than any
@@ -748,10 +753,14 @@ def string_list(v: object, key: str, problems: list[Problem], source: str = CONF
     if not isinstance(v, list | tuple):
         problems.append(Problem(source, key, f"{v!r} is not a list"))
         return ()
-    bad = [x for x in v if not isinstance(x, str)]
+    bad = [x for x in v[:MAX_MODULE_ENTRIES] if not isinstance(x, str)]
     if bad:
         problems.append(Problem(source, key, f"non-string entries {bad[:5]!r}"))
-    return tuple(x for x in v if isinstance(x, str))
+    if len(v) > MAX_MODULE_ENTRIES:
+        problems.append(Problem(source, key, f"{len(v):,} entries, beyond the limit of "
+                                f"{MAX_MODULE_ENTRIES:,}: the first {MAX_MODULE_ENTRIES:,} "
+                                "are read"))
+    return tuple(x for x in v[:MAX_MODULE_ENTRIES] if isinstance(x, str))
 
 
 def linear_modules(name: str, kind: str) -> bool:

@@ -18,10 +18,9 @@ names one by one.
 from __future__ import annotations
 
 import fnmatch
-import itertools
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Final
@@ -75,11 +74,32 @@ class Style(ABC):
         """What is wrong with an entry (an invalid regex), or None."""
         return None
 
+    def screen(self, entries: tuple[str, ...]) -> Callable[[str], bool] | None:
+        """A fast test that no entry can match a name (False: none can), built once
+        per list, or None: try every entry."""
+        return None
+
     def first(self, entries: tuple[str, ...], name: str) -> tuple[str, str] | None:
         """(entry, rule) of the first entry matching ``name``."""
+        test = _screen(self, entries)
+        if test is not None and not test(name):
+            return None
         for e in entries:
             if (r := self.rule(e, name)) is not None:
                 return e, r
+        return None
+
+
+@lru_cache(maxsize=64)
+def _screen(style: Style, entries: tuple[str, ...]) -> Callable[[str], bool] | None:
+    return style.screen(entries) if len(entries) > 1 else None
+
+
+def _alternation(patterns: Iterable[str]) -> re.Pattern[str] | None:
+    """One regex for many (None when one of them does not combine: a backreference)."""
+    try:
+        return re.compile("|".join(f"(?:{p})" for p in patterns))
+    except (re.error, RecursionError, OverflowError):
         return None
 
 
@@ -129,6 +149,39 @@ class Dotted(Style):
         rx = _dotted_regex(entry)
         return "components" if rx is not None and rx.search(name) else None
 
+    def first(self, entries: tuple[str, ...], name: str) -> tuple[str, str] | None:
+        index, lengths, wild = _dotted_index(entries)
+        parts = tuple(name.split("."))
+        best = len(entries)
+        for k in lengths:
+            for i in range(len(parts) - k + 1):
+                best = min(best, index.get(parts[i:i + k], best))
+        for pos, rx in wild:
+            if pos < best and rx.search(name):
+                best = pos
+        return (entries[best], "components") if best < len(entries) else None
+
+
+_DottedIndex = tuple[dict[tuple[str, ...], int], list[int], list[tuple[int, re.Pattern[str]]]]
+
+
+@lru_cache(maxsize=64)
+def _dotted_index(entries: tuple[str, ...]) -> _DottedIndex:
+    """Entries without wildcards by their component tuple (first position), the
+    tuple lengths, and the wildcard entries' regexes: a name's windows are looked
+    up instead of every entry tried."""
+    index: dict[tuple[str, ...], int] = {}
+    wild: list[tuple[int, re.Pattern[str]]] = []
+    for pos, e in enumerate(entries):
+        rx = _dotted_regex(e)
+        if rx is None:
+            continue
+        if "*" in e:
+            wild.append((pos, rx))
+        else:
+            index.setdefault(tuple(e.strip(".").split(".")), pos)
+    return index, sorted({len(t) for t in index}), wild
+
 
 @lru_cache(maxsize=4096)
 def _dotted_regex(entry: str) -> re.Pattern[str] | None:
@@ -155,6 +208,12 @@ class Transformers(Style):
     def problem(self, entry: str) -> str | None:
         return _regex_problem(entry)
 
+    def screen(self, entries: tuple[str, ...]) -> Callable[[str], bool] | None:
+        rx = _alternation(e for e in entries if _regex(e) is not None)
+        if rx is None:
+            return None
+        return lambda name: rx.match(name) is not None or name.endswith(entries)
+
 
 class CompressedTensors(Style):
     """compressed-tensors' ``match_name``: ``re:`` entries are regexes matched at
@@ -172,6 +231,14 @@ class CompressedTensors(Style):
     def problem(self, entry: str) -> str | None:
         return _regex_problem(entry[3:]) if entry.startswith("re:") else None
 
+    def screen(self, entries: tuple[str, ...]) -> Callable[[str], bool] | None:
+        exact = _entry_set(tuple(e for e in entries if not e.startswith("re:")))
+        rx = _alternation(e[3:] for e in entries
+                          if e.startswith("re:") and _regex(e[3:]) is not None)
+        if rx is None:
+            return None
+        return lambda name: name in exact or rx.match(name) is not None
+
 
 class Glob(Style):
     name = "glob"
@@ -180,6 +247,10 @@ class Glob(Style):
     def rule(self, entry: str, name: str) -> str | None:
         return "glob" if fnmatch.fnmatchcase(name, entry) else None
 
+    def screen(self, entries: tuple[str, ...]) -> Callable[[str], bool] | None:
+        rx = _alternation(fnmatch.translate(e) for e in entries)
+        return None if rx is None else (lambda name: rx.match(name) is not None)
+
 
 class Substring(Style):
     name = "substring"
@@ -187,6 +258,10 @@ class Substring(Style):
 
     def rule(self, entry: str, name: str) -> str | None:
         return "substring" if entry and entry in name else None
+
+    def screen(self, entries: tuple[str, ...]) -> Callable[[str], bool] | None:
+        rx = _alternation(re.escape(e) for e in entries if e)
+        return None if rx is None else (lambda name: rx.search(name) is not None)
 
 
 class ModelOpt(Style):
@@ -204,6 +279,13 @@ class ModelOpt(Style):
                                         and entry in name.removeprefix("language_model."))):
             return "substring"
         return "glob" if fnmatch.fnmatchcase(name, entry) else None
+
+    def screen(self, entries: tuple[str, ...]) -> Callable[[str], bool] | None:
+        sub = _alternation(re.escape(e) for e in entries if e)
+        glob = _alternation(fnmatch.translate(e) for e in entries)
+        if sub is None or glob is None:
+            return None
+        return lambda name: (sub.search(name) is not None or glob.match(name) is not None)
 
 
 EXACT: Final = Exact()
@@ -240,36 +322,63 @@ def respellings(name: str) -> Iterator[tuple[str, str]]:
 _STANDARD_PROBES: Final = ("0", "1", "2", "3", "7", "9", "10", "11", "12", "19", "20", "31",
                            "61", "99", "100", "127", "255", "1000")
 _DIGITS: Final = re.compile(r"\d+")
-#: numbers-written combinations probed at most (slots ** numbers)
+#: entries whose own numbers are probed together (layers.1 ... experts.2)
 _MAX_COMBINATIONS: Final = 4096
 
 
-def _probe_values(entries: Sequence[str]) -> tuple[str, ...]:
+def _probe_values(entries: Sequence[str], numbers: Collection[str] | None = None
+                  ) -> tuple[str, ...]:
     values = set(_STANDARD_PROBES)
     for e in entries:
         for run in _DIGITS.findall(e)[:16]:
             n = int(run[:6])
             values.update({run, str(n), str(n + 1), str(max(n - 1, 0)), run + "0"})
+    if numbers is not None:  # a number no name holds cannot tell names apart
+        values = {v for v in values if v in numbers} | set(_STANDARD_PROBES)
     return tuple(sorted(values, key=lambda v: (len(v), v)))
 
 
-def probe_names(template: str, entries: Sequence[str]) -> list[str]:
+_WORDS: Final = re.compile(r"[A-Za-z_]+")
+_WRAPPER_WORDS: Final = frozenset(w for p in WRAPPERS for w in p.split(".") if w)
+_LITERAL_STYLES: Final = frozenset({"exact", "dotted", "glob", "substring", "modelopt"})
+
+
+def literal_words(style: Style, entry: str) -> frozenset[str]:
+    """Words every name an entry matches contains (entries that are no regexes),
+    wrapper words aside; empty when the entry is a regex."""
+    literal = style.name in _LITERAL_STYLES or (
+        style.name == "compressed-tensors" and not entry.startswith("re:"))
+    if not literal:
+        return frozenset()
+    return frozenset(w for w in _WORDS.findall(entry) if w not in _WRAPPER_WORDS)
+
+
+def relevant(style: Style, entries: Sequence[str], template: str) -> list[str]:
+    """The entries that may match some name of a template (the others' numbers
+    need not be probed)."""
+    return [e for e in entries if all(w in template for w in literal_words(style, e))]
+
+
+def probe_names(template: str, entries: Sequence[str],
+                numbers: Collection[str] | None = None) -> list[str]:
     """Names of ``template`` with its ``{}`` slots filled by probe numbers: every
-    slot with the same value, each slot alone with the others at 0, and every
-    combination of the numbers the entries write (``layers.1 ... experts.2``)."""
+    slot with the same value, each slot alone with the others at 0, and the
+    numbers each entry writes, slot by slot (``layers.1 ... experts.2``).
+    ``numbers``: the integers the checkpoint's names hold (when known, entries'
+    other numbers are not probed)."""
     parts = template.split(".")
     slots = [i for i, p in enumerate(parts) if p == SLOT]
     if not slots:
         return [template]
-    values = _probe_values(entries)
+    values = _probe_values(entries, numbers)
     fills: list[tuple[str, ...]] = [(v,) * len(slots) for v in values]
     if len(slots) > 1:
         for k in range(len(slots)):
             fills += [tuple(v if j == k else "0" for j in range(len(slots))) for v in values]
-        written = sorted({str(int(run[:6])) for e in entries for run in _DIGITS.findall(e)[:16]}
-                         | {"0"}, key=lambda v: (len(v), v))
-        if len(written) ** len(slots) <= _MAX_COMBINATIONS:
-            fills += list(itertools.product(written, repeat=len(slots)))
+        for e in entries[:_MAX_COMBINATIONS]:  # an entry's own numbers, slot by slot
+            nums = [str(int(run[:6])) for run in _DIGITS.findall(e)[:len(slots)]]
+            if len(nums) > 1 and (numbers is None or all(v in numbers for v in nums)):
+                fills.append(tuple(nums) + ("0",) * (len(slots) - len(nums)))
     out = []
     for fill in fills:
         filled = list(parts)
@@ -318,14 +427,18 @@ class Rules:
                 return Hit(*got, via_prefix=via)
         return None
 
-    def match_template(self, template: str) -> Decision:
+    def match_template(self, template: str, numbers: Collection[str] | None = None
+                       ) -> Decision:
         """The hit shared by every name of ``template`` (``{}`` slots), or
-        ``Decision(uniform=False)`` when it depends on the numbers."""
-        memo = self._memo.get(template)
+        ``Decision(uniform=False)`` when it depends on the numbers (``numbers``:
+        the integers the names hold, see :func:`probe_names`)."""
+        key = template if numbers is None else f"{template}\0{len(numbers)}"
+        memo = self._memo.get(key)
         if memo is None:
-            hits = {self.match(n) for n in probe_names(template, self.entries + self.defaults)}
+            entries = relevant(self.style, self.entries + self.defaults, template)
+            hits = {self.match(n) for n in probe_names(template, entries, numbers)}
             memo = Decision(True, hits.pop()) if len(hits) == 1 else Decision(False)
-            self._memo[template] = memo
+            self._memo[key] = memo
         return memo
 
     def entry_matches(self, entry: str, name: str) -> bool:

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from fractions import Fraction
 
+from ..config import MAX_MODULE_ENTRIES
 from ._core import (
     CONFIG,
     G_IDX,
@@ -97,7 +98,11 @@ def detect(src: Sources) -> Detection | None:
     skip: list[str] = []
     dynamic = q.get("dynamic")
     if isinstance(dynamic, Mapping):
-        for key, over in dynamic.items():
+        if len(dynamic) > MAX_MODULE_ENTRIES:
+            problems.append(Problem(CONFIG, f"{where}.dynamic", f"{len(dynamic):,} entries, "
+                                    f"beyond the limit of {MAX_MODULE_ENTRIES:,}: the first "
+                                    f"{MAX_MODULE_ENTRIES:,} are read"))
+        for key, over in list(dynamic.items())[:MAX_MODULE_ENTRIES]:
             pattern = str(key)
             if pattern.startswith("-:"):
                 skip.append("re:" + pattern[2:])
