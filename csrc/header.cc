@@ -356,7 +356,7 @@ void HeaderParser::parse_entry(std::string_view name, Entry* e) {
 }
 
 [[gnu::always_inline]] inline void HeaderParser::append_row(std::string_view name, size_t pos, Dtype dtype,
-                                                      size_t dims_start, uint64_t begin, uint64_t end) {
+                                                            size_t dims_start, uint64_t begin, uint64_t end) {
   // Sizes with overflow checks (no division: this runs once per tensor).
   uint64_t numel = 1, total_bits;
   bool overflow = false;
@@ -375,8 +375,8 @@ void HeaderParser::parse_entry(std::string_view name, Entry* e) {
   rows_->add(dtype, data_start + begin, data_start + end, numel, name);
 }
 
-void HeaderParser::reject_row(std::string_view name, size_t pos, Dtype dtype, size_t dims_start, uint64_t begin,
-                        uint64_t end, bool overflow, uint64_t numel, uint64_t total_bits) {
+void HeaderParser::reject_row(std::string_view name, size_t pos, Dtype dtype, size_t dims_start,
+                              uint64_t begin, uint64_t end, bool overflow, uint64_t numel, uint64_t total_bits) {
   const uint64_t data_start = kPrefixLen + out_->header_len;
   if (overflow) {
     problem(ErrorCode::kSizeOverflow, pos, name, "element count times dtype width overflows 64 bits");
