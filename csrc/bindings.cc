@@ -16,8 +16,10 @@
 #include "dtype.h"
 #include "errors.h"
 #include "header.h"
+#include "index_json.h"
 #include "kernels/kernels.h"
 #include "mapped_file.h"
+#include "name_match.h"
 #include "name_template.h"
 #include "shard.h"
 
@@ -108,12 +110,21 @@ py::tuple shape_of(const TensorTable& t, size_t i) {
   return out;
 }
 
-py::list problems_of(const ParsedHeader& h) {
+py::list problems_of(const std::vector<ckptscan::Problem>& problems) {
   py::list out;
-  for (const auto& p : h.problems) {
+  for (const auto& p : problems) {
     out.append(py::make_tuple(std::string(ckptscan::error_name(p.code)),
                               p.offset == ckptscan::kNoOffset ? py::object(py::none()) : py::int_(p.offset),
                               p.tensor.empty() ? py::object(py::none()) : py::str(p.tensor), p.message));
+  }
+  return out;
+}
+
+// {code: count} of the problems past the per-code cap (codes with none left out).
+py::dict suppressed_of(const ckptscan::SuppressedCounts& counts) {
+  py::dict out;
+  for (int c = 0; c < ckptscan::kErrorCodeCount; ++c) {
+    if (counts[c] != 0) out[py::str(std::string(ckptscan::kErrorNames[c]))] = counts[c];
   }
   return out;
 }
@@ -172,15 +183,16 @@ static void bind_reader(py::module_& m) {
   for (const auto& d : ckptscan::kDtypes) dtypes.append(py::make_tuple(std::string(d.name), d.bits));
   m.attr("DTYPES") = py::tuple(dtypes);
   py::list codes;
-  for (auto name : ckptscan::kErrorNames) codes.append(std::string(name));
-  m.attr("ERROR_CODES") = py::tuple(codes);
   py::dict descriptions;
-  for (int i = 0; i < ckptscan::kErrorCodeCount; ++i) {
-    descriptions[py::str(std::string(ckptscan::kErrorNames[i]))] =
-        std::string(ckptscan::kErrorDescriptions[i]);
+  for (int c = 0; c < ckptscan::kErrorCodeCount; ++c) {
+    codes.append(std::string(ckptscan::kErrorNames[c]));
+    descriptions[py::str(std::string(ckptscan::kErrorNames[c]))] = std::string(ckptscan::kErrorDescriptions[c]);
   }
+  m.attr("ERROR_CODES") = py::tuple(codes);
   m.attr("ERROR_DESCRIPTIONS") = descriptions;
   m.attr("MAX_HEADER_LEN") = ckptscan::kMaxHeaderLen;
+  m.attr("MAX_NAME_BYTES") = ckptscan::kMaxNameBytes;
+  m.attr("MAX_PROBLEMS_PER_CODE") = ckptscan::kMaxProblemsPerCode;
 
   py::class_<PyShard, std::shared_ptr<PyShard>>(m, "Shard")
       .def_property_readonly("path", [](const PyShard& s) { return s.shard()->file.path(); })
@@ -189,7 +201,8 @@ static void bind_reader(py::module_& m) {
       .def_property_readonly("header_len", [](const PyShard& s) { return s.header().header_len; })
       .def_property_readonly("data_start", [](const PyShard& s) { return s.header().data_start; })
       .def_property_readonly("data_end", [](const PyShard& s) { return s.header().data_end; })
-      .def_property_readonly("problems", [](const PyShard& s) { return problems_of(s.header()); })
+      .def_property_readonly("problems", [](const PyShard& s) { return problems_of(s.header().problems); })
+      .def_property_readonly("suppressed", [](const PyShard& s) { return suppressed_of(s.header().suppressed); })
       .def_property_readonly("metadata",
                              [](const PyShard& s) -> py::object {
                                if (!s.header().has_metadata) return py::none();
@@ -269,11 +282,8 @@ static void bind_reader(py::module_& m) {
                                if (!x.table.has_total_size) return py::none();
                                return py::int_(x.table.total_size);
                              })
-      .def_property_readonly("problems", [](const PyIndex& x) {
-        ckptscan::ParsedHeader h;
-        h.problems = x.table.problems;
-        return problems_of(h);
-      });
+      .def_property_readonly("problems", [](const PyIndex& x) { return problems_of(x.table.problems); })
+      .def_property_readonly("suppressed", [](const PyIndex& x) { return suppressed_of(x.table.suppressed); });
   m.def(
       "parse_index",
       [](py::buffer data) {

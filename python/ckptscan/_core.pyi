@@ -11,8 +11,12 @@ DTYPES: tuple[tuple[str, int], ...]
 ERROR_CODES: tuple[str, ...]
 """Every problem code the parser can report."""
 ERROR_DESCRIPTIONS: dict[str, str]
-"""Each problem code with its one-sentence description."""
+"""One sentence per code in ERROR_CODES: what the problem means."""
 MAX_HEADER_LEN: int
+MAX_NAME_BYTES: int
+"""The longest tensor name read; a longer one is a name-too-long problem."""
+MAX_PROBLEMS_PER_CODE: int
+"""Problems kept per code in one shard or index; the rest are only counted (`suppressed`)."""
 
 # (code, byte offset in the file or None, tensor or None, message)
 ProblemTuple = tuple[str, int | None, str | None, str]
@@ -34,6 +38,9 @@ class Shard:
     def data_end(self) -> int: ...
     @property
     def problems(self) -> list[ProblemTuple]: ...
+    @property
+    def suppressed(self) -> dict[str, int]:
+        """Per code, the problems beyond the MAX_PROBLEMS_PER_CODE kept in `problems`."""
     @property
     def metadata(self) -> dict[str, str] | None: ...
     def __len__(self) -> int: ...
@@ -83,6 +90,9 @@ class Index:
     def total_size(self) -> int | None: ...
     @property
     def problems(self) -> list[ProblemTuple]: ...
+    @property
+    def suppressed(self) -> dict[str, int]:
+        """Per code, the problems beyond the MAX_PROBLEMS_PER_CODE kept in `problems`."""
 
 def open_shard(path: str | bytes) -> Shard: ...
 def open_shards(paths: list[str] | list[bytes]) -> list[Shard]:

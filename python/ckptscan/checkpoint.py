@@ -209,6 +209,9 @@ def read_index(path: Path, code: str, problems: list[Problem]) -> Index | None:
         return None
     for kind, offset, tensor, msg in found:
         problems.append(Problem(code, f"{kind}: {msg}", str(path), offset, tensor))
+    for kind, n in core.suppressed.items():
+        problems.append(Problem(code, f"{kind}: {n:,} more problems of this kind (counted, not "
+                                "listed)", str(path)))
     fatal = {"json-syntax", "json-too-deep", "header-not-utf8", "missing-field"}
     if any(kind in fatal for kind, *_ in found) or (
             any(kind == "not-an-object" and tensor is None for kind, _, tensor, _ in found)):

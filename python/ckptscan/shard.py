@@ -125,6 +125,12 @@ class Shard:
                 for code, offset, tensor, msg in self.core.problems]
 
     @property
+    def suppressed(self) -> dict[str, int]:
+        """Per problem code, how many problems the parser counted beyond the ones
+        kept in `problems` (a hostile header cannot make the list unbounded)."""
+        return dict(self.core.suppressed)
+
+    @property
     def tensors(self) -> TensorList:
         return TensorList(self.core)
 
@@ -217,5 +223,5 @@ def open_shard(path: str | os.PathLike[str]) -> Shard:
     if problems:
         if not shard.core.opened:
             raise ShardIOError(shard.path, problems[0].message)
-        raise HeaderError(shard.path, problems)
+        raise HeaderError(shard.path, problems, sum(shard.suppressed.values()))
     return shard
