@@ -653,6 +653,15 @@ def test_report_round_trips_with_the_new_fields(demo: tuple[Path, dict[str, Any]
                                                             Path]) -> None:
     report = Report.from_dict(demo[1])
     assert orjson.loads(orjson.dumps(report.to_dict())) == demo[1]
+    notebook = report._repr_html_()  # the compact summary: numbers as in the JSON
+    doc = demo[1]
+    assert f"{doc['tensors']:,} tensors, {doc['parameters']:,} parameters" in notebook
+    for sev in ("error", "warning", "info"):
+        assert f'<span class="sev {sev}">{doc["summary"][sev]:,} {sev}</span>' in notebook
+    for name, c in doc["dtypes"].items():
+        assert f'{name}</td><td class="num">{c["tensors"]:,}</td><td class="num">' \
+               f'{c["parameters"]:,}</td>' in notebook
+    assert "<script" not in notebook
     assert to_html(Report.from_dict(report.to_dict())) == to_html(report)
     # a report stored before these fields existed still loads and renders
     old = {k: v for k, v in demo[1].items() if k not in ("config", "precision")}
