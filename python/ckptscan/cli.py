@@ -54,7 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     def report_options(sp: argparse.ArgumentParser, fail_on: str) -> None:
-        sp.add_argument("--format", choices=("text", "json", "md"), default="text")
+        sp.add_argument("--format", choices=("text", "json", "md", "html"), default="text",
+                        help="html: one self-contained page (charts, precision map, "
+                             "findings filters)")
         sp.add_argument("--deep", action="store_true",
                         help="read every tensor's data: NaN/Inf, FP8 codes, block scales")
         sp.add_argument("--jobs", type=int, default=None, metavar="N",
@@ -97,8 +99,10 @@ def _parser() -> argparse.ArgumentParser:
                         "e.g. \"errors > 0\" or \"quant_method = 'fp8' AND shards > 100\"")
     f.add_argument("--findings", action="store_true",
                    help="one row per finding instead of one per checkpoint")
-    f.add_argument("--format", choices=("table", "json", "jsonl", "csv"), default="table",
-                   help="json: one document; jsonl: JSON Lines, one row per line")
+    f.add_argument("--format", choices=("table", "json", "jsonl", "csv", "html"),
+                   default="table",
+                   help="json: one document; jsonl: JSON Lines, one row per line; html (with "
+                        "-o FILE): a sortable page, and each checkpoint's report in FILE.d/")
     f.add_argument("--output", "-o", metavar="FILE", help="write the rows to FILE")
     f.add_argument("--jobs", type=int, default=None, metavar="N",
                    help="checkpoints scanned at once (default: one per core)")
@@ -135,6 +139,10 @@ def _emit(reports: list[Report], args: argparse.Namespace) -> int:
         data = to_json(one).decode() + "\n"
     elif args.format == "md":
         data = to_markdown(one)
+    elif args.format == "html":
+        from .render.html import to_html
+
+        data = to_html(one)
     else:
         data = to_text(one, color=args.output is None and _color(out))
     if args.output:
@@ -210,10 +218,17 @@ def _doctor() -> int:
 
 
 def _farm(args: argparse.Namespace) -> int:
+    from .errors import CkptScanError
     from .farm import scan_farm
     from .farm.store import Store
     from .farm.table import FarmProgressBar, format_rows, summary_lines
 
+    if args.format == "html" and args.findings:
+        raise CkptScanError("farm --format html shows checkpoints (each links to its "
+                            "findings); --findings lists rows as table, json, jsonl or csv")
+    if args.format == "html" and not args.output:
+        raise CkptScanError("farm --format html writes a page and a folder of per-checkpoint "
+                            "pages: give -o FILE")
     try:
         if args.roots:
             bar = FarmProgressBar(sys.stderr) if sys.stderr.isatty() else None
@@ -237,13 +252,19 @@ def _farm(args: argparse.Namespace) -> int:
         print("ckptscan: interrupted; every checkpoint finished so far is stored, run again "
               "to resume", file=sys.stderr)
         return 130
-    data = format_rows(rows, args.format, findings=args.findings,
-                       color=args.output is None and _color(sys.stdout))
-    if args.output:
-        with open(args.output, "w", encoding="utf-8", newline="") as fh:
-            fh.write(data)
+    if args.format == "html":
+        from .render.html import write_farm
+
+        with Store(db, create=False) as store:
+            write_farm(rows, store.load_report, args.output)
     else:
-        sys.stdout.write(data)
+        data = format_rows(rows, args.format, findings=args.findings,
+                           color=args.output is None and _color(sys.stdout))
+        if args.output:
+            with open(args.output, "w", encoding="utf-8", newline="") as fh:
+                fh.write(data)
+        else:
+            sys.stdout.write(data)
     if result is not None:
         for line in summary_lines(result):
             print(line, file=sys.stderr)

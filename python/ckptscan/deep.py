@@ -26,6 +26,7 @@ import numpy as np
 from . import kernels
 from .checks import data
 from .context import ScanContext
+from .deepmap import DeepMaps, sample_histogram
 from .errors import CkptScanError
 from .result import DeepSummary
 from .shard import Shard
@@ -63,6 +64,7 @@ class _Measured:
     row: int
     weight: data.Fp8WeightMeasure | None = None
     fp8: kernels.Fp8Stats | None = None
+    hist: np.ndarray | None = None  # FP8: sampled code histogram (deepmap)
     floats: kernels.FloatStats | None = None
     scale: np.ndarray | None = None
     e8m0: kernels.E8m0Stats | None = None
@@ -171,9 +173,11 @@ def deep_scan(ctx: ScanContext, jobs: int | None = None,
                 s = task.scale_row
                 return _Measured(i, weight=_fp8_weight(
                     shard, name, shards[int(frame.shard_of[s])], frame.name(s),
-                    frame.dtype_name(s), frame.shape(s), i, s, block))
+                    frame.dtype_name(s), frame.shape(s), i, s, block),
+                    hist=sample_histogram(shard.raw(name)))
             if dtype in kernels.FP8_DTYPES:
-                return _Measured(i, fp8=kernels.fp8_stats(shard, name))
+                return _Measured(i, fp8=kernels.fp8_stats(shard, name),
+                                 hist=sample_histogram(shard.raw(name)))
             if dtype in FLOAT_DTYPES:
                 fl = _f64_stats(shard, name) if dtype == "F64" else kernels.float_stats(
                     shard, name)
@@ -187,24 +191,32 @@ def deep_scan(ctx: ScanContext, jobs: int | None = None,
             return _Measured(i, failed=str(exc))
 
     summary = DeepSummary(simd=str(kernels.simd_info().get("active", "")))
+    maps = DeepMaps(frame)
 
     def judge(m: _Measured) -> None:
         """Measurements to findings, on the caller's thread, in file order."""
         if m.weight is not None:
-            summary.fp8_nan_codes += m.weight.stats.nan
-            data.fp8_weight(ctx, m.weight, ue8m0)
+            w = m.weight
+            summary.fp8_nan_codes += w.stats.nan
+            maps.fp8(m.row, w.stats, m.hist, data.fp8_weight(ctx, w, ue8m0))
+            if w.scale is not None:
+                maps.scales(w.scale_row, w.scale)
         elif m.fp8 is not None:
             summary.fp8_nan_codes += m.fp8.nan
             data.fp8_tensor(ctx, m.row, m.fp8)
+            maps.fp8(m.row, m.fp8, m.hist, None)
         elif m.floats is not None:
             summary.float_nan += m.floats.nan
             summary.float_inf += m.floats.pos_inf + m.floats.neg_inf
             if m.scale is not None:  # a scale's NaN/Inf is a bad scale: one finding
                 data.scale_values(ctx, m.row, m.scale, False)
+                maps.scales(m.row, m.scale)
             else:
                 data.float_tensor(ctx, m.row, m.floats)
+                maps.floats(m.row, m.floats)
         elif m.e8m0 is not None:
             data.e8m0_tensor(ctx, m.row, m.e8m0)
+            maps.e8m0(m.row, m.e8m0)
         elif m.failed is not None:
             summary.unreadable += 1
             data.read_failed(ctx, m.row, m.failed)
@@ -244,6 +256,7 @@ def deep_scan(ctx: ScanContext, jobs: int | None = None,
         # per worker) finish: no thread is left inside a kernel at exit.
         pool.shutdown(wait=True, cancel_futures=True)
     summary.tensors = len(tasks) - summary.unreadable
+    summary.maps, summary.histograms = maps.finish()
     summary.bytes = total_bytes
     summary.seconds = time.perf_counter() - started
     return summary

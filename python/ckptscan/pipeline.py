@@ -35,6 +35,7 @@ from .farm.store import ShardRow
 from .findings import Finding
 from .frame import Frame, build_frame
 from .layout import CheckpointSpec, FileStat, LayoutError, resolve
+from .overview import config_summary, precision_grids
 from .result import Count, Quantization, Report, RoleSummary, Shards, Source, TensorRow
 from .shard import DTYPE_NAMES, Shard, load_shard
 from .taxonomy import KIND_CODE, MOE_EXPERT, ROLES
@@ -445,6 +446,8 @@ def build_report(spec: CheckpointSpec, ckpt: Checkpoint, frame: Frame,
         findings=findings,
         deep=deep,
         source=_source(spec),
+        config=config_summary(frame, ckpt.config),
+        precision=precision_grids(frame),
     )
 
 

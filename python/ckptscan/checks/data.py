@@ -14,6 +14,7 @@ of its range, or its scale belongs to another (larger) block.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,17 +38,44 @@ class Fp8WeightMeasure:
     scale: np.ndarray | None  # float32 in the weight's block grid; None: unusable shape
 
 
+@dataclass
+class BlockClasses:
+    """Blocks of one FP8 weight (bool masks in its block grid): with NaN codes,
+    all zeros, and non-zero with their largest code below max / RANGE_FACTOR."""
+
+    nan: np.ndarray
+    zero: np.ndarray
+    low: np.ndarray
+
+
+@functools.lru_cache(maxsize=8)
+def _decode_table(dtype: str) -> np.ndarray:
+    table = kernels.fp8_decode_table(dtype)
+    table.flags.writeable = False  # shared by every caller
+    return table
+
+
+def block_classes(ba: kernels.BlockAbsmax) -> BlockClasses:
+    maxf = float(_core.fp8_traits(ba.dtype)["max_finite"])
+    nan = ba.nan > 0
+    zero = (ba.codes == 0) & ~nan
+    low = ~zero & ~nan & (_decode_table(ba.dtype)[ba.codes] < maxf / RANGE_FACTOR)
+    return BlockClasses(nan, zero, low)
+
+
 def _first_blocks(mask: np.ndarray, k: int = 5) -> list[list[int]]:
     return [[int(i), int(j)] for i, j in np.argwhere(mask)[:k]]
 
 
-def fp8_weight(ctx: ScanContext, m: Fp8WeightMeasure, ue8m0: bool) -> None:
+def fp8_weight(ctx: ScanContext, m: Fp8WeightMeasure, ue8m0: bool) -> BlockClasses:
+    """Findings of one FP8 weight and its block scale; returns its block classes."""
     fs = ctx.findings
     ba, stats = m.blocks, m.stats
     nblocks = int(ba.codes.size)
     maxf = float(_core.fp8_traits(stats.dtype)["max_finite"])
-    table = kernels.fp8_decode_table(stats.dtype)
-    nan_blocks = ba.nan > 0
+    table = _decode_table(stats.dtype)
+    classes = block_classes(ba)
+    nan_blocks = classes.nan
     if stats.nan:
         first = _first_blocks(nan_blocks, 1)[0]
         nb = int(nan_blocks.sum())
@@ -55,8 +83,7 @@ def fp8_weight(ctx: ScanContext, m: Fp8WeightMeasure, ue8m0: bool) -> None:
                 f"blocks (first block {first})", count=stats.nan, blocks=nb, first_block=first)
     if stats.inf:
         fs.rows("fp8-inf", [m.row], lambda i: f"{stats.inf} Inf codes", count=stats.inf)
-    zero_blocks = (ba.codes == 0) & ~nan_blocks
-    nonzero = ~zero_blocks & ~nan_blocks
+    zero_blocks = classes.zero
     if stats.zero == stats.count and stats.count > 0:
         fs.rows("fp8-all-zero", [m.row], lambda i: f"all {stats.count} codes are zero")
     elif zero_blocks.any():
@@ -64,7 +91,7 @@ def fp8_weight(ctx: ScanContext, m: Fp8WeightMeasure, ue8m0: bool) -> None:
         fs.rows("fp8-zero-block", [m.row], lambda i: f"{nz} of {nblocks} blocks are all zeros "
                 f"(first {_first_blocks(zero_blocks, 1)[0]})", blocks=nz,
                 first_blocks=_first_blocks(zero_blocks))
-    low = nonzero & (table[ba.codes] < maxf / RANGE_FACTOR)
+    low = classes.low
     if low.any():
         nl = int(low.sum())
         fs.rows("fp8-range-unused", [m.row], lambda i: (
@@ -74,6 +101,7 @@ def fp8_weight(ctx: ScanContext, m: Fp8WeightMeasure, ue8m0: bool) -> None:
             smallest_absmax=float(table[ba.codes][low].min()))
     if m.scale is not None:
         scale_values(ctx, m.scale_row, m.scale, ue8m0)
+    return classes
 
 
 def scale_values(ctx: ScanContext, row: int, s: np.ndarray, ue8m0: bool) -> None:
