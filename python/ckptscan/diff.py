@@ -57,6 +57,8 @@ _PIECE = 16 << 20            # bytes hashed per call (the GIL is released inside
 _MAX_ROUNDS = 32             # prefix rewrites tried at most
 _MAX_ALIGN_CELLS = 400_000   # layers(A) x layers(B) aligned exactly; beyond: offsets only
 _MIN_SUFFIX = 2              # dotted components a prefix rewrite must leave in common
+_PER_TAIL = 64               # B templates a template of A is compared with (same tail)
+_CANDIDATES = 16             # prefix rewrites counted exactly per round
 
 
 # ---------------------------------------------------------------- result
@@ -383,6 +385,7 @@ class _Tensors:
     nbytes: np.ndarray
     raw: Callable[[int], np.ndarray]  # a row's bytes (a view of the mapping)
     file_order: np.ndarray    # rows sorted by (shard, offset)
+    first_int: np.ndarray     # per row: the name's first integer, -1 when it has none
 
 
 def _load(path: str, revision: str | None, follow_symlinks: bool,
@@ -444,11 +447,19 @@ def _load(path: str, revision: str | None, follow_symlinks: bool,
         ints=[tuple(ints[istarts[i]:istarts[i + 1]]) for i in range(len(frame))],
         dtype=dtypes, shape=[tuple(dims[starts[i]:starts[i + 1]]) for i in range(len(frame))],
         role=[ROLES[r] for r in roles], scheme=schemes, nbytes=frame.nbytes, raw=raw,
-        file_order=np.lexsort((frame.row_of, frame.shard_of)))
+        file_order=np.lexsort((frame.row_of, frame.shard_of)),
+        first_int=_first_ints(frame.int_starts, frame.ints))
     model_type = (ckpt.config or {}).get("model_type")
     side = Side(spec.path, len(frame), int(frame.nbytes.sum()), len(spec.shards),
                 model_type if isinstance(model_type, str) else None, problems)
     return t, side, ckpt.config, ckpt
+
+
+def _first_ints(starts: np.ndarray, ints: np.ndarray) -> np.ndarray:
+    has = np.diff(starts) > 0
+    out = np.full(len(starts) - 1, -1, dtype=np.int64)
+    out[has] = ints[starts[:-1][has]]
+    return out
 
 
 # ---------------------------------------------------------------- pairing
@@ -522,15 +533,17 @@ class _Pairing:
             by_tail: dict[str, list[str]] = defaultdict(list)
             for tb in b_left:
                 by_tail[".".join(tb.split(".")[-_MIN_SUFFIX:])].append(tb)
-            candidates: set[tuple[str, str]] = set()
+            # Votes: each pair of templates with a common tail proposes its rewrite
+            # (a bounded number per template); the best few are counted exactly.
+            votes: Counter[tuple[str, str]] = Counter()
             for t in a_rows:
                 ta = self.mapped[t]
-                for tb in by_tail.get(".".join(ta.split(".")[-_MIN_SUFFIX:]), ()):
+                for tb in by_tail.get(".".join(ta.split(".")[-_MIN_SUFFIX:]), ())[:_PER_TAIL]:
                     split = _suffix_split(ta, tb)
                     if split is not None:
-                        candidates.add(split)
+                        votes[split] += len(a_rows[t])
             best, best_hits = None, 0
-            for pa, pb in sorted(candidates):
+            for (pa, pb), _ in votes.most_common(_CANDIDATES):
                 hits = 0
                 for t, rows in a_rows.items():
                     ta = self.mapped[t]
@@ -562,6 +575,26 @@ class _Layer:
     rows: dict[tuple[str, tuple[int, ...]], int]  # (rest template, rest ints) -> row
     header: int = 0      # id of the header signature
     digest: bytes = b""  # of all its tensors' bytes (--deep), b"" when unknown
+
+
+def _stack_templates(templates: Sequence[str]) -> dict[str, list[int]]:
+    """Stack prefix -> ids of the templates in it."""
+    out: dict[str, list[int]] = defaultdict(list)
+    for k, template in enumerate(templates):
+        st = _stack_of(template)
+        if st is not None:
+            out[st[0]].append(k)
+    return out
+
+
+def _stack_numbers(t: _Tensors, stacks: dict[str, list[int]]) -> dict[str, frozenset[int]]:
+    return {s: frozenset(np.unique(t.first_int[np.isin(t.template, ids)]).tolist())
+            for s, ids in stacks.items()}
+
+
+def _rows_of(t: _Tensors, stacks: dict[str, list[int]], chosen: Iterable[str]) -> list[int]:
+    ids = [k for s in chosen for k in stacks.get(s, ())]
+    return np.flatnonzero(np.isin(t.template, ids)).tolist() if ids else []
 
 
 def _layers(t: _Tensors, rows: Iterable[int], mapped: Callable[[int], str]
@@ -750,10 +783,14 @@ class _Comparison:
         a, b = self.a, self.b
         self.naming.find_prefix_rules()
         self.pairs = self.naming.exact()
-        stacks_a = _layers(a, range(len(a.names)), self.mapped)
-        stacks_b = _layers(b, range(len(b.names)), lambda j: b.templates[int(b.template[j])])
-        misaligned = [s for s in stacks_a
-                      if s in stacks_b and set(stacks_a[s]) != set(stacks_b[s])]
+        # Stacks whose layer numbers differ (sets of first integers, per template).
+        ta_of, tb_of = _stack_templates(self.naming.mapped), _stack_templates(b.templates)
+        numbers_a, numbers_b = _stack_numbers(a, ta_of), _stack_numbers(b, tb_of)
+        misaligned = sorted(s for s in numbers_a
+                            if s in numbers_b and numbers_a[s] != numbers_b[s])
+        stacks_a = _layers(a, _rows_of(a, ta_of, misaligned), self.mapped)
+        stacks_b = _layers(b, _rows_of(b, tb_of, misaligned),
+                           lambda j: b.templates[int(b.template[j])])
         self.started = time.perf_counter()
         if deep:
             want_a = {i for i, j in self.pairs.items() if _comparable(a, i, b, j)}

@@ -98,12 +98,14 @@ def _lines(d: Diff, rules: Sequence[Rule], st: Style, width: int) -> Iterator[st
     if d.renamed:
         yield ""
         yield st.bold(f"Renamed: {_tensors(len(d.renamed))}")
-        for g in d.rename_groups:
+        for g in d.rename_groups[:LIST_MAX]:
             yield from wrap(f"{safe(g.rule)} ({_tensors(g.tensors)})", width, "      ", "  ")
-        for rn in d.renamed[:5]:
-            yield "    " + elide(safe(rn.a), width - 4)
-            yield "      -> " + elide(safe(rn.b), width - 9)
-        yield from _more(len(d.renamed), 5)
+            eg = next((rn for rn in d.renamed if g.rule in rn.why.split("; ")), None)
+            if eg is not None:
+                yield "    e.g. " + elide(safe(eg.a), width - 9)
+                yield "      -> " + elide(safe(eg.b), width - 9)
+        if len(d.rename_groups) > LIST_MAX:
+            yield f"  ... and {len(d.rename_groups) - LIST_MAX:,} more rules"
     for title, items, mark, paint in (("Removed", d.removed, "-", st.removed),
                                       ("Added", d.added, "+", st.added)):
         if not items:
@@ -168,9 +170,9 @@ def _lines(d: Diff, rules: Sequence[Rule], st: Style, width: int) -> Iterator[st
 def to_markdown(d: Diff, rules: Sequence[Rule] = ()) -> str:
     out = ["# ckptscan diff", "",
            f"- A: {code(d.a.path)}: {d.a.tensors:,} tensors, {human_bytes(d.a.bytes)}, "
-           f"{d.a.shards} files",
+           f"{d.a.shards} file{'s' * (d.a.shards != 1)}",
            f"- B: {code(d.b.path)}: {d.b.tensors:,} tensors, {human_bytes(d.b.bytes)}, "
-           f"{d.b.shards} files"]
+           f"{d.b.shards} file{'s' * (d.b.shards != 1)}"]
     for label, s in (("A", d.a), ("B", d.b)):
         out += [f"- {label} not compared: {cell(p)}" for p in s.problems]
     out += [f"- **{cell(verdict(d, rules))}**", "",
