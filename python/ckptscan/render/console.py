@@ -74,7 +74,9 @@ def width_of(stream: TextIO | None = None) -> int:
         return max(MIN_WIDTH, int(env))
     try:
         if stream is not None and stream.isatty():
-            return max(MIN_WIDTH, os.get_terminal_size(stream.fileno()).columns)
+            columns = os.get_terminal_size(stream.fileno()).columns
+            if columns > 0:  # a terminal that does not say its size reports 0
+                return max(MIN_WIDTH, columns)
     except (AttributeError, ValueError, OSError):
         pass
     return DEFAULT_WIDTH

@@ -54,7 +54,15 @@ def _dtype_table(dtypes: dict[str, Count], total: Count, width: int) -> Iterator
         rows.append([name, f"{c.tensors:,}", _pct(c.tensors, total.tensors),
                      f"{c.parameters:,}", _pct(c.parameters, total.parameters),
                      human_bytes(c.bytes), _pct(c.bytes, total.bytes)])
-    yield from table(rows, width, right=frozenset(range(1, 7)))
+    need = 2 + sum(max(len(r[i]) for r in rows) for i in range(7)) + 2 * 6
+    if need > width:  # narrow: the shares of tensors and parameters go first
+        rows = [[r[0], r[1], r[3], r[5], r[6]] for r in rows]
+    yield from table(rows, width, right=frozenset(range(1, len(rows[0]))))
+
+
+def _heading(text: str, st: Style, width: int) -> Iterator[str]:
+    for line in wrap(text, width, "  ", ""):
+        yield st.bold(line)
 
 
 def _role_table(r: Report, width: int) -> Iterator[str]:
@@ -114,9 +122,9 @@ def _quiet_lines(r: Report, f: Finding, st: Style, width: int) -> Iterator[str]:
 
 
 def _files(r: Report, st: Style, width: int) -> Iterator[str]:
-    yield st.bold(f"Files: {len(r.shards.found)} safetensors shard(s) found"
-                  + (f", {len(r.shards.referenced)} referenced by the index"
-                     if r.shards.referenced else ""))
+    yield from _heading(f"Files: {len(r.shards.found)} safetensors shard(s) found"
+                        + (f", {len(r.shards.referenced)} referenced by the index"
+                           if r.shards.referenced else ""), st, width)
     found = r.shards.found
     shown = found if len(found) <= 6 else [*found[:3], f"... {len(found) - 5} more ...",
                                             *found[-2:]]
@@ -150,8 +158,8 @@ def _text_lines(r: Report, st: Style, width: int) -> Iterator[str]:
     yield from _files(r, st, width)
     yield ""
     t = r.total
-    yield st.bold(f"Totals: {t.tensors:,} tensors, {t.parameters:,} parameters "
-                  f"({human_count(t.parameters)}), {human_bytes(t.bytes)}")
+    yield from _heading(f"Totals: {t.tensors:,} tensors, {t.parameters:,} parameters "
+                        f"({human_count(t.parameters)}), {human_bytes(t.bytes)}", st, width)
     yield ""
     yield st.bold("Data types")
     yield from _dtype_table(r.dtypes, t, width)
@@ -177,15 +185,17 @@ def _text_lines(r: Report, st: Style, width: int) -> Iterator[str]:
     yield st.bold("Precision by role")
     yield from _role_table(r, width)
     yield ""
-    yield st.bold("Layer-wise precision (first layer / first expert of each role)")
+    yield from _heading("Layer-wise precision (first layer / first expert of each role)", st,
+                        width)
     for role, rows in r.examples.items():
         total = r.roles[role].tensors if role in r.roles else len(rows)
         yield f"  {role} ({total:,} tensors):"
         yield from table([[safe(x.name), x.dtype, str(list(x.shape))] for x in rows], width,
                          indent="    ")
     yield ""
-    yield st.bold(f"Findings: {r.count(Severity.ERROR)} error(s), "
-                  f"{r.count(Severity.WARNING)} warning(s), {r.count(Severity.INFO)} info")
+    yield from _heading(f"Findings: {r.count(Severity.ERROR)} error(s), "
+                        f"{r.count(Severity.WARNING)} warning(s), {r.count(Severity.INFO)} info",
+                        st, width)
     for f in r.findings:
         yield from _finding_lines(r, f, st, width)
     if r.deep is None:
