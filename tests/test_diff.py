@@ -18,7 +18,7 @@ import numpy as np
 import orjson
 import pytest
 from ckptscan.cli import main
-from ckptscan.diff import Rule, diff, json_diff, parse_rules
+from ckptscan.diff import Rule, compare, json_diff, parse_rules
 from ckptscan.render import diff as render
 from safetensors.numpy import save_file
 
@@ -106,7 +106,7 @@ def test_identical_checkpoints_do_not_differ(tmp_path: Path) -> None:
     t = model(list(range(3)))
     a = write(tmp_path / "a", t, config(3))
     b = write(tmp_path / "b", t, config(3))
-    d = diff(a, b, deep=True)
+    d = compare(a, b, deep=True)
     assert not d.differs and d.violations() == []
     assert d.same_name == len(t) and not d.renamed and not d.added and not d.removed
     assert d.deep is not None and d.deep.compared == len(t) == d.deep.equal
@@ -118,7 +118,7 @@ def test_resharded_checkpoint_is_the_same(tmp_path: Path) -> None:
     t = model(list(range(4)))
     a = write(tmp_path / "a", t, config(4))
     b = write(tmp_path / "b", t, config(4), shards=3)
-    d = diff(a, b, deep=True)
+    d = compare(a, b, deep=True)
     assert (d.a.shards, d.b.shards) == (1, 3)
     assert not d.differs and not d.of("bytes")
     assert d.deep is not None and d.deep.equal == len(t)
@@ -128,7 +128,7 @@ def test_resharded_checkpoint_is_the_same(tmp_path: Path) -> None:
 def test_prefix_rename_is_one_rule(tmp_path: Path) -> None:
     a = write(tmp_path / "a", model(list(range(3))), config(3))
     b = write(tmp_path / "b", model(list(range(3)), prefix="model.language_model."), config(3))
-    d = diff(a, b, deep=True)
+    d = compare(a, b, deep=True)
     renamed = len(model([0, 1, 2])) - 1  # all but lm_head
     assert len(d.renamed) == renamed and d.same_name == 1
     assert not d.added and not d.removed and not d.changes
@@ -144,7 +144,7 @@ def test_renumbered_stack_is_a_rename_not_2n_changes(tmp_path: Path) -> None:
     a = write(tmp_path / "a", model(list(range(6))), config(6))
     b = write(tmp_path / "b", model(list(range(6)), numbers=list(range(1, 7))), config(6))
     for deep in (False, True):
-        d = diff(a, b, deep=deep)
+        d = compare(a, b, deep=deep)
         assert not d.added and not d.removed, deep
         assert len(d.renamed) == 6 * PER_LAYER
         assert all(r.a.replace("layers.", "") != r.b.replace("layers.", "") for r in d.renamed)
@@ -160,7 +160,7 @@ def test_renumbered_stack_is_a_rename_not_2n_changes(tmp_path: Path) -> None:
 def test_layer_inserted_in_the_middle(tmp_path: Path) -> None:
     a = write(tmp_path / "a", model([0, 1, 2, 3, 4, 5]), config(6))
     b = write(tmp_path / "b", model([0, 1, 2, 99, 3, 4, 5]), config(7))
-    d = diff(a, b, deep=True)
+    d = compare(a, b, deep=True)
     # With bytes: layer 3 of B is new, A's 3-5 are B's 4-6.
     assert {t.name.split(".")[2] for t in d.added} == {"3"} and len(d.added) == PER_LAYER
     assert not d.removed and not d.of("bytes")
@@ -168,14 +168,14 @@ def test_layer_inserted_in_the_middle(tmp_path: Path) -> None:
     assert d.config and [(v.key, v.a, v.b) for v in d.config] == [("num_hidden_layers", 6, 7)]
     # Without bytes identical layers cannot be told apart: an appended layer is the
     # reading kept (and --deep would show the bytes of 3-5 differ).
-    h = diff(a, b)
+    h = compare(a, b)
     assert {t.name.split(".")[2] for t in h.added} == {"6"} and not h.renamed
 
 
 def test_layer_removed_and_stack_closed_up(tmp_path: Path) -> None:
     a = write(tmp_path / "a", model([0, 1, 2, 3, 4]), config(5))
     b = write(tmp_path / "b", model([0, 1, 3, 4]), config(4))
-    d = diff(a, b, deep=True)
+    d = compare(a, b, deep=True)
     assert {t.name.split(".")[2] for t in d.removed} == {"2"} and not d.added
     assert [g.rule for g in d.rename_groups] == ["model.layers.{}: layers 3-4 -> 2-3"]
     assert not d.of("bytes")
@@ -185,7 +185,7 @@ def test_prefix_change_and_renumbering_together(tmp_path: Path) -> None:
     a = write(tmp_path / "a", model([0, 1, 2, 3]), config(4))
     b = write(tmp_path / "b", model([0, 1, 2, 3], numbers=[1, 2, 3, 4],
                                     prefix="model.language_model."), config(4))
-    d = diff(a, b, deep=True)
+    d = compare(a, b, deep=True)
     assert not d.added and not d.removed and not d.of("bytes")
     kinds = {g.kind: g for g in d.rename_groups}
     assert kinds["prefix"].from_ == "model." and kinds["prefix"].to == "model.language_model."
@@ -207,7 +207,7 @@ def test_retyped_to_fp8_with_scales(tmp_path: Path) -> None:
     qc = {"quant_method": "fp8", "fmt": "e4m3", "weight_block_size": [BLOCK, BLOCK],
           "activation_scheme": "dynamic"}
     b = write(tmp_path / "b", fp8, config(2, quantization_config=qc), shards=2)
-    d = diff(a, b)
+    d = compare(a, b)
     n_lin = 2 * len(LINEARS)
     assert len(d.added) == n_lin and all(t.name.endswith(".weight_scale_inv") for t in d.added)
     assert {t.dtype for t in d.added} == {"F32"} and not d.removed and not d.renamed
@@ -234,7 +234,7 @@ def test_retyped_to_fp8_with_scales(tmp_path: Path) -> None:
     # a weight left unquantized and its scale missing: scheme fp8 (no scale) -> visible
     del fp8["model.layers.1.mlp.up_proj.weight_scale_inv"]
     c = write(tmp_path / "c", fp8, config(2, quantization_config=qc))
-    d2 = diff(b, c)
+    d2 = compare(b, c)
     assert [(x.b, x.before, x.after) for x in d2.of("scheme")] == [
         ("model.layers.1.mlp.up_proj.weight", "fp8+scale", "fp8 (no scale)")]
     assert [t.name for t in d2.removed] == ["model.layers.1.mlp.up_proj.weight_scale_inv"]
@@ -249,8 +249,8 @@ def test_deep_finds_the_one_tensor_whose_bytes_changed(tmp_path: Path) -> None:
     arr[5, 7] = BF16(0.5)
     changed[name] = arr
     b = write(tmp_path / "b", changed, config(3), shards=2)
-    assert not diff(a, b).differs  # headers alike
-    d = diff(a, b, deep=True, jobs=2)
+    assert not compare(a, b).differs  # headers alike
+    d = compare(a, b, deep=True, jobs=2)
     assert [(c.a, c.b, c.what) for c in d.of("bytes")] == [(name, name, "bytes")]
     c = d.of("bytes")[0]
     assert c.before == hashlib.sha256(t[name].tobytes()).hexdigest()[:16]
@@ -274,7 +274,7 @@ def test_config_differences_with_dotted_keys(tmp_path: Path) -> None:
     del cb["tie_word_embeddings"]
     a = write(tmp_path / "a", t, ca)
     b = write(tmp_path / "b", t, cb)
-    d = diff(a, b)
+    d = compare(a, b)
     got = {(v.key, v.kind, json.dumps(v.a), json.dumps(v.b)) for v in d.config}
     assert got == {
         ("_name_or_path", "changed", '"/old"', '"/new"'),
@@ -341,7 +341,7 @@ def test_cli_formats_and_width(tmp_path: Path) -> None:
     assert "## Renamed" in md.stdout and "## config.json" in md.stdout
     js = subprocess.run(run + ["--format", "json"], capture_output=True, check=False)
     doc = orjson.loads(js.stdout)
-    d = diff(a, b)
+    d = compare(a, b)
     assert doc == orjson.loads(render.to_json(d))
     assert doc["a"]["path"] == str(a) and len(doc["renamed"]) == len(d.renamed)
     quiet = subprocess.run(run + ["-q", "--allow", "renamed,config"], capture_output=True,
@@ -362,7 +362,7 @@ def test_hostile_names_are_escaped_in_the_text(tmp_path: Path) -> None:
     t2 = dict(t)
     t2["evil\x1b[2J.weight"] = np.zeros(4, np.float32)
     b = write(tmp_path / "b", t2, None)
-    d = diff(a, b)
+    d = compare(a, b)
     assert [x.name for x in d.added] == ["evil\x1b[2J.weight"]
     text = render.to_text(d)
     assert "\x1b" not in text and "evil\\x1b[2J.weight" in text
@@ -375,7 +375,7 @@ def test_broken_shard_is_said_not_compared(tmp_path: Path) -> None:
     b = write(tmp_path / "b", t, config(2), shards=2)
     victim = b / "model-00002-of-00002.safetensors"
     victim.write_bytes(victim.read_bytes()[:100])  # truncated header
-    d = diff(a, b)
+    d = compare(a, b)
     assert len(d.b.problems) == 1 and "model-00002-of-00002.safetensors" in d.b.problems[0]
     in_second = sorted(json.loads((a / "model.safetensors.index.json").read_text())[
         "weight_map"].items())

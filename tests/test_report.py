@@ -58,7 +58,10 @@ def test_minimax_replica_gives_the_seed_numbers(minimax_replica: Path) -> None:
     for section in ("Data types", "FP8 quantization", "Precision by role",
                     "Layer-wise precision", "Findings"):
         assert section in text
-    assert "model.layers.0.block_sparse_moe.experts.0.w2.weight_scale_inv" in text
+    # 80 columns elide the longest names in the middle; a wider terminal shows them whole
+    assert "model.layers.0.block_spar...rts.0.w2.weight_scale_inv" in text
+    assert "model.layers.0.block_sparse_moe.experts.0.w2.weight_scale_inv" in to_text(
+        report, width=100)
     assert re.search(r"F8_E4M3\s+47,864", text)
     assert "| F8_E4M3 | 47,864 |" in to_markdown(report)
 

@@ -338,7 +338,7 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _diff(args: argparse.Namespace) -> int:
-    from .diff import diff, parse_rules
+    from .diff import compare, parse_rules
     from .errors import CkptScanError
     from .render import diff as render
 
@@ -346,7 +346,7 @@ def _diff(args: argparse.Namespace) -> int:
         rules = parse_rules(args.allow or ())
     except ValueError as exc:
         raise CkptScanError(str(exc)) from None
-    d = diff(args.a, args.b, deep=args.deep, jobs=args.jobs, progress=_deep_bar(args.deep),
+    d = compare(args.a, args.b, deep=args.deep, jobs=args.jobs, progress=_deep_bar(args.deep),
              revision_a=args.revision_a, revision_b=args.revision_b,
              follow_symlinks=args.follow_symlinks)
     violations = d.violations(rules)

@@ -33,7 +33,8 @@ mapping, in pieces, on a thread pool) and pairs whose digests differ are
 listed.
 
 `allow` rules (``--allow``) say which differences are expected; see
-`parse_rules`. The result is a plain `Diff` dataclass tree with `to_dict()`
+`parse_rules`. `compare(a, b)` (also `ckptscan.compare`) returns a plain `Diff`
+dataclass tree with `to_dict()`
 (schema ``ckptscan.diff/1``); renderers are in `ckptscan.render.diff`.
 """
 
@@ -722,10 +723,10 @@ def _hash_rows(work: list[tuple[_Tensors, int]], jobs: int | None,
 # ---------------------------------------------------------------- diff
 
 
-def diff(a: str | os.PathLike[str], b: str | os.PathLike[str], *, deep: bool = False,
-         jobs: int | None = None, progress: Callable[[Any], None] | None = None,
-         revision_a: str | None = None, revision_b: str | None = None,
-         follow_symlinks: bool = False, cancel: threading.Event | None = None) -> Diff:
+def compare(a: str | os.PathLike[str], b: str | os.PathLike[str], *, deep: bool = False,
+               jobs: int | None = None, progress: Callable[[Any], None] | None = None,
+            revision_a: str | None = None, revision_b: str | None = None,
+            follow_symlinks: bool = False, cancel: threading.Event | None = None) -> Diff:
     """Compares checkpoint `a` with checkpoint `b` (any path ``ckptscan report``
     takes that holds one checkpoint). `deep` hashes the bytes of paired tensors
     of equal dtype and shape (`jobs` threads; `progress` gets a
@@ -926,4 +927,4 @@ def _bump(counts: dict[str, int], key: str) -> None:
 
 
 __all__ = ["SCHEMA", "Change", "DeepDiff", "Diff", "Rename", "RenameGroup", "RoleDiff", "Rule",
-           "Side", "TensorRef", "ValueChange", "diff", "json_diff", "parse_rules"]
+           "Side", "TensorRef", "ValueChange", "compare", "json_diff", "parse_rules"]

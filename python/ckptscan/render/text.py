@@ -97,11 +97,12 @@ def _finding_lines(r: Report, f: Finding, st: Style, width: int) -> Iterator[str
     first = wrap(f"{label} {f.code}: {safe(f.message)}", width, " " * 10, "  ")
     yield first[0].replace(label, st.sev(f.severity, label), 1)
     yield from first[1:]
+    # Where a finding is: whole (wrapped if need be), it is what the reader acts on.
     file = r.relative(f.file)
     if f.tensor:
-        yield "          at " + elide(safe(f.tensor), width - 13)
+        yield from wrap(safe(f.tensor), width, " " * 13, "          at ")
     if file:
-        yield "          in " + elide(safe(file), width - 13)
+        yield from wrap(safe(file), width, " " * 13, "          in ")
     for x in f.explains:
         many = f"{x.count:,} x " if x.count > 1 else ""
         eg = ", e.g." if x.count > 1 else ":"
