@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -382,3 +383,24 @@ def test_broken_shard_is_said_not_compared(tmp_path: Path) -> None:
     assert sorted(x.name for x in d.removed) == sorted(
         n for n, f in in_second if f.endswith("00002-of-00002.safetensors"))
     assert "B not compared: model-00002-of-00002.safetensors" in render.to_text(d)
+
+
+def test_file_cut_short_during_deep_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    t = model(list(range(6)))
+    a = write(tmp_path / "a", t, config(6))
+    b = write(tmp_path / "b", t, config(6))
+    victim = b / "model.safetensors"
+    size = victim.stat().st_size
+    cut: list[int] = []
+
+    def progress(p: Any) -> None:  # A's tensors come first: cut B's file at the first one
+        if not cut:
+            os.truncate(victim, size // 2)
+            cut.append(p.tensors_done)
+
+    d = compare(a, b, deep=True, jobs=1, progress=progress)
+    assert cut == [1]
+    assert d.deep is not None and d.deep.unreadable  # the tensors past the cut
+    assert all("model." in u or "lm_head" in u for u in d.deep.unreadable)
+    assert d.deep.compared + len(d.deep.unreadable) == len(t)
+    assert not d.of("bytes")  # nothing called different that was not read

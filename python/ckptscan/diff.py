@@ -667,11 +667,17 @@ def _runs(values: list[int]) -> str:
 
 
 def _digest(raw: Callable[[int], np.ndarray], row: int) -> bytes:
+    from . import _core
+
     view = raw(row)
     h = hashlib.new(HASH)
     mv = memoryview(view.data).cast("B")
     for start in range(0, len(mv), _PIECE):
-        h.update(mv[start:start + _PIECE])
+        piece = mv[start:start + _PIECE]
+        # Pages are faulted in by the core under its SIGBUS guard first: a file cut
+        # short under the scan is an error for this tensor, not a crash.
+        _core.read_probe(piece)
+        h.update(piece)
     return h.digest()
 
 
@@ -680,6 +686,7 @@ def _hash_rows(work: list[tuple[_Tensors, int]], jobs: int | None,
                ) -> tuple[dict[tuple[int, int], bytes], list[str]]:
     """Digests of (side, row) on a thread pool, a bounded window in flight."""
     from .deep import Cancelled, DeepProgress
+    from .errors import CkptScanError
 
     digests: dict[tuple[int, int], bytes] = {}
     failed: list[str] = []
@@ -703,7 +710,7 @@ def _hash_rows(work: list[tuple[_Tensors, int]], jobs: int | None,
             t, i, fut = pending.pop(0)
             try:
                 digests[(id(t), i)] = fut.result()
-            except (OSError, ValueError, RuntimeError) as exc:
+            except (CkptScanError, OSError, ValueError, RuntimeError) as exc:
                 failed.append(f"{t.names[i]}: {exc}")
             done += 1
             done_bytes += int(t.nbytes[i])

@@ -111,9 +111,10 @@ def _finding_lines(r: Report, f: Finding, st: Style, width: int) -> Iterator[str
 
 
 def _quiet_lines(r: Report, f: Finding, st: Style, width: int) -> Iterator[str]:
-    at = where(r, f)
-    head = f"{safe(r.checkpoint)}: {str(f.severity)} {f.code}: {safe(f.message)}"
-    lines = wrap(head + (f" [{safe(at)}]" if at else ""), width, "    ", "")
+    """``FILE: severity code: message [tensor]``, as compilers print (FILE: the
+    file the finding is about, else the checkpoint)."""
+    head = f"{safe(f.file or r.checkpoint)}: {str(f.severity)} {f.code}: {safe(f.message)}"
+    lines = wrap(head + (f" [{safe(f.tensor)}]" if f.tensor else ""), width, "    ", "")
     sev = str(f.severity)
     lines[0] = lines[0].replace(f": {sev} ", f": {st.sev(f.severity, sev)} ", 1)
     yield from lines
