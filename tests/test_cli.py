@@ -544,3 +544,27 @@ def test_help_imports_nothing_heavy() -> None:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        check=False, env=env())
     assert r.returncode == 0 and r.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_polars_without_pyarrow(bad: Path) -> None:
+    code = ("import sys\n"
+            "class Block:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'pyarrow' or name.startswith('pyarrow.'):\n"
+            "            raise ModuleNotFoundError(name)\n"
+            "sys.meta_path.insert(0, Block())\n"
+            "import ckptscan, json\n"
+            f"t = ckptscan.open_checkpoint({str(bad)!r}).table()\n"
+            "df = t.to_polars()\n"
+            "assert 'pyarrow' not in sys.modules\n"
+            "print(json.dumps({c: [str(v) for v in df[c].to_list()] for c in df.columns}))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       check=False, env=env())
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    with ckptscan.open_checkpoint(bad) as ckpt:
+        table = ckpt.table()
+    assert list(got) == list(table.columns)
+    for col in table.columns:
+        want = [list(v) if col == "shape" else v for v in table[col].tolist()]
+        assert got[col] == [str(v) for v in want], col

@@ -143,27 +143,27 @@ class TensorTable:
         return pd.DataFrame(data, copy=False)
 
     def to_polars(self) -> Any:
-        """A `polars.DataFrame` (via Arrow when pyarrow is installed)."""
-        import importlib.util
-
+        """A `polars.DataFrame`: through Arrow when pyarrow is installed, else
+        from the numpy columns (categories as `Enum`)."""
         pl = _need("polars", "to_polars")
-        if importlib.util.find_spec("pyarrow") is None:
-            data: dict[str, Any] = {}
-            for col in COLUMNS:
-                if col in self.numeric:
-                    data[col] = self.numeric[col]
-                elif col in self.codes:
-                    data[col] = pl.Series(col, self[col].tolist(),
-                                          dtype=pl.Enum(self.categories[col]))
-                elif col == "shape":
-                    data[col] = pl.Series(col, [list(s) for s in self._shapes()],
-                                          dtype=pl.List(pl.Int64))
-                elif col == "scheme":
-                    data[col] = pl.Series(col, [None] * len(self), dtype=pl.String)
-                else:
-                    data[col] = self.names
-            return pl.DataFrame(data)
-        return pl.from_arrow(self.to_arrow())
+        try:
+            return pl.from_arrow(self.to_arrow())
+        except ImportError:
+            pass
+        data: dict[str, Any] = {}
+        for col in COLUMNS:
+            if col in self.numeric:
+                data[col] = self.numeric[col]
+            elif col in self.codes:
+                data[col] = pl.Series(col, self[col].tolist(), dtype=pl.Enum(self.categories[col]))
+            elif col == "shape":
+                data[col] = pl.Series(col, [list(s) for s in self._shapes()],
+                                      dtype=pl.List(pl.Int64))
+            elif col == "scheme":
+                data[col] = pl.Series(col, [None] * len(self), dtype=pl.String)
+            else:
+                data[col] = self.names
+        return pl.DataFrame(data)
 
     # ---- files -----------------------------------------------------------------
     def _records(self) -> Iterator[dict[str, Any]]:

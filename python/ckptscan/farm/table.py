@@ -100,6 +100,7 @@ def _decoded(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _table(rows: list[dict[str, Any]], findings: bool, color: bool) -> str:
+    from ..render.console import Style
     from ..render.text import human_bytes, human_count
 
     cols: tuple[tuple[str, str], ...]
@@ -125,16 +126,14 @@ def _table(rows: list[dict[str, Any]], findings: bool, color: bool) -> str:
             out.append(v.rjust(w) if key in _RIGHT else v.ljust(w))
         return "  ".join(out).rstrip()
 
+    st = Style(color)
     lines = [line([h for _, h in cols])]
     for r, c in zip(rows, cells, strict=True):
         text = line(c)
-        if color:
-            bad = r["severity"] == "error" if findings else r["errors"] > 0
-            warn = r["severity"] == "warning" if findings else r["warnings"] > 0
-            if bad:
-                text = f"\x1b[31;1m{text}\x1b[0m"
-            elif warn:
-                text = f"\x1b[33m{text}\x1b[0m"
+        bad = r["severity"] == "error" if findings else r["errors"] > 0
+        warn = r["severity"] == "warning" if findings else r["warnings"] > 0
+        if bad or warn:
+            text = st.sev("error" if bad else "warning", text)
         lines.append(text)
     return "\n".join(lines) + "\n"
 

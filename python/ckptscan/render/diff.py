@@ -100,7 +100,8 @@ def _lines(d: Diff, rules: Sequence[Rule], st: Style, width: int) -> Iterator[st
         yield st.bold(f"Renamed: {_tensors(len(d.renamed))}")
         for g in d.rename_groups[:LIST_MAX]:
             yield from wrap(f"{safe(g.rule)} ({_tensors(g.tensors)})", width, "      ", "  ")
-            eg = next((rn for rn in d.renamed if g.rule in rn.why.split("; ")), None)
+            eg = next((rn for rn in d.renamed if rn.why == g.rule), None) or next(
+                (rn for rn in d.renamed if g.rule in rn.why.split("; ")), None)
             if eg is not None:
                 yield "    e.g. " + elide(safe(eg.a), width - 9)
                 yield "      -> " + elide(safe(eg.b), width - 9)
