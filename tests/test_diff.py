@@ -6,7 +6,6 @@ its bytes when it is renumbered."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -21,6 +20,7 @@ import pytest
 from ckptscan.cli import main
 from ckptscan.diff import Rule, compare, json_diff, parse_rules
 from ckptscan.render import diff as render
+from digest_ref import tensor_digest
 from safetensors.numpy import save_file
 
 BF16 = ml_dtypes.bfloat16
@@ -254,8 +254,8 @@ def test_deep_finds_the_one_tensor_whose_bytes_changed(tmp_path: Path) -> None:
     d = compare(a, b, deep=True, jobs=2)
     assert [(c.a, c.b, c.what) for c in d.of("bytes")] == [(name, name, "bytes")]
     c = d.of("bytes")[0]
-    assert c.before == hashlib.sha256(t[name].tobytes()).hexdigest()[:16]
-    assert c.after == hashlib.sha256(arr.tobytes()).hexdigest()[:16]
+    assert c.before == tensor_digest(t[name].tobytes()).hex()[:16]
+    assert c.after == tensor_digest(arr.tobytes()).hex()[:16]
     assert d.deep is not None and d.deep.equal == len(t) - 1
     assert d.roles["mlp"].bytes == 1
     assert d.violations() == ["1 tensor with other bytes"]
@@ -404,3 +404,16 @@ def test_file_cut_short_during_deep_is_an_error_not_a_crash(tmp_path: Path) -> N
     assert all("model." in u or "lm_head" in u for u in d.deep.unreadable)
     assert d.deep.compared + len(d.deep.unreadable) == len(t)
     assert not d.of("bytes")  # nothing called different that was not read
+
+
+def test_reshaped_stack_with_a_layer_more_pairs_by_number(tmp_path: Path) -> None:
+    a = write(tmp_path / "a", model([0, 1, 2, 3]), config(4))
+    wide = {k: (np.zeros((2 * FF, H), BF16) if v.shape == (FF, H) else
+                np.zeros((H, 2 * FF), BF16) if v.shape == (H, FF) else v)
+            for k, v in model([0, 1, 2, 3, 4]).items()}
+    b = write(tmp_path / "b", wide, config(5))
+    d = compare(a, b)
+    assert not d.renamed and not d.removed
+    assert {t.name.split(".")[2] for t in d.added} == {"4"} and len(d.added) == PER_LAYER
+    assert len(d.of("shape")) == 4 * 3  # gate, up, down of layers 0-3
+    assert d.roles["mlp"].shape == 12

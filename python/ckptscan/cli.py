@@ -129,7 +129,7 @@ def _parser() -> argparse.ArgumentParser:
     df.add_argument("b", metavar="B")
     df.add_argument("--deep", action="store_true",
                     help="also compare the bytes of paired tensors of equal dtype and shape "
-                         "(SHA-256 of each)")
+                         "(a 128-bit digest of each, read in pieces)")
     df.add_argument("--jobs", type=int, default=None, metavar="N",
                     help="threads for --deep (default: one per core)")
     df.add_argument("--allow", action="append", metavar="RULE,...",
