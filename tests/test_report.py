@@ -255,7 +255,8 @@ def test_help_imports_nothing_heavy() -> None:
     """--help must stay instant: the CLI module may not import numpy or the core."""
     code = ("import sys, ckptscan.cli as c\n"
             "try:\n    c.main(['--help'])\nexcept SystemExit:\n    pass\n"
-            "heavy = [m for m in ('numpy', 'ckptscan._core', 'orjson') if m in sys.modules]\n"
+            "heavy = [m for m in ('numpy', 'ckptscan._core', 'orjson', 'ckptscan.diff', "
+            "'ckptscan.pipeline', 'ckptscan.render') if m in sys.modules]\n"
             "print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"

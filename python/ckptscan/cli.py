@@ -94,7 +94,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="write the findings (after --select/--ignore) to FILE as a "
                              "baseline, then report as if it were given with --baseline")
         sp.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE")
-        terminal_options(sp, "-q: only the findings; -qq: nothing, only the exit code")
+        terminal_options(sp, "-q: only the findings, one line each (text format); -qq: "
+                             "nothing, only the exit code")
 
     r = sub.add_parser(
         "report", help="report on checkpoints (a directory, a .safetensors file, a Hugging "

@@ -39,12 +39,12 @@ def _pct(part: int, whole: int) -> str:
 def to_text(report: Report | list[Report], color: bool = False, width: int = DEFAULT_WIDTH,
             quiet: bool = False) -> str:
     """The report(s) within `width` columns; `quiet`: the findings only, one
-    block per finding with its checkpoint's path (nothing when there are none)."""
+    line each (nothing when there are none)."""
     reports = report if isinstance(report, list) else [report]
     st = Style(color)
     if quiet:
         return "".join(line + "\n" for r in reports for f in r.findings
-                       for line in _quiet_lines(r, f, st, width))
+                       for line in _quiet_lines(r, f, st))
     return "\n".join("\n".join(_text_lines(r, st, width)) + "\n" for r in reports)
 
 
@@ -110,17 +110,16 @@ def _finding_lines(r: Report, f: Finding, st: Style, width: int) -> Iterator[str
                         " " * 10)
 
 
-def _quiet_lines(r: Report, f: Finding, st: Style, width: int) -> Iterator[str]:
-    """``FILE: severity code: message [tensor]``, as compilers print (FILE: the
-    file the finding is about, else the checkpoint)."""
-    head = f"{safe(f.file or r.checkpoint)}: {str(f.severity)} {f.code}: {safe(f.message)}"
-    lines = wrap(head + (f" [{safe(f.tensor)}]" if f.tensor else ""), width, "    ", "")
+def _quiet_lines(r: Report, f: Finding, st: Style) -> Iterator[str]:
+    """``FILE: severity code: message [tensor]`` on one line, as compilers print
+    (not wrapped, for grep; FILE: the file the finding is about, else the
+    checkpoint), then one indented line per finding it explains."""
     sev = str(f.severity)
-    lines[0] = lines[0].replace(f": {sev} ", f": {st.sev(f.severity, sev)} ", 1)
-    yield from lines
+    yield (f"{safe(f.file or r.checkpoint)}: {st.sev(f.severity, sev)} {f.code}: "
+           f"{safe(f.message)}" + (f" [{safe(f.tensor)}]" if f.tensor else ""))
     for x in f.explains:
         many = f"{x.count:,} x " if x.count > 1 else ""
-        yield from wrap(f"explains {many}{x.code}: {safe(x.message)}", width, "      ", "    ")
+        yield f"    explains {many}{x.code}: {safe(x.message)}"
 
 
 def _files(r: Report, st: Style, width: int) -> Iterator[str]:
