@@ -417,3 +417,34 @@ def test_reshaped_stack_with_a_layer_more_pairs_by_number(tmp_path: Path) -> Non
     assert {t.name.split(".")[2] for t in d.added} == {"4"} and len(d.added) == PER_LAYER
     assert len(d.of("shape")) == 4 * 3  # gate, up, down of layers 0-3
     assert d.roles["mlp"].shape == 12
+
+
+def test_two_prefix_renames_at_once(tmp_path: Path) -> None:
+    """transformers 4.52's VLM layout: model.* -> model.language_model.*, and the
+    vision tower visual.* -> model.visual.*; lm_head stays."""
+    def vlm(lm: str, vis: str) -> dict[str, np.ndarray]:
+        t = model([0, 1], prefix=lm)
+        for k in range(3):
+            t[f"{vis}blocks.{k}.attn.qkv.weight"] = _rand(500 + k, (3 * 32, 32)).astype(BF16)
+            t[f"{vis}blocks.{k}.norm1.weight"] = _rand(600 + k, (32,)).astype(BF16)
+        t[f"{vis}merger.mlp.0.weight"] = _rand(700, (H, 128)).astype(BF16)
+        return t
+
+    a = write(tmp_path / "a", vlm("model.", "visual."), None)
+    b = write(tmp_path / "b", vlm("model.language_model.", "model.visual."), None)
+    d = compare(a, b, deep=True)
+    assert not d.added and not d.removed and not d.of("bytes") and d.same_name == 1
+    assert {(g.from_, g.to, g.tensors) for g in d.rename_groups} == {
+        ("model.", "model.language_model.", len(model([0, 1])) - 1), ("", "model.", 7)}
+    assert "(no prefix) -> model. (7 tensors)" in render.to_text(d)
+
+
+def test_prefix_rename_with_disjoint_layer_numbers(tmp_path: Path) -> None:
+    a = write(tmp_path / "a", model([0, 1, 2]), config(3))
+    b = write(tmp_path / "b", model([0, 1, 2], numbers=[10, 11, 12],
+                                    prefix="model.language_model."), config(3))
+    d = compare(a, b, deep=True)
+    assert not d.added and not d.removed and not d.of("bytes")
+    assert {g.rule for g in d.rename_groups} == {
+        "model. -> model.language_model.",
+        "model.language_model.layers.{}: layers 0-2 -> 10-12"}

@@ -501,7 +501,8 @@ class _Pairing:
         self.a, self.b = a, b
         # Per A template: its template in B's naming and the rule that made it.
         self.mapped = list(a.templates)
-        self.rule: list[str | None] = [None] * len(a.templates)
+        self.rule: list[tuple[str, str] | None] = [None] * len(a.templates)
+        self.b_templates = set(b.templates)
         self.b_key = {(b.templates[int(t)], ints): i
                       for i, (t, ints) in enumerate(zip(b.template.tolist(), b.ints,
                                                         strict=True))}
@@ -519,7 +520,8 @@ class _Pairing:
 
     def find_prefix_rules(self) -> None:
         """Prefix rewrites of A's templates, best first (see the module's docstring).
-        Only templates none of whose tensors is paired yet are rewritten."""
+        A rewrite applies to the templates none of whose tensors is paired yet and
+        whose rewritten form B has (with any integers: a renumbered stack too)."""
         a = self.a
         for _ in range(_MAX_ROUNDS):
             pairs = self.exact()
@@ -563,10 +565,11 @@ class _Pairing:
             if best is None:
                 return
             pa, pb = best
-            for t in a_rows:
-                if self.mapped[t].startswith(pa):
-                    self.mapped[t] = pb + self.mapped[t][len(pa):]
-                    self.rule[t] = f"{pa} -> {pb}"
+            for t in a_rows:  # where B has the rewritten template (any integers)
+                ta = self.mapped[t]
+                if ta.startswith(pa) and pb + ta[len(pa):] in self.b_templates:
+                    self.mapped[t] = pb + ta[len(pa):]
+                    self.rule[t] = (pa, pb)
 
 
 def _stack_of(template: str) -> tuple[str, str] | None:
@@ -874,8 +877,8 @@ class _Comparison:
         why = []
         rule = self.naming.rule[int(self.a.template[i])]
         if rule is not None:
-            pa, pb = rule.split(" -> ")
-            why.append(("prefix", rule, pa, pb))
+            pa, pb = rule
+            why.append(("prefix", f"{pa or '(no prefix)'} -> {pb or '(no prefix)'}", pa, pb))
         st = _stack_of(self.mapped(i))
         if st is not None and self.a.ints[i][:1] != self.b.ints[j][:1]:
             xs, ys = self.moved.get(st[0], ([], []))
