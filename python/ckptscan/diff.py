@@ -477,21 +477,20 @@ def _fill(template: str, ints: Sequence[int]) -> str:
     return "".join(p + (str(ints[i]) if i < len(ints) else "") for i, p in enumerate(parts))
 
 
-def _suffix_split(ta: str, tb: str) -> tuple[str, str] | None:
-    """(A's prefix, B's prefix) for two templates sharing
-    a dotted suffix of at least `_MIN_SUFFIX` components, prefixes holding as
-    many integer slots (so that integers carry over), else None."""
-    pa, pb = ta.split("."), tb.split(".")
-    k = 0
-    while k < min(len(pa), len(pb)) and pa[-1 - k] == pb[-1 - k]:
-        k += 1
-    if k < _MIN_SUFFIX or k == len(pa) == len(pb):
-        return None
-    ha = ".".join(pa[:len(pa) - k])
-    hb = ".".join(pb[:len(pb) - k])
-    if ha.count("{}") != hb.count("{}"):
-        return None
-    return (ha + "." if ha else ""), (hb + "." if hb else "")
+def _rewrites(ta: str, ends: dict[str, list[str]]) -> list[tuple[str, str]]:
+    """(A's prefix, B's prefix) for the B templates sharing `ta`'s longest dotted
+    suffix (of at least `_MIN_SUFFIX` components), the prefixes holding as many
+    integer slots (so that integers carry over)."""
+    parts = ta.split(".")
+    for k in range(len(parts), _MIN_SUFFIX - 1, -1):
+        tail = ".".join(parts[-k:])
+        found = ends.get(tail)
+        if not found:
+            continue
+        pa = ta[:len(ta) - len(tail)]
+        return [(pa, pb) for tb in found if tb != ta
+                and (pb := tb[:len(tb) - len(tail)]).count("{}") == pa.count("{}")]
+    return []
 
 
 class _Pairing:
@@ -539,18 +538,20 @@ class _Pairing:
                     b_left[tb].add(ints)
             if not a_rows or not b_left:
                 return
-            by_tail: dict[str, list[str]] = defaultdict(list)
+            # Each free template of A proposes the rewrites to the B templates that
+            # share its longest dotted suffix (a bounded number of them); the most
+            # voted are then counted exactly.
+            ends: dict[str, list[str]] = defaultdict(list)  # dotted suffix -> B templates
             for tb in b_left:
-                by_tail[".".join(tb.split(".")[-_MIN_SUFFIX:])].append(tb)
-            # Votes: each pair of templates with a common tail proposes its rewrite
-            # (a bounded number per template); the best few are counted exactly.
+                parts = tb.split(".")
+                for k in range(_MIN_SUFFIX, len(parts) + 1):
+                    tail = ends[".".join(parts[-k:])]
+                    if len(tail) < _PER_TAIL:
+                        tail.append(tb)
             votes: Counter[tuple[str, str]] = Counter()
-            for t in a_rows:
-                ta = self.mapped[t]
-                for tb in by_tail.get(".".join(ta.split(".")[-_MIN_SUFFIX:]), ())[:_PER_TAIL]:
-                    split = _suffix_split(ta, tb)
-                    if split is not None:
-                        votes[split] += len(a_rows[t])
+            for t, rows in a_rows.items():
+                for pair in _rewrites(self.mapped[t], ends):
+                    votes[pair] += len(rows)
             best, best_hits = None, 0
             for (pa, pb), _ in votes.most_common(_CANDIDATES):
                 hits = 0
