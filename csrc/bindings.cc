@@ -13,6 +13,7 @@
 #include <string_view>
 #include <unordered_map>
 
+#include "digest.h"
 #include "dtype.h"
 #include "errors.h"
 #include "header.h"
@@ -642,6 +643,26 @@ static void bind_kernels(py::module_& m) {
         return sum;
       },
       py::arg("data"), "Sum of the little-endian uint64 words (memory-read probe).");
+
+  m.def(
+      "digest128",
+      [](const py::object& data) {
+        Bytes b(data, false, "data");
+        ckptscan::Digest128 d{};
+        kbind::run_guarded([&] {
+          d = ckptscan::digest128(b.data(), b.size());
+          return k::Status::ok;
+        });
+        char out[16];
+        for (int i = 0; i < 8; ++i) {
+          out[i] = static_cast<char>(d.lo >> (8 * i));
+          out[8 + i] = static_cast<char>(d.hi >> (8 * i));
+        }
+        return py::bytes(out, 16);
+      },
+      py::arg("data"),
+      "A fast, non-cryptographic 128-bit digest of the bytes (16 bytes, little-endian "
+      "lo then hi word): the same bytes give the same digest everywhere.");
 }
 
 PYBIND11_MODULE(_core, m) {

@@ -10,13 +10,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from . import _core
 from .errors import Problem, ShardIOError
 from .shard import Shard, load_shard
+
+if TYPE_CHECKING:
+    from .table import TensorTable
 
 INDEX_NAME = "model.safetensors.index.json"
 CONFIG_NAME = "config.json"
@@ -161,8 +164,34 @@ class Checkpoint:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def table(self) -> TensorTable:
+        """One row per tensor of the readable shards: name, dtype, shape, role,
+        component, layer, expert, shard, begin, end, numel, nbytes, scheme; as
+        numpy columns, `to_arrow()`, `to_pandas()`, `to_polars()` (see
+        `ckptscan.table`)."""
+        from .table import checkpoint_table
+
+        return checkpoint_table(self)
+
     def __repr__(self) -> str:
-        return f"<Checkpoint {str(self.path)!r} {len(self.shards)} shards>"
+        open_ = [s for s in self.shards if s._core is not None]
+        tensors = sum(len(s) for s in open_)
+        size = sum(s.file_size for s in open_)
+        broken = sum(1 for s in self.shards if s._core is not None and s.problems)
+        state = f", {broken} with problems" if broken else ""
+        if len(open_) < len(self.shards):
+            state += f", {len(self.shards) - len(open_)} closed"
+        return (f"<Checkpoint {str(self.path)!r}: {len(self.shards)} shard"
+                f"{'s' * (len(self.shards) != 1)}{state}, {tensors:,} tensors, "
+                f"{_size(size)}>")
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
 
 
 def _regular_bytes(path: Path, code: str, problems: list[Problem]) -> bytes | None:

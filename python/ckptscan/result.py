@@ -3,12 +3,31 @@ and the farm store read this tree; none of them recomputes anything."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .findings import Finding, Severity
 
 SCHEMA = "ckptscan.report/2"
+
+
+def _parent(path: str) -> str:
+    cut = path.rstrip("/").rfind("/")
+    return path[:cut] if cut > 0 else ("/" if cut == 0 else "")
+
+
+def relative_path(path: str | None, root: str) -> str | None:
+    """`path` relative to `root` when it lies under it (string prefixes: works for
+    URLs too); the root itself by its last name; anything else unchanged."""
+    if path is None or not root:
+        return path
+    base = root.rstrip("/")
+    if path.rstrip("/") == base:
+        return base[base.rfind("/") + 1:] or path
+    if path.startswith(base + "/"):
+        return path[len(base) + 1:]
+    return path
 
 
 @dataclass
@@ -271,7 +290,7 @@ class Source:
         return dict(self.__dict__)
 
 
-@dataclass
+@dataclass(repr=False)
 class Report:
     checkpoint: str
     model_type: str | None
@@ -293,11 +312,46 @@ class Report:
         """Whether tensor values were read (--deep), not only headers."""
         return self.deep is not None
 
-    def count(self, severity: Severity) -> int:
-        return sum(1 for f in self.findings if f.severity == severity)
+    def count(self, severity: Severity | str) -> int:
+        """Findings at exactly this severity (a `Severity` or its name)."""
+        level = Severity.parse(severity)
+        return sum(1 for f in self.findings if f.severity == level)
 
     def worst(self) -> Severity | None:
         return max((f.severity for f in self.findings), default=None)
+
+    def fails(self, fail_on: Severity | str = Severity.ERROR) -> bool:
+        """Whether a finding at `fail_on` or above remains (``never``: no)."""
+        if fail_on == "never":
+            return False
+        worst = self.worst()
+        return worst is not None and worst >= Severity.parse(fail_on)
+
+    @property
+    def root(self) -> str:
+        """The directory the report's file names are relative to."""
+        if self.source.kind in ("file", "shard"):
+            return _parent(self.checkpoint)
+        return self.checkpoint
+
+    def relative(self, path: str | None) -> str | None:
+        """`path` relative to the checkpoint (`root`), or as it is when outside."""
+        return relative_path(path, self.root)
+
+    def filtered(self, select: Sequence[str] = (), ignore: Sequence[str] = (),
+                 baseline: Any = None) -> Report:
+        """A copy keeping the findings `select` (codes or prefixes; empty: all)
+        keeps, less those `ignore` names and those the `baseline` (a
+        `ckptscan.selection.Baseline`) accepts. See `ckptscan.selection`."""
+        from .selection import filter_findings
+
+        return replace(self, findings=filter_findings(self, select, ignore, baseline))
+
+    def __repr__(self) -> str:
+        e, w, i = (self.count(s) for s in (Severity.ERROR, Severity.WARNING, Severity.INFO))
+        return (f"<Report {self.checkpoint!r}: {self.total.tensors:,} tensors, "
+                f"{self.total.parameters:,} parameters, {e} error{'s' * (e != 1)}, "
+                f"{w} warning{'s' * (w != 1)}, {i} info>")
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -81,7 +81,7 @@ def _one(r: Report) -> str:
                     for x in f.explains)
             out.append(f"| {f.severity} | `{f.code}` | {msg} | "
                        f"{code(f.tensor) if f.tensor else ''} | "
-                       f"{cell(f.file) if f.file else ''} |")
+                       f"{cell(r.relative(f.file) or '')} |")
     else:
         out.append("No findings.")
     return "\n".join(out) + "\n"
