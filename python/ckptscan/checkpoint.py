@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from . import _core
+from .config import MAX_CONFIG_BYTES
 from .errors import Problem, ShardIOError
 from .shard import Shard, load_shard
 
@@ -194,20 +195,35 @@ def _size(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
-def _regular_bytes(path: Path, code: str, problems: list[Problem]) -> bytes | None:
+def _regular_bytes(path: Path, code: str, problems: list[Problem],
+                   limit: int) -> bytes | None:
+    """The file's bytes, read only when it is a regular file within `limit` bytes."""
     try:
-        if not stat.S_ISREG(path.stat().st_mode):  # a FIFO would block the read
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):  # a FIFO would block the read
             problems.append(Problem(code, "not a regular file", str(path)))
             return None
-        return path.read_bytes()
+        if st.st_size > limit:
+            problems.append(Problem("limit-exceeded", f"{path.name} is {st.st_size:,} bytes, "
+                                    f"beyond the {limit:,}-byte limit: not read", str(path)))
+            return None
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
     except OSError as exc:
         problems.append(Problem(code, f"cannot read: {exc.strerror or exc}", str(path)))
         return None
+    if len(data) > limit:  # it grew since the stat
+        problems.append(Problem("limit-exceeded", f"{path.name} is beyond the {limit:,}-byte "
+                                "limit: not read", str(path)))
+        return None
+    return data
 
 
-def read_json(path: Path, code: str, problems: list[Problem]) -> dict[str, Any] | None:
-    """config.json and the like: a JSON object, or None with a problem recorded."""
-    data = _regular_bytes(path, code, problems)
+def read_json(path: Path, code: str, problems: list[Problem],
+              limit: int = MAX_CONFIG_BYTES) -> dict[str, Any] | None:
+    """config.json and the like: a JSON object within `limit` bytes, or None with a
+    problem recorded."""
+    data = _regular_bytes(path, code, problems, limit)
     if data is None:
         return None
     try:

@@ -27,8 +27,14 @@ from typing import Any
 import numpy as np
 
 from . import checks, codes
-from .checkpoint import DEFAULT_HEADER_JOBS, Checkpoint, Index, load_shards, read_index
-from .config import MAX_CONFIG_BYTES
+from .checkpoint import (
+    DEFAULT_HEADER_JOBS,
+    Checkpoint,
+    Index,
+    load_shards,
+    read_index,
+    read_json,
+)
 from .context import FP8_DTYPES, ScanContext
 from .errors import CkptScanError, Problem
 from .farm.store import ShardRow
@@ -301,33 +307,7 @@ def _read_index(fs: FileStat, problems: list[Problem]) -> Index | None:
 
 
 def _read_config(fs: FileStat, problems: list[Problem]) -> dict[str, Any] | None:
-    import orjson
-
-    if fs.size is not None and fs.size > MAX_CONFIG_BYTES:
-        problems.append(Problem("limit-exceeded", f"config.json is {fs.size:,} bytes, beyond "
-                                f"the {MAX_CONFIG_BYTES:,}-byte limit (real ones are < 1 MB): "
-                                "not read", fs.path))
-        return None
-    try:
-        with open(fs.path, "rb") as f:
-            data = f.read(MAX_CONFIG_BYTES + 1)
-    except OSError as exc:
-        problems.append(Problem("config-invalid", f"cannot read: {exc.strerror or exc}",
-                                fs.path))
-        return None
-    if len(data) > MAX_CONFIG_BYTES:
-        problems.append(Problem("limit-exceeded", f"config.json is beyond the "
-                                f"{MAX_CONFIG_BYTES:,}-byte limit: not read", fs.path))
-        return None
-    try:
-        obj = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        problems.append(Problem("config-invalid", f"not valid JSON: {exc}", fs.path))
-        return None
-    if not isinstance(obj, dict):
-        problems.append(Problem("config-invalid", "top level is not a JSON object", fs.path))
-        return None
-    return obj
+    return read_json(Path(fs.path), "config-invalid", problems)
 
 
 def _other_format(spec: CheckpointSpec, readable: list[FileStat], problems: list[Problem],
