@@ -4,6 +4,8 @@ the ml_dtypes round-to-nearest-even cast of that float32 product."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from ckptscan import kernels as K
@@ -138,3 +140,137 @@ def test_dequantize_from_shard(tmp_path) -> None:  # type: ignore[no-untyped-def
     got = K.dequantize({"w": q.view(ml_dtypes.float8_e4m3fn), "s": scale}, "w", "s",
                        dtype="float32")
     assert np.array_equal(got.view(np.uint32), ref.view(np.uint32))
+
+
+# ---- issue #13: every valid file dequantizes --------------------------------------
+SCALE_TYPES = {"F32": np.float32, "BF16": ml_dtypes.bfloat16, "F16": np.float16,
+               "F8_E8M0": ml_dtypes.float8_e8m0fnu}
+
+
+def scale_values(shape: tuple[int, ...], sdtype: str, rng: np.random.Generator) -> np.ndarray:
+    """Scales of a dtype, as that dtype (codes all over the E8M0 range, 0xFF = NaN)."""
+    if sdtype == "F8_E8M0":
+        codes = rng.integers(0, 256, shape, dtype=np.uint8)
+        codes.flat[:3] = [0, 0xFF, 254][: codes.size]
+        return codes.view(ml_dtypes.float8_e8m0fnu)
+    lo, hi = {"F32": (-140, 100), "BF16": (-133, 100), "F16": (-24, 15)}[sdtype]
+    s = np.ldexp(rng.uniform(1.0, 2.0, shape), rng.integers(lo, hi, shape))
+    return s.astype(np.float32).astype(SCALE_TYPES[sdtype])
+
+
+def reference_any(q: np.ndarray, scale: np.ndarray, fmt: str, br: int, bc: int) -> np.ndarray:
+    """float32 decode(q) * float32(scale) per block (ml_dtypes converts the scale); a
+    NaN code stays its own NaN whatever the scale. q is [R, C] or [E, R, C]."""
+    s = scale.astype(np.float32)
+    full = np.repeat(np.repeat(s, br, axis=-2), bc, axis=-1)[..., :q.shape[-2], :q.shape[-1]]
+    with np.errstate(invalid="ignore", over="ignore"):
+        x = q.view(FP8[fmt]).astype(np.float32)
+        return np.where(np.isnan(x), x, x * full).astype(np.float32)
+
+
+def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    return np.array_equal(a.view(np.uint32), b.view(np.uint32))
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("sdtype", SCALE_TYPES)
+def test_scale_dtypes(path: str, sdtype: str) -> None:
+    rng = np.random.default_rng(len(sdtype))
+    for fmt in FP8:
+        q = rng.integers(0, 256, (130, 257), dtype=np.uint8)
+        scale = scale_values((2, 3), sdtype, rng)
+        ref = reference_any(q, scale, fmt, 128, 128)
+        with K.using_simd(path):
+            got = K.dequantize_array(q, scale, (128, 128), "float32", fp8_dtype=fmt)
+            bf = K.dequantize_array(q, scale, (128, 128), "bfloat16", fp8_dtype=fmt)
+        assert same_bits(got, ref), (path, sdtype, fmt)
+        assert np.array_equal(bf.view(np.uint16), bf16_bits(ref)), (path, sdtype, fmt)
+
+
+def hand_file(path: Path, tensors: list[tuple[str, str, tuple[int, ...], bytes]]) -> None:
+    """A safetensors file laid out in the given order, no padding between tensors
+    (legal: offsets need no alignment), header padded with spaces like the writers."""
+    import json
+    import struct
+
+    header: dict[str, object] = {}
+    off = 0
+    for name, dtype, shape, data in tensors:
+        header[name] = {"dtype": dtype, "shape": list(shape),
+                        "data_offsets": [off, off + len(data)]}
+        off += len(data)
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * (-len(h) % 8)
+    path.write_bytes(struct.pack("<Q", len(h)) + h + b"".join(t[3] for t in tensors))
+
+
+@pytest.mark.parametrize("sdtype", SCALE_TYPES)
+def test_scale_at_unaligned_offset(tmp_path: Path, sdtype: str) -> None:
+    """A scale placed right after a weight of odd size sits at an offset no multiple
+    of its element size: the file is valid (the safetensors library reads it), and
+    dequantize used to refuse it ("scale_inv and out must be aligned")."""
+    import ckptscan
+    from safetensors import safe_open
+
+    rng = np.random.default_rng(13)
+    q = rng.integers(0, 256, (3, 5, 131), dtype=np.uint8)  # 1965 bytes: odd
+    scale = scale_values((3, 1, 2), sdtype, rng)
+    path = tmp_path / "odd.safetensors"
+    hand_file(path, [("e.weight", "F8_E4M3", q.shape, q.tobytes()),
+                     ("e.weight_scale_inv", sdtype, scale.shape, scale.tobytes())])
+    with safe_open(str(path), framework="np") as f:  # the reference accepts the file
+        assert f.get_slice("e.weight_scale_inv").get_shape() == list(scale.shape)
+        if sdtype != "F8_E8M0":  # (its numpy loader has no E8M0 type)
+            assert np.array_equal(f.get_tensor("e.weight_scale_inv").view(np.uint8),
+                                  scale.view(np.uint8))
+    ref = reference_any(q, scale, "F8_E4M3", 128, 128)
+    with ckptscan.open_shard(path) as shard:
+        begin = shard["e.weight_scale_inv"].offsets[0]
+        assert begin % 8 == 1965 % 8  # data starts 8-aligned, the scale 1965 bytes later
+        for p in PATHS:
+            with K.using_simd(p):
+                got = K.dequantize(shard, "e.weight", "e.weight_scale_inv", (128, 128), "float32")
+            assert got.shape == (3, 5, 131) and same_bits(got, ref), (p, sdtype)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("shape,block", [((4, 7, 33), (3, 5)), ((3, 256, 96), (128, 32)),
+                                         ((2, 130, 257), (128, 128)), ((5, 1, 40), (2, 16)),
+                                         ((1, 9, 31), (4, 8))])
+def test_batched_experts(path: str, shape: tuple[int, int, int], block: tuple[int, int]) -> None:
+    """[E, rows, cols] with scale [E, nbr, nbc]: every expert as on its own."""
+    rng = np.random.default_rng(sum(shape))
+    e, r, c = shape
+    br, bc = block
+    q = rng.integers(0, 256, shape, dtype=np.uint8)
+    scale = random_scales((e * -(-r // br), -(-c // bc)), rng).reshape(e, -(-r // br), -1)
+    ref = reference_any(q, scale, "F8_E5M2", br, bc)
+    with K.using_simd(path):
+        got = K.dequantize_array(q, scale, block, "float32", fp8_dtype="F8_E5M2")
+        bf = K.dequantize_array(q, scale, block, "bfloat16", fp8_dtype="F8_E5M2")
+    assert got.shape == shape and same_bits(got, ref)
+    assert np.array_equal(bf.view(np.uint16), bf16_bits(ref))
+    for i in range(e):
+        one = K.dequantize_array(q[i], scale[i], block, "float32", fp8_dtype="F8_E5M2")
+        assert same_bits(one, got[i])
+    if e > 1:
+        with pytest.raises(ValueError, match="bad_scale_shape"):  # one expert's scale for all
+            K.dequantize_array(q, scale[0], block, "float32", fp8_dtype="F8_E5M2")
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_nan_code_times_nan_scale(path: str) -> None:
+    """A NaN code keeps its own NaN (sign included) even when its scale is NaN, on
+    every path: the hardware returns the first NaN operand of a product, and the
+    compiler may put either first."""
+    q = np.array([[0x7F, 0xFF, 0x38, 0xB8]], np.uint8)  # +NaN, -NaN, 1, -1 (e4m3fn)
+    s = np.array([[np.nan]], np.float32)
+    s_neg = (s.view(np.uint32) | np.uint32(0x80000000)).view(np.float32)
+    for scale in (s, s_neg):
+        with K.using_simd(path):
+            got = K.dequantize_array(q, scale, (1, 4), "float32", fp8_dtype="F8_E4M3")
+            bf = K.dequantize_array(q, scale, (1, 4), "bfloat16", fp8_dtype="F8_E4M3")
+        bits = got.view(np.uint32)[0]
+        assert bits[0] == 0x7FC00000 and bits[1] == 0xFFC00000, (path, hex(bits[0]), hex(bits[1]))
+        assert np.isnan(got[0, 2:]).all()
+        assert bf.view(np.uint16)[0, :2].tolist() == [0x7FC0, 0xFFC0]

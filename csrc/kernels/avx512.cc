@@ -19,32 +19,7 @@
 namespace ckptscan::kernels::avx512 {
 namespace {
 
-template <Fp8Format F>
-struct T;
-template <>
-struct T<Fp8Format::e4m3fn> {
-  static constexpr bool fnuz = false, inf = false;
-  static constexpr int man = 3, bias = 7, sat = 0x7E, sub_max = 0x07, neg_max = 0xFE;
-  static constexpr int nan_lo = 0x7F;
-};
-template <>
-struct T<Fp8Format::e5m2> {
-  static constexpr bool fnuz = false, inf = true;
-  static constexpr int man = 2, bias = 15, sat = 0x7B, sub_max = 0x03, neg_max = 0xFC;
-  static constexpr int nan_lo = 0x7D;
-};
-template <>
-struct T<Fp8Format::e4m3fnuz> {
-  static constexpr bool fnuz = true, inf = false;
-  static constexpr int man = 3, bias = 8, sat = 0x7F, sub_max = 0x07, neg_max = 0xFF;
-  static constexpr int nan_lo = 0x80;
-};
-template <>
-struct T<Fp8Format::e5m2fnuz> {
-  static constexpr bool fnuz = true, inf = false;
-  static constexpr int man = 2, bias = 16, sat = 0x7F, sub_max = 0x03, neg_max = 0xFF;
-  static constexpr int nan_lo = 0x80;
-};
+#include "kernels/per_isa.h"
 
 inline __mmask64 tail_mask64(size_t k) {  // k < 64 low bits set
   return _cvtu64_mask64(_bzhi_u64(~uint64_t{0}, static_cast<unsigned>(k)));
@@ -87,7 +62,7 @@ inline __m512i sad(__m512i acc) { return _mm512_sad_epu8(acc, _mm512_setzero_si5
 // sign-set bytes up to neg_max including 0x80; corrected at the end (as avx2).
 template <Fp8Format F>
 void fp8_stats_t(const uint8_t* p, size_t n, detail::Fp8Raw* out) {
-  using t = T<F>;
+  using t = Fmt<F>;
   const __m512i k7f = _mm512_set1_epi8(0x7F);
   const __m512i k80 = _mm512_set1_epi8(static_cast<char>(0x80));
   const __m512i kz = _mm512_setzero_si512();
@@ -171,97 +146,135 @@ void fp8_stats_t(const uint8_t* p, size_t n, detail::Fp8Raw* out) {
 }
 
 void fp8_stats(const uint8_t* p, size_t n, Fp8Format f, detail::Fp8Raw* out) {
-  switch (f) {
-    case Fp8Format::e4m3fn: return fp8_stats_t<Fp8Format::e4m3fn>(p, n, out);
-    case Fp8Format::e5m2: return fp8_stats_t<Fp8Format::e5m2>(p, n, out);
-    case Fp8Format::e4m3fnuz: return fp8_stats_t<Fp8Format::e4m3fnuz>(p, n, out);
-    case Fp8Format::e5m2fnuz: return fp8_stats_t<Fp8Format::e5m2fnuz>(p, n, out);
-  }
+  with_format(f, [&](auto fmt) { fp8_stats_t<decltype(fmt)::value>(p, n, out); });
 }
 
-// ---- per-block absmax ------------------------------------------------------------
-// Row-major streaming: for each band of br rows and each group of up to kGroup
-// block columns, one vector accumulator per block column (max over lanes j % 64
-// of the block's columns) lives in L1 while the band's rows stream by; the
-// horizontal reduction happens once per block, not once per row.
-constexpr size_t kGroup = 64;
-
+// ---- one pass of block statistics (per_isa.h's BlockStats) -------------------------
+// Whole-tensor counters are byte counters under compare masks (acc - (-1)),
+// summed every 255 vectors; a block's NaN / Inf / saturated counts are popcounts
+// of the masks; partial vectors are masked loads.
 template <Fp8Format F>
-void block_absmax_t(const uint8_t* q, size_t rows, size_t cols, size_t br, size_t bc,
-                    uint8_t* absmax, uint64_t* nan_out) {
-  using t = T<F>;
-  const __m512i k7f = _mm512_set1_epi8(0x7F);
-  const __m512i k80 = _mm512_set1_epi8(static_cast<char>(0x80));
-  const __m512i knan = _mm512_set1_epi8(static_cast<char>(t::nan_lo == 0x80 ? 0x7F : t::nan_lo));
-  const __m512i kinf = _mm512_set1_epi8(0x7C);
-  const size_t nbr = (rows + br - 1) / br, nbc = (cols + bc - 1) / bc;
-  __m512i acc[kGroup];
-  uint64_t nacc[kGroup];
-  // max of the finite magnitudes of one (masked) vector into a, NaN count into nn
-  auto step = [&](__m512i b, __mmask64 m, __m512i& a, uint64_t& nn) {
-    const __m512i mag = _mm512_and_si512(b, k7f);
-    __mmask64 kn, kfin;
-    if constexpr (t::fnuz) {
-      kn = _mm512_mask_cmpeq_epi8_mask(m, b, k80);
-      kfin = m;
-    } else if constexpr (t::inf) {
-      kn = _mm512_mask_cmpgt_epu8_mask(m, mag, kinf);
-      kfin = _mm512_mask_cmplt_epu8_mask(m, mag, kinf);
-    } else {
-      kn = _mm512_mask_cmpeq_epi8_mask(m, mag, knan);
-      kfin = _kandn_mask64(kn, m);
-    }
-    a = _mm512_mask_max_epu8(a, kfin, a, mag);
-    nn += static_cast<uint64_t>(_mm_popcnt_u64(_cvtmask64_u64(kn)));
-  };
-  const __mmask64 all = ~__mmask64{0};
-  for (size_t bi = 0; bi < nbr; ++bi) {
-    const size_t r0 = bi * br, r1 = (r0 + br < rows) ? r0 + br : rows;
-    for (size_t g0 = 0; g0 < nbc; g0 += kGroup) {
-      const size_t g1 = (g0 + kGroup < nbc) ? g0 + kGroup : nbc;
-      for (size_t k = 0; k < g1 - g0; ++k) {
-        acc[k] = _mm512_setzero_si512();
-        nacc[k] = 0;
-      }
-      for (size_t i = r0; i < r1; ++i) {
-        const uint8_t* row = q + i * cols;
-        for (size_t bj = g0; bj < g1; ++bj) {
-          const size_t j0 = bj * bc, j1 = (j0 + bc < cols) ? j0 + bc : cols;
-          __m512i a = acc[bj - g0];
-          uint64_t nn = 0;
-          size_t j = j0;
-          for (; j + 64 <= j1; j += 64) {
-            prefetch_stream(row + j);
-            step(_mm512_loadu_si512(row + j), all, a, nn);
-          }
-          if (j < j1) {
-            const __mmask64 m = tail_mask64(j1 - j);
-            step(_mm512_maskz_loadu_epi8(m, row + j), m, a, nn);
-          }
-          acc[bj - g0] = a;
-          nacc[bj - g0] += nn;
-        }
-      }
-      for (size_t k = 0; k < g1 - g0; ++k) {
-        absmax[bi * nbc + g0 + k] = hmax_u8(acc[k]);
-        if (nan_out) nan_out[bi * nbc + g0 + k] = nacc[k];
-      }
-    }
-  }
-}
+struct Fp8Lanes {
+  using f = Fmt<F>;
+  using V = __m512i;
+  static constexpr size_t kW = 64;
+  static constexpr bool kFlat = true;
 
-void block_absmax(const uint8_t* q, size_t rows, size_t cols, size_t br, size_t bc,
-                  Fp8Format f, uint8_t* absmax, uint64_t* nan) {
-  switch (f) {
-    case Fp8Format::e4m3fn:
-      return block_absmax_t<Fp8Format::e4m3fn>(q, rows, cols, br, bc, absmax, nan);
-    case Fp8Format::e5m2:
-      return block_absmax_t<Fp8Format::e5m2>(q, rows, cols, br, bc, absmax, nan);
-    case Fp8Format::e4m3fnuz:
-      return block_absmax_t<Fp8Format::e4m3fnuz>(q, rows, cols, br, bc, absmax, nan);
-    case Fp8Format::e5m2fnuz:
-      return block_absmax_t<Fp8Format::e5m2fnuz>(q, rows, cols, br, bc, absmax, nan);
+  struct Tensor {
+    __m512i c_zero = _mm512_setzero_si512(), c_negz = c_zero, c_zs = c_zero, c_neg = c_zero;
+    unsigned steps = 0;
+    uint64_t zero = 0, negz = 0, zs = 0, neg = 0;
+    void flush() {
+      zero += hsum64(sad(c_zero));
+      negz += hsum64(sad(c_negz));
+      zs += hsum64(sad(c_zs));
+      neg += hsum64(sad(c_neg));
+      c_zero = c_negz = c_zs = c_neg = _mm512_setzero_si512();
+      steps = 0;
+    }
+    // "zs" counted mag <= sub_max, "neg" sign-set bytes up to neg_max (0x80 included).
+    void finish(detail::Fp8Raw& r) {
+      flush();
+      r.zero = zero;
+      r.neg_zero = negz;
+      r.subnormal = zs - zero - (f::fnuz ? r.nan : 0);
+      r.negative = neg - (f::fnuz ? r.nan : negz);
+    }
+  };
+
+  struct Cls {
+    __m512i key;
+    uint64_t nan, inf, sat;
+  };
+
+  static inline Cls classify(__m512i b, __mmask64 m, Tensor& t) {
+    const __m512i k7f = _mm512_set1_epi8(0x7F);
+    const __m512i k80 = _mm512_set1_epi8(static_cast<char>(0x80));
+    const __m512i kz = _mm512_setzero_si512();
+    const __m512i km1 = _mm512_set1_epi8(-1);
+    const __m512i kinf = _mm512_set1_epi8(0x7C);
+    const __m512i mag = _mm512_and_si512(b, k7f);
+    __mmask64 kn, ki = 0, kzr, kfin;
+    if constexpr (f::fnuz) {
+      kn = _mm512_mask_cmpeq_epi8_mask(m, b, k80);
+      kzr = _mm512_mask_cmpeq_epi8_mask(m, b, kz);
+      kfin = m;  // 0x80 (NaN) has magnitude 0
+    } else {
+      kzr = _mm512_mask_cmpeq_epi8_mask(m, mag, kz);
+      const __mmask64 knz = _mm512_mask_cmpeq_epi8_mask(m, b, k80);
+      t.c_negz = _mm512_mask_sub_epi8(t.c_negz, knz, t.c_negz, km1);
+      if constexpr (f::inf) {
+        kn = _mm512_mask_cmpgt_epu8_mask(m, mag, kinf);
+        ki = _mm512_mask_cmpeq_epi8_mask(m, mag, kinf);
+        kfin = _mm512_mask_cmplt_epu8_mask(m, mag, kinf);
+      } else {
+        kn = _mm512_mask_cmpeq_epi8_mask(m, mag, _mm512_set1_epi8(static_cast<char>(f::nan_lo)));
+        kfin = _kandn_mask64(kn, m);
+      }
+    }
+    const __mmask64 kzs =
+        _mm512_mask_cmple_epu8_mask(m, mag, _mm512_set1_epi8(static_cast<char>(f::sub_max)));
+    const __mmask64 kneg =
+        _mm512_mask_cmple_epi8_mask(m, b, _mm512_set1_epi8(static_cast<char>(f::neg_max)));
+    const __mmask64 ksat =
+        _mm512_mask_cmpeq_epi8_mask(m, mag, _mm512_set1_epi8(static_cast<char>(f::sat)));
+    t.c_zero = _mm512_mask_sub_epi8(t.c_zero, kzr, t.c_zero, km1);
+    t.c_zs = _mm512_mask_sub_epi8(t.c_zs, kzs, t.c_zs, km1);
+    t.c_neg = _mm512_mask_sub_epi8(t.c_neg, kneg, t.c_neg, km1);
+    if (++t.steps == 255) t.flush();
+    return {_mm512_maskz_mov_epi8(kfin, mag), _cvtmask64_u64(kn), _cvtmask64_u64(ki),
+            _cvtmask64_u64(ksat)};
   }
+  static inline Cls classify_full(const uint8_t* p, Tensor& t) {
+    prefetch_stream(p);
+    return classify(_mm512_loadu_si512(p), ~__mmask64{0}, t);
+  }
+  static inline Cls classify_part(const uint8_t* p, size_t k, Tensor& t) {
+    const __mmask64 m = tail_mask64(k);
+    return classify(_mm512_maskz_loadu_epi8(m, p), m, t);
+  }
+  static inline uint64_t count(uint64_t m) { return static_cast<uint64_t>(_mm_popcnt_u64(m)); }
+  static inline __m512i zero() { return _mm512_setzero_si512(); }
+  static inline __m512i load(const uint8_t* p) { return _mm512_loadu_si512(p); }
+  static inline __m512i max(__m512i a, __m512i b) { return _mm512_max_epu8(a, b); }
+  static inline uint8_t hmax(__m512i v) { return hmax_u8(v); }
+
+  // Byte max of each BC-byte block of G = 16 * BC / 64 vectors, pairing the
+  // two halves of every block until each block is one dword, then within it.
+  template <size_t BC>
+  static inline void tree(__m512i* v, uint32_t* out) {
+    size_t n = 16 * BC / 64;
+    if constexpr (BC >= 64) {  // 64 -> 32: 128-bit lanes {0,1} vs {2,3} of two vectors
+      for (size_t i = 0; i < n / 2; ++i) {
+        v[i] = _mm512_max_epu8(_mm512_shuffle_i64x2(v[2 * i], v[2 * i + 1], 0x44),
+                               _mm512_shuffle_i64x2(v[2 * i], v[2 * i + 1], 0xEE));
+      }
+      n /= 2;
+    }
+    if constexpr (BC >= 32) {  // 32 -> 16: lanes {0,2} vs {1,3}
+      for (size_t i = 0; i < n / 2; ++i) {
+        v[i] = _mm512_max_epu8(_mm512_shuffle_i64x2(v[2 * i], v[2 * i + 1], 0x88),
+                               _mm512_shuffle_i64x2(v[2 * i], v[2 * i + 1], 0xDD));
+      }
+      n /= 2;
+    }
+    for (size_t i = 0; i < n / 2; ++i) {  // 16 -> 8: low vs high qword of each lane
+      v[i] = _mm512_max_epu8(_mm512_unpacklo_epi64(v[2 * i], v[2 * i + 1]),
+                             _mm512_unpackhi_epi64(v[2 * i], v[2 * i + 1]));
+    }
+    // 8 -> 4: even vs odd dwords
+    const __m512 a = _mm512_castsi512_ps(v[0]), b = _mm512_castsi512_ps(v[1]);
+    __m512i x = _mm512_max_epu8(_mm512_castps_si512(_mm512_shuffle_ps(a, b, 0x88)),
+                                _mm512_castps_si512(_mm512_shuffle_ps(a, b, 0xDD)));
+    x = _mm512_max_epu8(x, _mm512_srli_epi32(x, 16));
+    x = _mm512_max_epu8(x, _mm512_srli_epi32(x, 8));
+    _mm512_store_si512(out, _mm512_and_si512(x, _mm512_set1_epi32(0xFF)));
+  }
+};
+
+void block_stats(const detail::Matrix& m, Fp8Format f, detail::Fp8Raw* raw,
+                 const detail::BlockOut& o) {
+  with_format(f, [&](auto fmt) { block_stats_generic<Fp8Lanes<decltype(fmt)::value>>(m, raw, o); });
 }
 
 // ---- dequantization ----------------------------------------------------------------
@@ -274,7 +287,7 @@ void block_absmax(const uint8_t* q, size_t rows, size_t cols, size_t br, size_t 
 // (F8_*FNUZ's 0x80: 0xFFC00000), as scalar.cc, avx2.cc and ml_dtypes.
 template <Fp8Format F>
 struct LutDecoder {
-  using t = T<F>;
+  using t = Fmt<F>;
   __m512i lo0, lo1, hi0, hi1, spread, odd80, k7f;
   explicit LutDecoder() {
     alignas(64) uint8_t lo[128], hi[128], sp[64], o80[64];
@@ -321,6 +334,12 @@ struct LutDecoder {
   }
 };
 
+// x * s, except that a NaN code keeps its own NaN (as scalar.cc: with two NaN
+// operands the result would depend on the order the compiler picks).
+inline __m512 scaled(__m512 x, __m512 s) {
+  return _mm512_mask_mov_ps(_mm512_mul_ps(x, s), _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), x);
+}
+
 template <Fp8Format F, OutType O>
 void dequantize_t(const detail::DequantArgs& a) {
   using Out = std::conditional_t<O == OutType::f32, float, uint16_t>;
@@ -341,21 +360,22 @@ void dequantize_t(const detail::DequantArgs& a) {
     const __m512i q = _mm512_ternarylogic_epi32(u, ksign, kqnan, 0xEA);  // (u & sign) | qnan
     return _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(p, p, _CMP_UNORD_Q), q);
   };
-  for (size_t i = 0; i < a.rows; ++i) {
-    const uint8_t* row = a.q + i * a.cols;
-    const float* srow = a.scale + (i / a.br) * a.scols;
-    Out* orow = static_cast<Out*>(a.out) + i * a.cols;
-    for (size_t j0 = 0; j0 < a.cols; j0 += a.bc) {
-      const size_t j1 = (j0 + a.bc < a.cols) ? j0 + a.bc : a.cols;
-      const __m512 s = _mm512_set1_ps(srow[j0 / a.bc]);
+  const detail::Matrix& g = a.m;
+  for (size_t i = 0; i < g.rows; ++i) {
+    const uint8_t* row = g.q + i * g.cols;
+    const float* srow = a.scale + (i / g.br) * g.nbc;
+    Out* orow = static_cast<Out*>(a.out) + i * g.cols;
+    for (size_t bj = 0; bj < g.nbc; ++bj) {
+      const size_t j0 = bj * g.bc, j1 = end_of(j0, g.bc, g.cols);
+      const __m512 s = _mm512_set1_ps(srow[bj]);
       for (size_t j = j0; j < j1; j += 32) {
         const size_t k = j1 - j;
         const __mmask32 m = k >= 32 ? __mmask32(0xFFFFFFFFu) : _bzhi_u32(~0u, unsigned(k));
         if ((j & 32) == 0) prefetch_stream(row + j);  // once per 64-byte line
         const __m256i bytes = _mm256_maskz_loadu_epi8(m, row + j);
         const __m512i w = dec(_mm512_castsi256_si512(bytes));
-        const __m512 p0 = _mm512_mul_ps(_mm512_castsi512_ps(_mm512_unpacklo_epi16(kz, w)), s);
-        const __m512 p1 = _mm512_mul_ps(_mm512_castsi512_ps(_mm512_unpackhi_epi16(kz, w)), s);
+        const __m512 p0 = scaled(_mm512_castsi512_ps(_mm512_unpacklo_epi16(kz, w)), s);
+        const __m512 p1 = scaled(_mm512_castsi512_ps(_mm512_unpackhi_epi16(kz, w)), s);
         if constexpr (O == OutType::f32) {
           _mm512_mask_storeu_ps(orow + j, static_cast<__mmask16>(m), p0);
           _mm512_mask_storeu_ps(orow + j + 16, static_cast<__mmask16>(m >> 16), p1);
@@ -369,21 +389,9 @@ void dequantize_t(const detail::DequantArgs& a) {
 }
 
 void dequantize(const detail::DequantArgs& a) {
-  const bool f32 = a.out_type == OutType::f32;
-  switch (a.fmt) {
-    case Fp8Format::e4m3fn:
-      return f32 ? dequantize_t<Fp8Format::e4m3fn, OutType::f32>(a)
-                 : dequantize_t<Fp8Format::e4m3fn, OutType::bf16>(a);
-    case Fp8Format::e5m2:
-      return f32 ? dequantize_t<Fp8Format::e5m2, OutType::f32>(a)
-                 : dequantize_t<Fp8Format::e5m2, OutType::bf16>(a);
-    case Fp8Format::e4m3fnuz:
-      return f32 ? dequantize_t<Fp8Format::e4m3fnuz, OutType::f32>(a)
-                 : dequantize_t<Fp8Format::e4m3fnuz, OutType::bf16>(a);
-    case Fp8Format::e5m2fnuz:
-      return f32 ? dequantize_t<Fp8Format::e5m2fnuz, OutType::f32>(a)
-                 : dequantize_t<Fp8Format::e5m2fnuz, OutType::bf16>(a);
-  }
+  with_format_out(a.fmt, a.out_type, [&](auto fmt, auto out) {
+    dequantize_t<decltype(fmt)::value, decltype(out)::value>(a);
+  });
 }
 
 // ---- BF16 / F16 / F32 statistics ------------------------------------------------
@@ -547,7 +555,7 @@ const detail::KernelTable table = {
         kAVX512VL | kAVX512DQ | kAVX512VBMI | kOSZMM,
     &fp8_stats,
     &scalar::histogram,
-    &block_absmax,
+    &block_stats,
     &dequantize,
     &float_stats,
     &scalar::e8m0_stats,
