@@ -15,7 +15,8 @@ fi
 [[ -n "$cxx" ]] || { echo "no clang++ found (libFuzzer needs clang)" >&2; exit 1; }
 obj="$(mktemp -d)"
 trap 'rm -rf "$obj"' EXIT
-flags=(-std=c++17 -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined
+# fuzzer-no-link: the kernels get libFuzzer's coverage instrumentation too
+flags=(-std=c++17 -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined,fuzzer-no-link
        -fno-sanitize-recover=all -Wall -Wextra -DCKPTSCAN_HAVE_X86=1 -I "$root/csrc" -I "$here")
 k="$root/csrc/kernels"
 "$cxx" "${flags[@]}" -c "$k/dispatch.cc" -o "$obj/dispatch.o"

@@ -316,7 +316,8 @@ Status block_grid(size_t batch, size_t rows, size_t cols, size_t br, size_t bc, 
   for (size_t v : {batch, rows, cols, g.nbr, g.nbc, g.elems, g.blocks}) {
     if (v > kMax) return Status::too_large;
   }
-  g.block_elems = std::min(br, rows) * std::min(bc, cols);  // <= rows * cols
+  // <= rows * cols; a tensor without elements has no block (batch 0 included)
+  g.block_elems = g.elems == 0 ? 0 : std::min(br, rows) * std::min(bc, cols);
   *out = g;
   return Status::ok;
 }

@@ -81,7 +81,8 @@ struct BlockGrid {
   size_t nbr = 0, nbc = 0;     // blocks per matrix: ceil(rows / br), ceil(cols / bc)
   size_t elems = 0;            // batch * rows * cols
   size_t blocks = 0;           // batch * nbr * nbc
-  size_t block_elems = 0;      // elements of the largest block: min(br, rows) * min(bc, cols)
+  size_t block_elems = 0;      // elements of the largest block: min(br, rows) * min(bc, cols),
+                               // 0 when there are no elements
 };
 // bad_block for a zero block dimension, too_large when a count overflows.
 Status block_grid(size_t batch, size_t rows, size_t cols, size_t br, size_t bc, BlockGrid* out);
