@@ -176,13 +176,8 @@ struct Fp8Lanes {
   };
 
   struct Cls {
-    __m256i key;
-    uint64_t nan, inf, sat;
+    __m256i key, nan, inf, sat;  // compare masks: 0xFF per byte
   };
-
-  static inline uint64_t bits(__m256i m) {
-    return static_cast<uint32_t>(_mm256_movemask_epi8(m));
-  }
 
   static inline Cls classify(__m256i b, Tensor& t) {
     const __m256i k7f = _mm256_set1_epi8(0x7F);
@@ -214,7 +209,7 @@ struct Fp8Lanes {
     t.c_neg = _mm256_sub_epi8(t.c_neg, _mm256_cmpgt_epi8(kneg1, b));
     if (++t.steps == 255) t.flush();
     const __m256i sat = _mm256_cmpeq_epi8(mag, _mm256_set1_epi8(static_cast<char>(f::sat)));
-    return {key, bits(nan), f::inf ? bits(inf) : 0, bits(sat)};
+    return {key, nan, inf, sat};
   }
   static inline Cls classify_full(const uint8_t* p, Tensor& t) {
     if ((reinterpret_cast<uintptr_t>(p) & 32) == 0) prefetch_stream(p);  // once per line
@@ -226,40 +221,94 @@ struct Fp8Lanes {
     t.pad += kW - k;
     return classify(load(buf), t);
   }
-  static inline uint64_t count(uint64_t m) { return static_cast<uint64_t>(_mm_popcnt_u64(m)); }
+  static inline uint64_t count(__m256i m) {
+    return static_cast<uint64_t>(_mm_popcnt_u32(static_cast<uint32_t>(_mm256_movemask_epi8(m))));
+  }
+  static inline __m256i ones(__m256i m) { return _mm256_and_si256(m, _mm256_set1_epi8(1)); }
   static inline __m256i zero() { return _mm256_setzero_si256(); }
   static inline __m256i load(const uint8_t* p) {
     return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
   }
   static inline __m256i max(__m256i a, __m256i b) { return _mm256_max_epu8(a, b); }
+  static inline __m256i key(const Cls& c) { return c.key; }
+  // A block's byte counters: NaN, saturated (and Inf for E5M2); measured
+  // faster here than movemask + popcount.
+  static constexpr bool kByteCounters = true;
+  struct Counters {
+    __m256i v[f::inf ? 3 : 2];
+  };
+  static inline Counters counters() {
+    Counters c;
+    for (__m256i& x : c.v) x = _mm256_setzero_si256();
+    return c;
+  }
+  static inline void count_into(Counters& c, const Cls& x) {
+    c.v[0] = _mm256_sub_epi8(c.v[0], x.nan);
+    c.v[1] = _mm256_sub_epi8(c.v[1], x.sat);
+    if constexpr (f::inf) c.v[2] = _mm256_sub_epi8(c.v[2], x.inf);
+  }
+  static inline void drain(Counters& c, uint64_t& nan, uint64_t& inf, uint64_t& sat) {
+    nan += hsum64(sad(c.v[0]));
+    sat += hsum64(sad(c.v[1]));
+    if constexpr (f::inf) inf += hsum64(sad(c.v[2]));
+    c = counters();
+  }
+  static inline __m256i max_key(__m256i a, const Cls& c) { return _mm256_max_epu8(a, c.key); }
   static inline uint8_t hmax(__m256i v) { return hmax_u8(v); }
 
-  // Byte max of each BC-byte block of G = 16 * BC / 32 vectors, pairing the
-  // two halves of every block until each block is one dword, then within it.
-  template <size_t BC>
-  static inline void tree(__m256i* v, uint32_t* out) {
+  using V16 = __m128i;  // 16 blocks' results
+  static inline __m128i zero16() { return _mm_setzero_si128(); }
+  static inline __m128i max16(__m128i a, __m128i b) { return _mm_max_epu8(a, b); }
+  static inline void store16(uint8_t* p, __m128i x) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), x);
+  }
+  static inline uint64_t sum16(__m128i x) {
+    const __m128i s = _mm_sad_epu8(x, _mm_setzero_si128());
+    return static_cast<uint64_t>(_mm_cvtsi128_si64(s)) +
+           static_cast<uint64_t>(_mm_extract_epi64(s, 1));
+  }
+  static inline uint8_t hmax16(__m128i x) {
+    x = _mm_max_epu8(x, _mm_srli_si128(x, 8));
+    x = _mm_max_epu8(x, _mm_srli_si128(x, 4));
+    x = _mm_max_epu8(x, _mm_srli_si128(x, 2));
+    x = _mm_max_epu8(x, _mm_srli_si128(x, 1));
+    return static_cast<uint8_t>(_mm_cvtsi128_si32(x) & 0xFF);
+  }
+
+  // Byte max (or sum) of each BC-byte block of G = 16 * BC / 32 vectors: the
+  // two halves of every block paired until each block is one dword, then
+  // within it; the 16 results, in block order: result[order[k]] at byte k.
+  template <size_t BC, bool IS_MAX>
+  static inline __m128i tree(__m256i* v, const uint8_t* order) {
+    auto op = [](__m256i a, __m256i b) {
+      return IS_MAX ? _mm256_max_epu8(a, b) : _mm256_add_epi8(a, b);
+    };
     size_t n = 16 * BC / 32;
     if constexpr (BC >= 32) {  // 32 -> 16: low vs high 128-bit lane of two vectors
       for (size_t i = 0; i < n / 2; ++i) {
-        v[i] = _mm256_max_epu8(_mm256_permute2x128_si256(v[2 * i], v[2 * i + 1], 0x20),
-                               _mm256_permute2x128_si256(v[2 * i], v[2 * i + 1], 0x31));
+        v[i] = op(_mm256_permute2x128_si256(v[2 * i], v[2 * i + 1], 0x20),
+                  _mm256_permute2x128_si256(v[2 * i], v[2 * i + 1], 0x31));
       }
       n /= 2;
     }
     for (size_t i = 0; i < n / 2; ++i) {  // 16 -> 8: low vs high qword of each lane
-      v[i] = _mm256_max_epu8(_mm256_unpacklo_epi64(v[2 * i], v[2 * i + 1]),
-                             _mm256_unpackhi_epi64(v[2 * i], v[2 * i + 1]));
+      v[i] = op(_mm256_unpacklo_epi64(v[2 * i], v[2 * i + 1]),
+                _mm256_unpackhi_epi64(v[2 * i], v[2 * i + 1]));
     }
-    n /= 2;
-    for (size_t i = 0; i < n / 2; ++i) {  // 8 -> 4: even vs odd dwords
+    __m256i x[2];
+    for (size_t i = 0; i < 2; ++i) {  // 8 -> 4: even vs odd dwords; then within each dword
       const __m256 a = _mm256_castsi256_ps(v[2 * i]), b = _mm256_castsi256_ps(v[2 * i + 1]);
-      __m256i x = _mm256_max_epu8(_mm256_castps_si256(_mm256_shuffle_ps(a, b, 0x88)),
-                                  _mm256_castps_si256(_mm256_shuffle_ps(a, b, 0xDD)));
-      x = _mm256_max_epu8(x, _mm256_srli_epi32(x, 16));
-      x = _mm256_max_epu8(x, _mm256_srli_epi32(x, 8));
-      _mm256_store_si256(reinterpret_cast<__m256i*>(out + 8 * i),
-                         _mm256_and_si256(x, _mm256_set1_epi32(0xFF)));
+      __m256i y = op(_mm256_castps_si256(_mm256_shuffle_ps(a, b, 0x88)),
+                     _mm256_castps_si256(_mm256_shuffle_ps(a, b, 0xDD)));
+      y = op(y, _mm256_srli_epi32(y, 16));
+      y = op(y, _mm256_srli_epi32(y, 8));
+      x[i] = _mm256_and_si256(y, _mm256_set1_epi32(0xFF));
     }
+    // 16 dwords -> 16 bytes (lane-wise packs), then into block order
+    const __m256i w = _mm256_packus_epi32(x[0], x[1]);
+    const __m256i b8 = _mm256_permute4x64_epi64(_mm256_packus_epi16(w, w), 0x08);
+    const __m128i idx = _mm_loadu_si128(reinterpret_cast<const __m128i*>(order));
+    return _mm_shuffle_epi8(_mm256_castsi256_si128(b8), idx);
   }
 };
 

@@ -183,8 +183,8 @@ struct Fp8Lanes {
   };
 
   struct Cls {
-    __m512i key;
-    uint64_t nan, inf, sat;
+    __m512i mag;
+    __mmask64 fin, nan, inf, sat;  // fin: finite (the magnitude counts for the max)
   };
 
   static inline Cls classify(__m512i b, __mmask64 m, Tensor& t) {
@@ -222,8 +222,7 @@ struct Fp8Lanes {
     t.c_zs = _mm512_mask_sub_epi8(t.c_zs, kzs, t.c_zs, km1);
     t.c_neg = _mm512_mask_sub_epi8(t.c_neg, kneg, t.c_neg, km1);
     if (++t.steps == 255) t.flush();
-    return {_mm512_maskz_mov_epi8(kfin, mag), _cvtmask64_u64(kn), _cvtmask64_u64(ki),
-            _cvtmask64_u64(ksat)};
+    return {mag, kfin, kn, ki, ksat};
   }
   static inline Cls classify_full(const uint8_t* p, Tensor& t) {
     prefetch_stream(p);
@@ -233,42 +232,78 @@ struct Fp8Lanes {
     const __mmask64 m = tail_mask64(k);
     return classify(_mm512_maskz_loadu_epi8(m, p), m, t);
   }
-  static inline uint64_t count(uint64_t m) { return static_cast<uint64_t>(_mm_popcnt_u64(m)); }
+  static inline uint64_t count(__mmask64 m) {
+    return static_cast<uint64_t>(_mm_popcnt_u64(_cvtmask64_u64(m)));
+  }
+  static inline __m512i ones(__mmask64 m) { return _mm512_maskz_mov_epi8(m, _mm512_set1_epi8(1)); }
+  static inline __m512i key(const Cls& c) { return _mm512_maskz_mov_epi8(c.fin, c.mag); }
+  // A block's counts are popcounts of its masks (count()): the compares keep
+  // the vector ports busy, the scalar ones are free.
+  static constexpr bool kByteCounters = false;
+  struct Counters {};
+  static inline Counters counters() { return {}; }
+  static inline __m512i max_key(__m512i a, const Cls& c) {
+    return _mm512_mask_max_epu8(a, c.fin, a, c.mag);
+  }
   static inline __m512i zero() { return _mm512_setzero_si512(); }
   static inline __m512i load(const uint8_t* p) { return _mm512_loadu_si512(p); }
   static inline __m512i max(__m512i a, __m512i b) { return _mm512_max_epu8(a, b); }
   static inline uint8_t hmax(__m512i v) { return hmax_u8(v); }
 
-  // Byte max of each BC-byte block of G = 16 * BC / 64 vectors, pairing the
-  // two halves of every block until each block is one dword, then within it.
-  template <size_t BC>
-  static inline void tree(__m512i* v, uint32_t* out) {
+  using V16 = __m128i;  // 16 blocks' results
+  static inline __m128i zero16() { return _mm_setzero_si128(); }
+  static inline __m128i max16(__m128i a, __m128i b) { return _mm_max_epu8(a, b); }
+  static inline void store16(uint8_t* p, __m128i x) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), x);
+  }
+  static inline uint64_t sum16(__m128i x) {
+    const __m128i s = _mm_sad_epu8(x, _mm_setzero_si128());
+    return static_cast<uint64_t>(_mm_cvtsi128_si64(s)) +
+           static_cast<uint64_t>(_mm_extract_epi64(s, 1));
+  }
+  static inline uint8_t hmax16(__m128i x) {
+    x = _mm_max_epu8(x, _mm_srli_si128(x, 8));
+    x = _mm_max_epu8(x, _mm_srli_si128(x, 4));
+    x = _mm_max_epu8(x, _mm_srli_si128(x, 2));
+    x = _mm_max_epu8(x, _mm_srli_si128(x, 1));
+    return static_cast<uint8_t>(_mm_cvtsi128_si32(x) & 0xFF);
+  }
+
+  // Byte max (or sum) of each BC-byte block of G = 16 * BC / 64 vectors: the
+  // two halves of every block paired until each block is one dword, then
+  // within it; the 16 results, in block order: result[order[k]] at byte k.
+  template <size_t BC, bool IS_MAX>
+  static inline __m128i tree(__m512i* v, const uint8_t* order) {
+    auto op = [](__m512i a, __m512i b) {
+      return IS_MAX ? _mm512_max_epu8(a, b) : _mm512_add_epi8(a, b);
+    };
     size_t n = 16 * BC / 64;
     if constexpr (BC >= 64) {  // 64 -> 32: 128-bit lanes {0,1} vs {2,3} of two vectors
       for (size_t i = 0; i < n / 2; ++i) {
-        v[i] = _mm512_max_epu8(_mm512_shuffle_i64x2(v[2 * i], v[2 * i + 1], 0x44),
-                               _mm512_shuffle_i64x2(v[2 * i], v[2 * i + 1], 0xEE));
+        v[i] = op(_mm512_shuffle_i64x2(v[2 * i], v[2 * i + 1], 0x44),
+                  _mm512_shuffle_i64x2(v[2 * i], v[2 * i + 1], 0xEE));
       }
       n /= 2;
     }
     if constexpr (BC >= 32) {  // 32 -> 16: lanes {0,2} vs {1,3}
       for (size_t i = 0; i < n / 2; ++i) {
-        v[i] = _mm512_max_epu8(_mm512_shuffle_i64x2(v[2 * i], v[2 * i + 1], 0x88),
-                               _mm512_shuffle_i64x2(v[2 * i], v[2 * i + 1], 0xDD));
+        v[i] = op(_mm512_shuffle_i64x2(v[2 * i], v[2 * i + 1], 0x88),
+                  _mm512_shuffle_i64x2(v[2 * i], v[2 * i + 1], 0xDD));
       }
       n /= 2;
     }
     for (size_t i = 0; i < n / 2; ++i) {  // 16 -> 8: low vs high qword of each lane
-      v[i] = _mm512_max_epu8(_mm512_unpacklo_epi64(v[2 * i], v[2 * i + 1]),
-                             _mm512_unpackhi_epi64(v[2 * i], v[2 * i + 1]));
+      v[i] = op(_mm512_unpacklo_epi64(v[2 * i], v[2 * i + 1]),
+                _mm512_unpackhi_epi64(v[2 * i], v[2 * i + 1]));
     }
-    // 8 -> 4: even vs odd dwords
+    // 8 -> 4: even vs odd dwords; then the 4 bytes of each dword
     const __m512 a = _mm512_castsi512_ps(v[0]), b = _mm512_castsi512_ps(v[1]);
-    __m512i x = _mm512_max_epu8(_mm512_castps_si512(_mm512_shuffle_ps(a, b, 0x88)),
-                                _mm512_castps_si512(_mm512_shuffle_ps(a, b, 0xDD)));
-    x = _mm512_max_epu8(x, _mm512_srli_epi32(x, 16));
-    x = _mm512_max_epu8(x, _mm512_srli_epi32(x, 8));
-    _mm512_store_si512(out, _mm512_and_si512(x, _mm512_set1_epi32(0xFF)));
+    __m512i x = op(_mm512_castps_si512(_mm512_shuffle_ps(a, b, 0x88)),
+                   _mm512_castps_si512(_mm512_shuffle_ps(a, b, 0xDD)));
+    x = op(x, _mm512_srli_epi32(x, 16));
+    x = op(x, _mm512_srli_epi32(x, 8));
+    const __m128i idx = _mm_loadu_si128(reinterpret_cast<const __m128i*>(order));
+    return _mm_shuffle_epi8(_mm512_cvtepi32_epi8(x), idx);
   }
 };
 

@@ -104,9 +104,8 @@ void fp8_stats(const uint8_t* p, size_t n, Fp8Format f, detail::Fp8Raw* out) {
 }
 
 // ---- one pass of block statistics (per_isa.h's BlockStats) -------------------------
-// As avx2.cc, with two differences: a block's counts are horizontal adds of the
-// compare masks (NEON has no movemask; vaddvq is one instruction), and there is
-// no packed path for small blocks (vmaxvq reduces a block in one instruction).
+// As avx2.cc (a block's counts in byte counters, drained with vaddlvq), without
+// the packed path for small blocks: vmaxvq reduces a block in one instruction.
 template <Fp8Format F>
 struct Fp8Lanes {
   using f = Fmt<F>;
@@ -137,11 +136,8 @@ struct Fp8Lanes {
   };
 
   struct Cls {
-    uint8x16_t key;
-    uint64_t nan, inf, sat;  // counts
+    uint8x16_t key, nan, inf, sat;  // compare masks: 0xFF per byte
   };
-
-  static inline uint64_t ones(uint8x16_t m) { return vaddvq_u8(vandq_u8(m, vdupq_n_u8(1))); }
 
   static inline Cls classify(uint8x16_t b, Tensor& t) {
     const uint8x16_t mag = vandq_u8(b, vdupq_n_u8(0x7F));
@@ -154,8 +150,7 @@ struct Fp8Lanes {
     t.c_neg = vsubq_u8(t.c_neg, vandq_u8(vcgeq_u8(b, vdupq_n_u8(0x80)),
                                          vcleq_u8(b, vdupq_n_u8(f::neg_max))));
     if (++t.steps == 255) t.flush();
-    const uint8x16_t sat = vceqq_u8(mag, vdupq_n_u8(f::sat));
-    return {key, ones(nan), f::inf ? ones(inf) : 0, ones(sat)};
+    return {key, nan, inf, vceqq_u8(mag, vdupq_n_u8(f::sat))};
   }
   static inline Cls classify_full(const uint8_t* p, Tensor& t) { return classify(vld1q_u8(p), t); }
   static inline Cls classify_part(const uint8_t* p, size_t k, Tensor& t) {
@@ -164,10 +159,31 @@ struct Fp8Lanes {
     t.pad += kW - k;
     return classify(vld1q_u8(buf), t);
   }
-  static inline uint64_t count(uint64_t n) { return n; }
+  static constexpr bool kByteCounters = true;
+  struct Counters {
+    uint8x16_t v[f::inf ? 3 : 2];
+  };
+  static inline Counters counters() {
+    Counters c;
+    for (uint8x16_t& x : c.v) x = vdupq_n_u8(0);
+    return c;
+  }
+  static inline void count_into(Counters& c, const Cls& x) {
+    c.v[0] = vsubq_u8(c.v[0], x.nan);
+    c.v[1] = vsubq_u8(c.v[1], x.sat);
+    if constexpr (f::inf) c.v[2] = vsubq_u8(c.v[2], x.inf);
+  }
+  static inline void drain(Counters& c, uint64_t& nan, uint64_t& inf, uint64_t& sat) {
+    nan += vaddlvq_u8(c.v[0]);
+    sat += vaddlvq_u8(c.v[1]);
+    if constexpr (f::inf) inf += vaddlvq_u8(c.v[2]);
+    c = counters();
+  }
   static inline uint8x16_t zero() { return vdupq_n_u8(0); }
   static inline uint8x16_t load(const uint8_t* p) { return vld1q_u8(p); }
   static inline uint8x16_t max(uint8x16_t a, uint8x16_t b) { return vmaxq_u8(a, b); }
+  static inline uint8x16_t key(const Cls& c) { return c.key; }
+  static inline uint8x16_t max_key(uint8x16_t a, const Cls& c) { return vmaxq_u8(a, c.key); }
   static inline uint8_t hmax(uint8x16_t v) { return vmaxvq_u8(v); }
 };
 

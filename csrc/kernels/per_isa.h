@@ -65,17 +65,14 @@ inline void store_count(void* base, size_t k, uint64_t v, int width) {
   }
 }
 
-// n byte counts to base[k0 ...] in `width` bytes each; returns their sum.
-inline uint64_t store_counts(void* base, size_t k0, const uint8_t* v, size_t n, int width) {
-  uint64_t sum = 0;
-  for (size_t i = 0; i < n; ++i) sum += v[i];
-  if (base == nullptr) return sum;
+// n byte counts to base[k0 ...] in `width` bytes each (nothing for a null base).
+inline void store_counts(void* base, size_t k0, const uint8_t* v, size_t n, int width) {
+  if (base == nullptr) return;
   if (width == 1) {
     std::memcpy(static_cast<uint8_t*>(base) + k0, v, n);
   } else {
     for (size_t i = 0; i < n; ++i) store_count(base, k0 + i, v[i], width);
   }
-  return sum;
 }
 
 inline void add_raw(detail::Fp8Raw& a, const detail::Fp8Raw& b) {
@@ -91,163 +88,256 @@ inline void add_raw(detail::Fp8Raw& a, const detail::Fp8Raw& b) {
 
 // ---- one pass of FP8 block statistics ------------------------------------------------
 // Written once against an ISA's Fp8Lanes<F> (see avx512.cc for the reference set):
-//   V, kW                      vector type, bytes per vector
+//   f, V, kW                   format facts, vector type, bytes per vector
 //   Tensor                     whole-tensor counters (+/-0, zeros + subnormals,
 //                              sign-set bytes); finish(Fp8Raw&) once r.nan is final
-//   classify_full(p, Tensor&)  kW bytes -> Cls{key, nan, inf, sat}: key = the
-//   classify_part(p, k, ...)   finite magnitudes (0 for NaN/Inf), the rest masks
-//                              (or counts) that count(x) turns into a count
-//   zero(), max(a, b), hmax(v) byte max
-//   kFlat, tree<BC>(V*, uint32_t out[16])  optional: (1, BC) blocks packed in
-//                              vectors, BC in 16 / 32 / 64 up to kW (see flat below)
+//   classify_full(p, Tensor&)  kW bytes -> Cls: key(c) = the finite magnitudes
+//   classify_part(p, k, ...)   (0 for NaN / Inf), max_key(a, c) = max(a, key(c)),
+//                              c.nan / c.inf / c.sat masks
+//   kByteCounters             per-block counts by byte counters of the masks
+//                              (Counters, counters(), count_into(Counters&, c),
+//                              drain(Counters&, nan, inf, sat): <= 255 adds), or
+//                              by count(mask) (Counters empty)
+//   zero(), load(p), max(a, b), hmax(v)   byte max
+//   kFlat, ones(mask), V16 tree<BC, IS_MAX>(V* v, order) and V16 (16 bytes:
+//                              zero16, max16, store16, sum16, hmax16)   optional:
+//                              (1, BC) blocks packed in vectors, BC 16 / 32 / kW (flat)
+// Each loop function keeps its Tensor and Fp8Raw as locals whose address never
+// escapes, so that the counters stay in registers.
 struct BlockResult {
   uint8_t amax;
   uint64_t nan, inf, sat;
 };
 
+// Block k's results to the outputs and the totals.
+inline void put(const detail::BlockOut& out, detail::Fp8Raw& r, size_t k, const BlockResult& b) {
+  if (out.absmax) out.absmax[k] = b.amax;
+  if (out.nan) store_count(out.nan, k, b.nan, out.width);
+  if (out.inf) store_count(out.inf, k, b.inf, out.width);
+  if (out.saturated) store_count(out.saturated, k, b.sat, out.width);
+  r.nan += b.nan;
+  r.inf += b.inf;
+  r.saturated += b.sat;
+  if (b.amax > r.absmax_code) r.absmax_code = b.amax;
+}
+
+// One block's accumulator in the band path: the byte max of its finite
+// magnitudes and, when the ISA counts with byte counters (L::kByteCounters),
+// those of its NaN, (Inf,) saturated codes, drained into the 64-bit Counts
+// before they can wrap; otherwise the counts are popcounts of the masks added
+// once per row segment. Vectors only: copying a struct that mixes vectors and
+// integers costs a store-forwarding stall.
 template <class L>
-struct BlockStats {
-  using V = typename L::V;
-  using Tensor = typename L::Tensor;
-  struct Acc {
-    V amax;
-    uint64_t nan, inf, sat;
-  };
+struct Acc {
+  typename L::V amax;
+  typename L::Counters c;
+};
 
-  const detail::BlockOut& out;
-  Tensor t;
-  detail::Fp8Raw r{};
-
-  explicit BlockStats(const detail::BlockOut& o) : out(o) {}
-
-  void put(size_t k, const BlockResult& b) {
-    if (out.absmax) out.absmax[k] = b.amax;
-    if (out.nan) store_count(out.nan, k, b.nan, out.width);
-    if (out.inf) store_count(out.inf, k, b.inf, out.width);
-    if (out.saturated) store_count(out.saturated, k, b.sat, out.width);
-    r.nan += b.nan;
-    r.inf += b.inf;
-    r.saturated += b.sat;
-    if (b.amax > r.absmax_code) r.absmax_code = b.amax;
-  }
-
-  static void add(Acc& a, const typename L::Cls& c) {
-    a.amax = L::max(a.amax, c.key);
-    a.nan += L::count(c.nan);
-    if constexpr (L::f::inf) a.inf += L::count(c.inf);
-    a.sat += L::count(c.sat);
-  }
-
-  // Any block shape: for each band of br rows and each group of up to kGroup
-  // block columns, one accumulator per block while the band's rows stream by
-  // (row-major, so memory is read in order); block k0 + bi * nbc + bj.
-  void band(const detail::Matrix& m, size_t k0) {
-    constexpr size_t kGroup = 128;
-    Acc acc[kGroup];
-    for (size_t bi = 0; bi < m.nbr; ++bi) {
-      const size_t r0 = bi * m.br, r1 = end_of(r0, m.br, m.rows);
-      for (size_t g0 = 0; g0 < m.nbc; g0 += kGroup) {
-        const size_t g1 = end_of(g0, kGroup, m.nbc);
-        for (size_t k = 0; k < g1 - g0; ++k) acc[k] = Acc{L::zero(), 0, 0, 0};
-        for (size_t i = r0; i < r1; ++i) {
-          const uint8_t* row = m.q + i * m.cols;
-          for (size_t bj = g0; bj < g1; ++bj) {
-            const size_t j0 = bj * m.bc, j1 = end_of(j0, m.bc, m.cols);
-            Acc a = acc[bj - g0];
-            size_t j = j0;
-            for (; j1 - j >= L::kW; j += L::kW) add(a, L::classify_full(row + j, t));
-            if (j < j1) add(a, L::classify_part(row + j, j1 - j, t));
-            acc[bj - g0] = a;
-          }
-        }
-        for (size_t k = 0; k < g1 - g0; ++k) {
-          put(k0 + bi * m.nbc + g0 + k, {L::hmax(acc[k].amax), acc[k].nan, acc[k].inf, acc[k].sat});
-        }
-      }
-    }
-  }
-
-  // (1, BC) blocks that tile whole rows are contiguous: block k is bytes
-  // [k * BC, (k + 1) * BC). Each vector holds kW / BC of them; G vectors (16
-  // blocks) reduce together through L::tree, and the blocks' counts are the
-  // popcounts of BC-bit pieces of the masks. Which of the 16 dwords the tree
-  // leaves each block in is found by running the tree once on block numbers.
-  template <size_t BC>
-  void flat(const detail::Matrix& m) {
-    constexpr size_t P = L::kW / BC, G = 16 / P;
-    constexpr uint64_t kPiece = BC >= 64 ? ~uint64_t{0} : (uint64_t{1} << (BC % 64)) - 1;
-    const size_t total = m.rows * m.cols, nvec = total / L::kW;
-    uint8_t slot[16];
-    {
-      V ids[G];
-      alignas(64) uint8_t bytes[L::kW];
-      for (size_t v = 0; v < G; ++v) {
-        for (size_t b = 0; b < L::kW; ++b) bytes[b] = static_cast<uint8_t>(v * P + b / BC);
-        ids[v] = L::load(bytes);
-      }
-      alignas(64) uint32_t pos[16];
-      L::template tree<BC>(ids, pos);
-      for (size_t k = 0; k < 16; ++k) slot[pos[k] & 0xFF] = static_cast<uint8_t>(k);
-    }
-    constexpr size_t kChunk = 256;  // blocks per output flush, a multiple of 16
-    uint8_t am[kChunk], nn[kChunk], ni[kChunk], ns[kChunk];
-    for (size_t v0 = 0; v0 < nvec; v0 += kChunk / P) {
-      const size_t nv = end_of(v0, kChunk / P, nvec) - v0;
-      for (size_t g0 = 0; g0 < nv; g0 += G) {
-        V keys[G];
-        for (size_t v = 0; v < G; ++v) {
-          if (g0 + v >= nv) {
-            keys[v] = L::zero();
-            continue;
-          }
-          const typename L::Cls c = L::classify_full(m.q + (v0 + g0 + v) * L::kW, t);
-          keys[v] = c.key;
-          for (size_t s = 0; s < P; ++s) {
-            const size_t b = (g0 + v) * P + s;
-            nn[b] = static_cast<uint8_t>(L::count((c.nan >> (s * BC)) & kPiece));
-            ni[b] = L::f::inf ? static_cast<uint8_t>(L::count((c.inf >> (s * BC)) & kPiece)) : 0;
-            ns[b] = static_cast<uint8_t>(L::count((c.sat >> (s * BC)) & kPiece));
-          }
-        }
-        alignas(64) uint32_t red[16];
-        L::template tree<BC>(keys, red);
-        for (size_t k = 0; k < 16; ++k) am[g0 * P + k] = static_cast<uint8_t>(red[slot[k]]);
-      }
-      const size_t nb = nv * P, k0 = v0 * P;
-      if (out.absmax) std::memcpy(out.absmax + k0, am, nb);
-      for (size_t b = 0; b < nb; ++b) {
-        if (am[b] > r.absmax_code) r.absmax_code = am[b];
-      }
-      r.nan += store_counts(out.nan, k0, nn, nb, out.width);
-      r.inf += store_counts(out.inf, k0, ni, nb, out.width);
-      r.saturated += store_counts(out.saturated, k0, ns, nb, out.width);
-    }
-    // The last bytes (fewer than kW: whole blocks) as a one-row matrix.
-    const size_t done = nvec * L::kW;
-    if (done < total) {
-      const size_t cols = total - done;
-      band(detail::Matrix{m.q + done, 1, cols, 1, BC, 1, cols / BC}, done / BC);
-    }
-  }
-
-  void run(const detail::Matrix& m) {
-    if constexpr (L::kFlat) {
-      if (m.br == 1 && m.cols % m.bc == 0) {
-        if (m.bc == 16) return flat<16>(m);
-        if (m.bc == 32) return flat<32>(m);
-        if constexpr (L::kW >= 64) {
-          if (m.bc == 64) return flat<64>(m);
-        }
-      }
-    }
-    band(m, 0);
-  }
+struct Counts {
+  uint64_t nan, inf, sat;
 };
 
 template <class L>
+inline void drain(Acc<L>& a, Counts& n) {
+  if constexpr (L::kByteCounters) L::drain(a.c, n.nan, n.inf, n.sat);
+}
+
+// Any block shape: for each band of br rows and each group of up to kGroup
+// block columns, one accumulator per block while the band's rows stream by, U
+// rows at a time (row-major: U sequential streams; one accumulator load and
+// store per U row segments); block k0 + bi * nbc + bj. With byte counters, a
+// row segment of a block is s vectors: counters are drained every 255 / s rows
+// (`every`, at least U), or inside segments longer than 254 vectors (every = 0).
+template <class L, size_t U>
+void band_rows(const detail::Matrix& m, size_t k0, const detail::BlockOut& out,
+               detail::Fp8Raw& total, size_t every) {
+  constexpr size_t kGroup = 64;
+  typename L::Tensor t;
+  detail::Fp8Raw r{};
+  Acc<L> acc[kGroup];
+  Counts counts[kGroup];
+  auto add = [&](Acc<L>& a, Counts& n, const typename L::Cls& x) {
+    a.amax = L::max_key(a.amax, x);
+    if constexpr (L::kByteCounters) {
+      L::count_into(a.c, x);
+    } else {
+      n.nan += L::count(x.nan);
+      if constexpr (L::f::inf) n.inf += L::count(x.inf);
+      n.sat += L::count(x.sat);
+    }
+  };
+  for (size_t bi = 0; bi < m.nbr; ++bi) {
+    const size_t r0 = bi * m.br, r1 = end_of(r0, m.br, m.rows);
+    for (size_t g0 = 0; g0 < m.nbc; g0 += kGroup) {
+      const size_t g1 = end_of(g0, kGroup, m.nbc);
+      for (size_t k = 0; k < g1 - g0; ++k) {
+        acc[k] = Acc<L>{L::zero(), L::counters()};
+        counts[k] = Counts{0, 0, 0};
+      }
+      size_t since = 0;  // rows added since the last drain
+      for (size_t i = r0; i < r1; i += U) {
+        const size_t nr = end_of(i, U, r1) - i;
+        if (every != 0 && since + nr > every) {
+          for (size_t k = 0; k < g1 - g0; ++k) drain(acc[k], counts[k]);
+          since = 0;
+        }
+        since += nr;
+        for (size_t bj = g0; bj < g1; ++bj) {
+          const size_t j0 = bj * m.bc, j1 = end_of(j0, m.bc, m.cols);
+          Acc<L> a = acc[bj - g0];
+          Counts n{0, 0, 0};
+          if (U > 1 && nr == U && every != 0) {  // U rows side by side: U vectors a step
+            const uint8_t* row = m.q + i * m.cols;
+            size_t j = j0;
+            for (; j1 - j >= L::kW; j += L::kW) {
+              for (size_t u = 0; u < U; ++u) add(a, n, L::classify_full(row + u * m.cols + j, t));
+            }
+            if (j < j1) {
+              for (size_t u = 0; u < U; ++u) {
+                add(a, n, L::classify_part(row + u * m.cols + j, j1 - j, t));
+              }
+            }
+          }
+          for (size_t u = 0; u < nr && !(U > 1 && nr == U && every != 0); ++u) {
+            const uint8_t* row = m.q + (i + u) * m.cols;
+            size_t j = j0;
+            if (every != 0) {
+              for (; j1 - j >= L::kW; j += L::kW) add(a, n, L::classify_full(row + j, t));
+            } else {
+              while (j1 - j >= L::kW) {
+                const size_t run = end_of(0, 254, (j1 - j) / L::kW);
+                for (size_t v = 0; v < run; ++v, j += L::kW) add(a, n, L::classify_full(row + j, t));
+                drain(a, n);
+              }
+            }
+            if (j < j1) add(a, n, L::classify_part(row + j, j1 - j, t));
+            if (every == 0) drain(a, n);
+          }
+          acc[bj - g0] = a;
+          Counts& c = counts[bj - g0];
+          c.nan += n.nan;
+          c.inf += n.inf;
+          c.sat += n.sat;
+        }
+      }
+      for (size_t k = 0; k < g1 - g0; ++k) {
+        drain(acc[k], counts[k]);
+        put(out, r, k0 + bi * m.nbc + g0 + k,
+            {L::hmax(acc[k].amax), counts[k].nan, counts[k].inf, counts[k].sat});
+      }
+    }
+  }
+  t.finish(r);
+  add_raw(total, r);
+}
+
+template <class L>
+void band(const detail::Matrix& m, size_t k0, const detail::BlockOut& out,
+          detail::Fp8Raw& total) {
+  constexpr size_t U = 4;
+  size_t every = ~size_t{0};  // popcounts: nothing to drain
+  if constexpr (L::kByteCounters) {
+    const size_t seg = m.bc < m.cols ? m.bc : m.cols;
+    const size_t s = seg / L::kW + (seg % L::kW != 0);
+    every = s <= 255 ? 255 / s : 0;
+  }
+  if (every >= U && m.br > 1) {
+    band_rows<L, U>(m, k0, out, total, every);
+  } else {
+    band_rows<L, 1>(m, k0, out, total, every);
+  }
+}
+
+// (1, BC) blocks that tile whole rows are contiguous: block k is bytes
+// [k * BC, (k + 1) * BC). Each vector holds kW / BC of them; G vectors (16
+// blocks) reduce together through L::tree, a max over the keys and a sum over
+// the 0/1 bytes of each mask, which leaves the 16 results in an order of its
+// own: running the tree once on block numbers tells which, and every tree
+// after that reorders its 16 bytes with one byte shuffle. Whole-tensor counts
+// are sums of those 16 bytes.
+template <class L, size_t BC>
+void flat(const detail::Matrix& m, const detail::BlockOut& out, detail::Fp8Raw& total) {
+  using V = typename L::V;
+  constexpr size_t P = L::kW / BC, G = 16 / P;
+  const size_t bytes = m.rows * m.cols, nvec = bytes / L::kW;
+  alignas(16) uint8_t order[16];
+  {
+    V ids[G];
+    alignas(64) uint8_t b[L::kW];
+    for (size_t v = 0; v < G; ++v) {
+      for (size_t i = 0; i < L::kW; ++i) b[i] = static_cast<uint8_t>(v * P + i / BC);
+      ids[v] = L::load(b);
+    }
+    alignas(16) uint8_t identity[16], pos[16];
+    for (uint8_t k = 0; k < 16; ++k) identity[k] = k;
+    L::store16(pos, L::template tree<BC, true>(ids, identity));
+    for (uint8_t k = 0; k < 16; ++k) order[pos[k]] = k;
+  }
+  typename L::Tensor t;
+  detail::Fp8Raw r{};
+  typename L::V16 amax = L::zero16();
+  constexpr size_t kChunk = 256;  // blocks per output flush, a multiple of 16
+  alignas(64) uint8_t am[kChunk], nn[kChunk], ni[kChunk], ns[kChunk];
+  for (size_t v0 = 0; v0 < nvec; v0 += kChunk / P) {
+    const size_t nv = end_of(v0, kChunk / P, nvec) - v0;
+    for (size_t g0 = 0; g0 < nv; g0 += G) {
+      V keys[G], nans[G], infs[G], sats[G];
+      for (size_t v = 0; v < G; ++v) {
+        if (g0 + v >= nv) {
+          keys[v] = nans[v] = infs[v] = sats[v] = L::zero();
+          continue;
+        }
+        const typename L::Cls c = L::classify_full(m.q + (v0 + g0 + v) * L::kW, t);
+        keys[v] = L::key(c);
+        nans[v] = L::ones(c.nan);
+        if constexpr (L::f::inf) infs[v] = L::ones(c.inf);
+        sats[v] = L::ones(c.sat);
+      }
+      const typename L::V16 a = L::template tree<BC, true>(keys, order);
+      const typename L::V16 n = L::template tree<BC, false>(nans, order);
+      const typename L::V16 x = L::template tree<BC, false>(sats, order);
+      amax = L::max16(amax, a);
+      L::store16(am + g0 * P, a);
+      L::store16(nn + g0 * P, n);
+      L::store16(ns + g0 * P, x);
+      r.nan += L::sum16(n);
+      r.saturated += L::sum16(x);
+      if constexpr (L::f::inf) {
+        const typename L::V16 y = L::template tree<BC, false>(infs, order);
+        L::store16(ni + g0 * P, y);
+        r.inf += L::sum16(y);
+      }
+    }
+    const size_t nb = nv * P, k0 = v0 * P;
+    if (out.absmax) std::memcpy(out.absmax + k0, am, nb);
+    store_counts(out.nan, k0, nn, nb, out.width);
+    if (out.inf && !L::f::inf) std::memset(ni, 0, nb);
+    store_counts(out.inf, k0, ni, nb, out.width);
+    store_counts(out.saturated, k0, ns, nb, out.width);
+  }
+  r.absmax_code = L::hmax16(amax);
+  t.finish(r);
+  add_raw(total, r);
+  // The last bytes (fewer than kW: whole blocks) as a one-row matrix.
+  const size_t done = nvec * L::kW;
+  if (done < bytes) {
+    const size_t cols = bytes - done;
+    band<L>(detail::Matrix{m.q + done, 1, cols, 1, BC, 1, cols / BC}, done / BC, out, total);
+  }
+}
+
+template <class L>
 void block_stats_generic(const detail::Matrix& m, detail::Fp8Raw* raw, const detail::BlockOut& o) {
-  BlockStats<L> s(o);
-  s.run(m);
-  s.t.finish(s.r);
-  add_raw(*raw, s.r);
+  detail::Fp8Raw total{};
+  if constexpr (L::kFlat) {
+    if (m.br == 1 && m.cols % m.bc == 0 && (m.bc == 16 || m.bc == 32 || m.bc == L::kW)) {
+      if (m.bc == 16) flat<L, 16>(m, o, total);
+      else if (m.bc == 32) flat<L, 32>(m, o, total);
+      else flat<L, L::kW>(m, o, total);
+      add_raw(*raw, total);
+      return;
+    }
+  }
+  band<L>(m, 0, o, total);
+  add_raw(*raw, total);
 }
