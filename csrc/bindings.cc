@@ -429,6 +429,25 @@ py::array block_array(const k::BlockGrid& g, const py::dtype& dt) {
   return py::array(dt, shape);
 }
 
+k::OutType out_type(const std::string& s) {
+  if (s == "F32") return k::OutType::f32;
+  if (s == "BF16") return k::OutType::bf16;
+  throw py::value_error("out_dtype must be 'F32' or 'BF16'");
+}
+
+// A float32 scale buffer (any alignment: it is copied when needed) and an out
+// buffer of whole, aligned elements.
+void check_scale_out(const Bytes& s, const Bytes& o, size_t width, const std::string& out_dtype) {
+  if (s.size() % 4 != 0) {
+    throw py::value_error("scale holds " + std::to_string(s.size()) +
+                          " bytes, not a whole number of float32");
+  }
+  if (o.size() % width != 0 || reinterpret_cast<uintptr_t>(o.data()) % width != 0) {
+    throw py::value_error("out must be an array of " + out_dtype +
+                          " elements aligned to their size");
+  }
+}
+
 py::dtype count_dtype(int width) {
   switch (width) {
     case 1: return py::dtype::of<uint8_t>();
@@ -653,17 +672,8 @@ static void bind_kernels(py::module_& m) {
          const py::object& block_cols, const py::object& out, const std::string& out_dtype,
          const py::object& batch_) {
         const k::Fp8Format f = kbind::fp8_format(dtype);
-        k::OutType ot;
-        size_t width;
-        if (out_dtype == "F32") {
-          ot = k::OutType::f32;
-          width = 4;
-        } else if (out_dtype == "BF16") {
-          ot = k::OutType::bf16;
-          width = 2;
-        } else {
-          throw py::value_error("out_dtype must be 'F32' or 'BF16'");
-        }
+        const k::OutType ot = kbind::out_type(out_dtype);
+        const size_t width = ot == k::OutType::f32 ? 4 : 2;
         const size_t batch = as_size(batch_, "batch"), rows = as_size(rows_, "rows"),
                      cols = as_size(cols_, "cols"), srows = as_size(scale_rows, "scale_rows"),
                      scols = as_size(scale_cols, "scale_cols");
@@ -673,14 +683,7 @@ static void bind_kernels(py::module_& m) {
         kbind::check_length(g, q.size(), "data");
         Bytes s(scale_inv, false, "scale_inv");
         Bytes o(out, true, "out");
-        if (s.size() % 4 != 0) {
-          throw py::value_error("scale_inv holds " + std::to_string(s.size()) +
-                                " bytes, not a whole number of float32");
-        }
-        if (o.size() % width != 0 || reinterpret_cast<uintptr_t>(o.data()) % width != 0) {
-          throw py::value_error("out must be an array of " + out_dtype +
-                                " elements aligned to their size");
-        }
+        kbind::check_scale_out(s, o, width, out_dtype);
         // A scale at an offset not aligned to 4 (legal in safetensors) is read
         // through an aligned copy, made under the fault guard like the rest.
         const bool copy = reinterpret_cast<uintptr_t>(s.data()) % alignof(float) != 0;
@@ -704,6 +707,52 @@ static void bind_kernels(py::module_& m) {
       py::arg("out"), py::arg("out_dtype"), py::arg("batch") = 1,
       "out[b, i, j] = decode(q[b, i, j]) * scale_inv[b, i // br, j // bc] (float32 product), "
       "written as F32 or as BF16 bits (round to nearest even).");
+
+  m.def(
+      "fp4_dequantize",
+      [](const py::object& data, const py::object& rows_, const py::object& cols_,
+         const py::object& scale, const py::object& scale_rows, const py::object& scale_cols,
+         const py::object& block_rows, const py::object& block_cols, const py::object& out,
+         const std::string& out_dtype, const py::object& batch_) {
+        const k::OutType ot = kbind::out_type(out_dtype);
+        const size_t width = ot == k::OutType::f32 ? 4 : 2;
+        const size_t batch = as_size(batch_, "batch"), rows = as_size(rows_, "rows"),
+                     cols = as_size(cols_, "cols"), srows = as_size(scale_rows, "scale_rows"),
+                     scols = as_size(scale_cols, "scale_cols");
+        const k::BlockGrid g = kbind::grid(batch, rows, cols, as_size(block_rows, "block_rows"),
+                                           as_size(block_cols, "block_cols"));
+        if (cols % 2 != 0) {
+          throw py::value_error("packed FP4 needs an even number of columns, got " +
+                                std::to_string(cols));
+        }
+        Bytes q(data, false, "data");
+        if (q.size() != g.elems / 2) {
+          throw py::value_error("data holds " + std::to_string(q.size()) +
+                                " bytes, expected batch * rows * cols / 2 = " +
+                                std::to_string(g.elems / 2));
+        }
+        Bytes s(scale, false, "scale");
+        Bytes o(out, true, "out");
+        kbind::check_scale_out(s, o, width, out_dtype);
+        const bool copy = reinterpret_cast<uintptr_t>(s.data()) % alignof(float) != 0;
+        std::vector<float> aligned(copy ? s.size() / 4 : 0);
+        float* ap = aligned.data();
+        void* op = o.mutable_data();
+        check(kbind::run_guarded([&] {
+                if (copy) std::memcpy(ap, s.data(), s.size());
+                const float* sp = copy ? ap : reinterpret_cast<const float*>(s.data());
+                return k::fp4_dequantize(q.data(), q.size(), batch, rows, cols, sp, srows, scols,
+                                         s.size() / 4, g.br, g.bc, ot, op, o.size() / width);
+              }),
+              "scale [" + std::to_string(s.size() / 4) + " floats] as [" + std::to_string(batch) +
+                  ", " + std::to_string(srows) + ", " + std::to_string(scols) + "], out [" +
+                  std::to_string(o.size() / width) + " elements]");
+      },
+      py::arg("data"), py::arg("rows"), py::arg("cols"), py::arg("scale"), py::arg("scale_rows"),
+      py::arg("scale_cols"), py::arg("block_rows"), py::arg("block_cols"), py::arg("out"),
+      py::arg("out_dtype"), py::arg("batch") = 1,
+      "Packed FP4 E2M1 (two per byte, low nibble first) [batch, rows, cols]: out = decode(q) * "
+      "scale[b, i // br, j // bc] (float32 product), written as F32 or BF16 bits.");
 
   m.def("copy_guarded", &kbind::copy_guarded, py::arg("data"),
         "A fresh uint8 copy of a buffer, read under the fault guard with the GIL released: a "

@@ -8,7 +8,8 @@
 //            bits 3-4 data length: exact, exact, one short, one long,
 //            bits 5-6 count width: chosen, 8, half of chosen, 1,
 //            bit 7 scale shape one row too many
-//   byte 1   offset of the data in its buffer (& 63): unaligned starts
+//   byte 1   offset of the data in its buffer (& 63): unaligned starts; bit 6:
+//            the tensor is packed FP4 (fp4_dequantize) instead of FP8
 //   then     batch, rows, cols, block rows, block cols, each one size():
 //              0b00xxxxxx       x (0..63)
 //              0b01xxxxxx y     x << 8 | y (0..16383)
@@ -227,6 +228,61 @@ inline void check_byte_kernels(const uint8_t* p, size_t n, const std::vector<std
   }
 }
 
+// Scales drawn from the payload: powers of two and mantissas, 0, negative,
+// subnormal, huge, Inf, NaN.
+inline std::vector<float> make_scales(size_t n, const uint8_t* payload, size_t plen) {
+  static constexpr float kScales[8] = {1.0f, 0.0f, -2.5f, 1e-40f, 3e38f, INFINITY, NAN, 1.0f / 448};
+  std::vector<float> scale(n);
+  for (size_t k = 0; k < n; ++k) {
+    const uint8_t b = plen ? payload[(k * 7) % plen] : 0;
+    scale[k] = (b & 8) ? kScales[b & 7] : std::ldexp(1.0f + (b >> 4) / 16.0f, (b & 7) - 3);
+  }
+  return scale;
+}
+
+// Packed FP4 on a valid shape: every path equal to scalar, elements equal to
+// fp4_decode() times the scale, the statuses of odd columns and wrong lengths.
+inline void check_fp4(const kk::BlockGrid& g, const uint8_t* payload, size_t plen, int len_mode,
+                      bool bad_scale, kk::OutType ot, size_t off,
+                      const std::vector<std::string>& impls, const std::string& shape) {
+  size_t n = g.elems / 2;
+  if (len_mode == 2 && n > 0) --n;
+  if (len_mode == 3) ++n;
+  std::vector<uint8_t> buf(off + n);
+  for (size_t i = 0; i < n; ++i) buf[off + i] = plen ? payload[i % plen] : 0;
+  const uint8_t* q = buf.data() + off;
+  const std::vector<float> scale = make_scales(g.blocks + 1, payload, plen);
+  const size_t srows = g.nbr + (bad_scale ? 1 : 0);
+  const size_t w = ot == kk::OutType::f32 ? 4 : 2;
+  const kk::Status want = (g.cols % 2 != 0 || n != g.elems / 2) ? kk::Status::bad_length
+                        : bad_scale ? kk::Status::bad_scale_shape
+                                    : kk::Status::ok;
+  std::vector<std::vector<uint8_t>> outs;
+  for (const std::string& name : impls) {
+    select(name);
+    std::vector<uint8_t> o(g.elems * w + 1, 0xA5);  // one guard byte
+    const kk::Status st = kk::fp4_dequantize(q, n, g.batch, g.rows, g.cols, scale.data(), srows,
+                                             g.nbc, g.blocks, g.br, g.bc, ot, o.data(), g.elems);
+    expect(st == want, name + " fp4_dequantize gave " + st_name(st) + " " + shape);
+    expect(o.back() == 0xA5, "fp4_dequantize wrote past out " + shape);
+    outs.push_back(std::move(o));
+    expect(outs.back() == outs[0], name + " fp4_dequantize differs from scalar " + shape);
+  }
+  if (want == kk::Status::ok && ot == kk::OutType::f32) {
+    for (size_t e : {size_t{0}, g.elems / 3, g.elems - 1}) {
+      if (e >= g.elems) continue;
+      const size_t b = e / (g.rows * g.cols), i = (e / g.cols) % g.rows, j = e % g.cols;
+      const float s = scale[(b * g.nbr + i / g.br) * g.nbc + j / g.bc];
+      const float want_v = kk::fp4_decode(static_cast<uint8_t>(q[e / 2] >> (4 * (e & 1)))) * s;
+      float got;
+      std::memcpy(&got, outs[0].data() + 4 * e, 4);
+      expect((std::isnan(want_v) && std::isnan(got)) || f32_bits(want_v) == f32_bits(got),
+             "FP4 element " + std::to_string(e) + " " + shape);
+    }
+  }
+  select("auto");
+}
+
 inline void check_kernels(const uint8_t* data, size_t size) {
   Reader in{data, size};
   const uint8_t flags = in.byte();
@@ -234,7 +290,9 @@ inline void check_kernels(const uint8_t* data, size_t size) {
   const auto ot = (flags & 4) ? kk::OutType::bf16 : kk::OutType::f32;
   const int len_mode = (flags >> 3) & 3, width_mode = (flags >> 5) & 3;
   const bool bad_scale = (flags & 0x80) != 0;
-  const size_t off = in.byte() & 63;
+  const uint8_t b1 = in.byte();
+  const size_t off = b1 & 63;
+  const bool fp4 = (b1 & 0x40) != 0;
   const size_t batch = in.size(), rows = in.size(), cols = in.size(), br = in.size(),
                bc = in.size();
   const uint8_t* payload = in.p;
@@ -272,6 +330,10 @@ inline void check_kernels(const uint8_t* data, size_t size) {
                               nullptr, 0);
       expect(st == want || (gst == kk::Status::ok && plen == g.elems),
              "fp8_dequantize " + shape + " gave " + st_name(st));
+      st = kk::fp4_dequantize(payload, plen, batch, rows, cols, nullptr, 0, 0, 0, br, bc, ot,
+                              nullptr, 0);
+      expect(st == want || (gst == kk::Status::ok && plen == g.elems / 2),
+             "fp4_dequantize " + shape + " gave " + st_name(st));
       const kk::Status want1 =
           g1st != kk::Status::ok ? g1st : (g1.elems == plen ? kk::Status::bad_buffer
                                                             : kk::Status::bad_length);
@@ -282,6 +344,8 @@ inline void check_kernels(const uint8_t* data, size_t size) {
     select("auto");
     return;
   }
+
+  if (fp4) return check_fp4(g, payload, plen, len_mode, bad_scale, ot, off, impls, shape);
 
   // A valid shape: the tensor is the payload repeated, at an unaligned start.
   size_t n = g.elems;
@@ -354,13 +418,8 @@ inline void check_kernels(const uint8_t* data, size_t size) {
   }
 
   // Dequantization: scales drawn from the payload, every path equal to scalar.
-  static constexpr float kScales[8] = {1.0f, 0.0f, -2.5f, 1e-40f, 3e38f, INFINITY, NAN, 1.0f / 448};
   const size_t srows = g.nbr + (bad_scale ? 1 : 0);  // nbc may be huge when rows == 0
-  std::vector<float> scale(g.blocks + 1);
-  for (size_t k = 0; k < scale.size(); ++k) {
-    const uint8_t b = plen ? payload[(k * 7) % plen] : 0;
-    scale[k] = (b & 8) ? kScales[b & 7] : std::ldexp(1.0f + (b >> 4) / 16.0f, (b & 7) - 3);
-  }
+  const std::vector<float> scale = make_scales(g.blocks + 1, payload, plen);
   const size_t width_out = ot == kk::OutType::f32 ? 4 : 2;
   std::vector<std::vector<uint8_t>> outs;
   std::vector<kk::Status> dst;

@@ -35,8 +35,9 @@ def size(v: int) -> bytes:
 
 def seed(fmt: int, shape: tuple[int, int, int], block: tuple[int, int], *, bf16: bool = False,
          offset: int = 0, length: int = 0, width: int = 0, bad_scale: bool = False,
-         payload: int = 256, seed_: int = 0) -> bytes:
+         payload: int = 256, seed_: int = 0, fp4: bool = False) -> bytes:
     flags = fmt | (4 if bf16 else 0) | (length << 3) | (width << 5) | (0x80 if bad_scale else 0)
+    offset |= 0x40 if fp4 else 0
     rng = np.random.default_rng(seed_)
     data = rng.integers(0, 256, payload, dtype=np.uint8)
     plant = rng.random(payload) < 0.3
@@ -67,6 +68,12 @@ SEEDS: dict[str, bytes] = {
     "rows_cols_overflow": seed(0, (1, 2**33, 2**33), (1, 1)),
     "batch_overflow": seed(0, (U64, 2, 1), (1, 1)),
     "blocks_past_ptrdiff": seed(0, (1, 1, 2**63), (1, 1)),
+    "fp4_nvfp4_groups": seed(0, (1, 40, 96), (1, 16), fp4=True, payload=1999),
+    "fp4_mxfp4_experts_bf16": seed(0, (3, 9, 64), (1, 32), fp4=True, bf16=True, offset=5),
+    "fp4_row_tail": seed(0, (1, 7, 46), (1, 32), fp4=True),
+    "fp4_odd_cols": seed(0, (1, 4, 7), (1, 16), fp4=True),
+    "fp4_block_scalar_width": seed(0, (2, 11, 30), (3, 10), fp4=True),
+    "fp4_huge_block": seed(0, (1, 6, 40), (U64, U64), fp4=True),
 }
 
 REGRESSION_INPUTS: dict[str, bytes] = {

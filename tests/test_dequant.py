@@ -274,3 +274,105 @@ def test_nan_code_times_nan_scale(path: str) -> None:
         assert bits[0] == 0x7FC00000 and bits[1] == 0xFFC00000, (path, hex(bits[0]), hex(bits[1]))
         assert np.isnan(got[0, 2:]).all()
         assert bf.view(np.uint16)[0, :2].tolist() == [0x7FC0, 0xFFC0]
+
+
+# ---- packed FP4 E2M1 (stretch: NVFP4 / MXFP4 weights) -----------------------------
+F4 = ml_dtypes.float4_e2m1fn
+
+
+def unpack_fp4(packed: np.ndarray) -> np.ndarray:
+    """Codes, low nibble first, as ml_dtypes float4_e2m1fn values in float32."""
+    codes = np.stack([packed & 0x0F, packed >> 4], axis=-1).reshape(*packed.shape[:-1], -1)
+    return codes.astype(np.uint8).view(F4).astype(np.float32)
+
+
+def fp4_reference(packed: np.ndarray, scale: np.ndarray, br: int, bc: int,
+                  global_scale: float | None = None) -> np.ndarray:
+    s = scale.astype(np.float32)
+    if global_scale is not None:
+        s = (s * np.float32(global_scale)).astype(np.float32)
+    x = unpack_fp4(packed)
+    r, c = x.shape[-2:]
+    full = np.repeat(np.repeat(s, br, axis=-2), bc, axis=-1)[..., :r, :c]
+    with np.errstate(invalid="ignore", over="ignore"):
+        return (x * full).astype(np.float32)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_fp4_every_byte(path: str) -> None:
+    """All 256 bytes (every pair of codes) with scale 1, float32 and bfloat16."""
+    q = np.arange(256, dtype=np.uint8).reshape(4, 64)
+    one = np.ones((4, 4), np.float32)
+    ref = fp4_reference(q, one, 1, 32)
+    assert ref.shape == (4, 128)
+    with K.using_simd(path):
+        got = K.dequantize_fp4(q, one, (1, 32))
+        bf = K.dequantize_fp4(q, one, (1, 32), "bfloat16")
+    assert same_bits(got, ref)
+    assert np.array_equal(bf.view(np.uint16), bf16_bits(ref))
+    assert np.array_equal(K.FP4_CODES, np.arange(16, dtype=np.uint8).view(F4).astype(np.float32))
+
+
+FP4_SHAPES = [((1, 2), (1, 16)), ((3, 14), (1, 16)), ((5, 18), (1, 16)), ((7, 34), (1, 32)),
+              ((130, 256), (1, 16)), ((9, 100), (1, 32)), ((64, 64), (16, 16)),
+              ((11, 30), (3, 10)), ((4, 96), (2, 48)), ((6, 40), (2**64 - 1, 2**64 - 1)),
+              ((2, 2048), (1, 32))]
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("shape,block", FP4_SHAPES)
+@pytest.mark.parametrize("sdtype", ["F8_E4M3", "F8_E8M0", "F32"])
+def test_fp4_shapes_and_scales(path: str, shape: tuple[int, int], block: tuple[int, int],
+                               sdtype: str) -> None:
+    """Row tails shorter than a vector, block widths the SIMD path takes and the
+    ones it leaves to scalar, NVFP4 (E4M3 scales and a global F32 multiplier),
+    MXFP4 (E8M0 scales) and F32 scales; NaN / huge scales included."""
+    rows, cols = shape
+    br, bc = min(block[0], rows), min(block[1], cols)
+    rng = np.random.default_rng(rows * 1000 + cols)
+    q = rng.integers(0, 256, (rows, cols // 2), dtype=np.uint8)
+    sshape = (-(-rows // br), -(-cols // bc))
+    if sdtype == "F8_E4M3":
+        scale = rng.integers(0, 256, sshape, dtype=np.uint8).view(ml_dtypes.float8_e4m3fn)
+        glob: float | None = 1 / (6 * 448)
+    elif sdtype == "F8_E8M0":
+        scale = rng.integers(100, 256, sshape, dtype=np.uint8).view(ml_dtypes.float8_e8m0fnu)
+        glob = None
+    else:
+        scale = random_scales(sshape, rng)
+        glob = 3.0
+    ref = fp4_reference(q, scale, br, bc, glob)
+    with K.using_simd(path):
+        got = K.dequantize_fp4(q, scale, block, global_scale=glob)
+        bf = K.dequantize_fp4(q, scale, block, "bfloat16", global_scale=glob)
+    assert got.shape == (rows, cols) and same_bits(got, ref), (path, shape, block, sdtype)
+    assert np.array_equal(bf.view(np.uint16), bf16_bits(ref)), (path, shape, block, sdtype)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_fp4_batch_and_sources(path: str) -> None:
+    """[E, rows, cols / 2] experts with scales [E, ...] (gpt-oss MXFP4 layout), and
+    the same bytes as a RawTensor of dtype F4 with the logical shape."""
+    rng = np.random.default_rng(4)
+    q = rng.integers(0, 256, (3, 5, 48), dtype=np.uint8)  # 96 values per row
+    scale = rng.integers(110, 140, (3, 5, 3), dtype=np.uint8).view(ml_dtypes.float8_e8m0fnu)
+    ref = fp4_reference(q, scale, 1, 32)
+    with K.using_simd(path):
+        got = K.dequantize_fp4(q, scale, (1, 32))
+        f4 = K.dequantize_fp4(K.RawTensor(q.reshape(-1), "F4", (3, 5, 96)), scale, (1, 32))
+    assert got.shape == (3, 5, 96) and same_bits(got, ref) and same_bits(f4, ref)
+
+
+def test_fp4_errors() -> None:
+    q = np.zeros((4, 8), np.uint8)
+    with pytest.raises(ValueError, match="even number of columns"):
+        K.dequantize_fp4(K.RawTensor(q.reshape(-1)[:28], "F4", (4, 7)),
+                         np.ones((4, 1), np.float32), (1, 32))
+    with pytest.raises(ValueError, match="bad_scale_shape"):
+        K.dequantize_fp4(q, np.ones((4, 2), np.float32), (1, 32))
+    with pytest.raises(ValueError, match="bad_block"):
+        K.dequantize_fp4(q, np.ones((4, 1), np.float32), (1, 0))
+    with pytest.raises(ValueError, match="not packed FP4"):
+        K.dequantize_fp4(np.zeros((4, 8), np.float32), np.ones((4, 1), np.float32))
+    with pytest.raises(ValueError, match="out must be"):
+        K.dequantize_fp4(q, np.ones((4, 1), np.float32), (1, 16), out=np.zeros((4, 8), np.float32))

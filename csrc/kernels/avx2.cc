@@ -588,6 +588,7 @@ const detail::KernelTable table = {
     &scalar::histogram,
     &block_stats,
     &dequantize,
+    &scalar::fp4_dequantize,
     &float_stats,
     &scalar::e8m0_stats,
     &read_probe,

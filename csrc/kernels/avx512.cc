@@ -369,6 +369,17 @@ struct LutDecoder {
   }
 };
 
+// float32 -> bf16 bits (round to nearest even, NaN -> 0x7FC0 | sign), left in
+// the high half of each 32-bit lane.
+inline __m512i bf16_high(__m512 p) {
+  const __m512i u = _mm512_castps_si512(p);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+  const __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7FFF)));
+  const __m512i q = _mm512_ternarylogic_epi32(u, _mm512_set1_epi32(static_cast<int>(0x80000000u)),
+                                              _mm512_set1_epi32(0x7FC00000), 0xEA);  // (u & sign) | qnan
+  return _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(p, p, _CMP_UNORD_Q), q);
+}
+
 // x * s, except that a NaN code keeps its own NaN (as scalar.cc: with two NaN
 // operands the result would depend on the order the compiler picks).
 inline __m512 scaled(__m512 x, __m512 s) {
@@ -380,21 +391,9 @@ void dequantize_t(const detail::DequantArgs& a) {
   using Out = std::conditional_t<O == OutType::f32, float, uint16_t>;
   const LutDecoder<F> dec;
   const __m512i kz = _mm512_setzero_si512();
-  const __m512i k7fff = _mm512_set1_epi32(0x7FFF);
-  const __m512i kone = _mm512_set1_epi32(1);
-  const __m512i ksign = _mm512_set1_epi32(static_cast<int>(0x80000000u));
-  const __m512i kqnan = _mm512_set1_epi32(0x7FC00000);
   alignas(64) uint16_t hw[32];
   for (int k = 0; k < 32; ++k) hw[k] = static_cast<uint16_t>(k < 16 ? 2 * k + 1 : 32 + 2 * (k - 16) + 1);
   const __m512i khigh = _mm512_load_si512(hw);
-  // float32 -> bf16 bits (RNE, NaN -> 0x7FC0 | sign) left in the high word
-  auto round = [&](__m512 p) {
-    const __m512i u = _mm512_castps_si512(p);
-    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), kone);
-    const __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(lsb, k7fff));
-    const __m512i q = _mm512_ternarylogic_epi32(u, ksign, kqnan, 0xEA);  // (u & sign) | qnan
-    return _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(p, p, _CMP_UNORD_Q), q);
-  };
   const detail::Matrix& g = a.m;
   for (size_t i = 0; i < g.rows; ++i) {
     const uint8_t* row = g.q + i * g.cols;
@@ -415,7 +414,7 @@ void dequantize_t(const detail::DequantArgs& a) {
           _mm512_mask_storeu_ps(orow + j, static_cast<__mmask16>(m), p0);
           _mm512_mask_storeu_ps(orow + j + 16, static_cast<__mmask16>(m >> 16), p1);
         } else {
-          const __m512i packed = _mm512_permutex2var_epi16(round(p0), khigh, round(p1));
+          const __m512i packed = _mm512_permutex2var_epi16(bf16_high(p0), khigh, bf16_high(p1));
           _mm512_mask_storeu_epi16(orow + j, m, packed);
         }
       }
@@ -427,6 +426,59 @@ void dequantize(const detail::DequantArgs& a) {
   with_format_out(a.fmt, a.out_type, [&](auto fmt, auto out) {
     dequantize_t<decltype(fmt)::value, decltype(out)::value>(a);
   });
+}
+
+// Packed FP4 E2M1, 16 values (8 bytes) a step when every block column is a
+// multiple of 16 wide (groups of 16 / 32): the bytes doubled and shifted by
+// 0 / 4 give the codes in dwords, low nibble first; vpermps looks them up in
+// the 16 values; one scale per step. Row tails and other block widths: scalar.
+template <OutType O>
+void fp4_dequantize_t(const detail::DequantArgs& a) {
+  using Out = std::conditional_t<O == OutType::f32, float, uint16_t>;
+  const detail::Matrix& g = a.m;
+  if (g.bc % 16 != 0) return scalar::fp4_dequantize(a);
+  alignas(64) float lut[16];
+  alignas(64) uint32_t sh[16];
+  for (int c = 0; c < 16; ++c) {
+    lut[c] = fp4_decode(static_cast<uint8_t>(c));
+    sh[c] = (c & 1) ? 4 : 0;
+  }
+  const __m512 table = _mm512_load_ps(lut);
+  const __m512i shift = _mm512_load_si512(sh);
+  const __m512i k0f = _mm512_set1_epi32(0xF);
+  for (size_t i = 0; i < g.rows; ++i) {
+    const uint8_t* row = g.q + i * (g.cols / 2);
+    const float* srow = a.scale + (i / g.br) * g.nbc;
+    Out* orow = static_cast<Out*>(a.out) + i * g.cols;
+    size_t j = 0;
+    for (; g.cols - j >= 16; j += 16) {
+      if ((j & 127) == 0) prefetch_stream(row + j / 2);  // once per 64-byte line
+      const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + j / 2));
+      const __m512i c = _mm512_and_si512(
+          _mm512_srlv_epi32(_mm512_cvtepu8_epi32(_mm_unpacklo_epi8(b, b)), shift), k0f);
+      const __m512 p = _mm512_mul_ps(_mm512_permutexvar_ps(c, table), _mm512_set1_ps(srow[j / g.bc]));
+      if constexpr (O == OutType::f32) {
+        _mm512_storeu_ps(orow + j, p);
+      } else {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(orow + j),
+                            _mm512_cvtepi32_epi16(_mm512_srli_epi32(bf16_high(p), 16)));
+      }
+    }
+    for (; j < g.cols; ++j) {  // the last (fewer than 16) values of the row, as scalar.cc
+      const float x = lut[(row[j / 2] >> (4 * (j & 1))) & 0xF] * srow[j / g.bc];
+      if constexpr (O == OutType::f32) {
+        orow[j] = x;
+      } else {
+        const __m512i h = bf16_high(_mm512_set1_ps(x));
+        orow[j] = static_cast<uint16_t>(static_cast<uint32_t>(_mm512_cvtsi512_si32(h)) >> 16);
+      }
+    }
+  }
+}
+
+void fp4_dequantize(const detail::DequantArgs& a) {
+  if (a.out_type == OutType::f32) fp4_dequantize_t<OutType::f32>(a);
+  else fp4_dequantize_t<OutType::bf16>(a);
 }
 
 // ---- BF16 / F16 / F32 statistics ------------------------------------------------
@@ -592,6 +644,7 @@ const detail::KernelTable table = {
     &scalar::histogram,
     &block_stats,
     &dequantize,
+    &fp4_dequantize,
     &float_stats,
     &scalar::e8m0_stats,
     &read_probe,

@@ -235,19 +235,21 @@ bool mul_ok(size_t a, size_t b, size_t* r) {
 // ceil(a / b) for b >= 1, without computing a + b - 1.
 size_t ceil_div(size_t a, size_t b) { return a / b + (a % b != 0 ? 1 : 0); }
 
-// Calls fn(matrix, first block) for the grid's matrices over q: one call when
-// blocks tile the rows (rows % br == 0: the batch folds into the rows), one per
-// matrix otherwise. Nothing for a grid without elements.
+// Calls fn(matrix, first block, first element) for the grid's matrices over q
+// (elements of `bits` bits: 8, or 4 for packed FP4 with even cols): one call
+// when blocks tile the rows (rows % br == 0: the batch folds into the rows), one
+// per matrix otherwise. Nothing for a grid without elements.
 template <class Fn>
-void for_each_matrix(const uint8_t* q, const BlockGrid& g, Fn&& fn) {
+void for_each_matrix(const uint8_t* q, const BlockGrid& g, size_t bits, Fn&& fn) {
   if (g.elems == 0) return;
   if (g.batch == 1 || g.rows % g.br == 0) {
-    fn(detail::Matrix{q, g.batch * g.rows, g.cols, g.br, g.bc, g.batch * g.nbr, g.nbc}, 0);
+    fn(detail::Matrix{q, g.batch * g.rows, g.cols, g.br, g.bc, g.batch * g.nbr, g.nbc}, 0, 0);
     return;
   }
   const size_t plane = g.rows * g.cols, bplane = g.nbr * g.nbc;
   for (size_t b = 0; b < g.batch; ++b) {
-    fn(detail::Matrix{q + b * plane, g.rows, g.cols, g.br, g.bc, g.nbr, g.nbc}, b * bplane);
+    fn(detail::Matrix{q + b * plane * bits / 8, g.rows, g.cols, g.br, g.bc, g.nbr, g.nbc},
+       b * bplane, b * plane);
   }
 }
 
@@ -435,7 +437,7 @@ Status fp8_block_stats(const uint8_t* q, size_t n, size_t batch, size_t rows, si
   if (Status st = active_table(&t); st != Status::ok) return st;
   detail::Fp8Raw r{};
   const size_t w = static_cast<size_t>(out.width);
-  for_each_matrix(q, g, [&](const detail::Matrix& m, size_t k0) {
+  for_each_matrix(q, g, 8, [&](const detail::Matrix& m, size_t k0, size_t) {
     auto at = [&](void* p) { return p ? static_cast<uint8_t*>(p) + k0 * w : nullptr; };
     const detail::BlockOut o{out.absmax ? out.absmax + k0 : nullptr, at(out.nan), at(out.inf),
                              at(out.saturated), out.width};
@@ -459,12 +461,36 @@ Status fp8_dequantize(const uint8_t* q, size_t n, size_t batch, size_t rows, siz
   const detail::KernelTable* t = nullptr;
   if (Status st = active_table(&t); st != Status::ok) return st;
   const size_t width = out_type == OutType::f32 ? 4 : 2;
-  for_each_matrix(q, g, [&](const detail::Matrix& m, size_t k0) {
-    const size_t e0 = static_cast<size_t>(m.q - q);  // first element of this matrix
+  for_each_matrix(q, g, 8, [&](const detail::Matrix& m, size_t k0, size_t e0) {
     t->dequantize(detail::DequantArgs{m, f, scale_inv + k0, out_type,
                                       static_cast<uint8_t*>(out) + e0 * width});
   });
   return Status::ok;
+}
+
+Status fp4_dequantize(const uint8_t* q, size_t n, size_t batch, size_t rows, size_t cols,
+                      const float* scale, size_t srows, size_t scols, size_t scale_len,
+                      size_t br, size_t bc, OutType out_type, void* out, size_t out_len) {
+  if (out_type != OutType::f32 && out_type != OutType::bf16) return Status::bad_format;
+  BlockGrid g;
+  if (Status st = block_grid(batch, rows, cols, br, bc, &g); st != Status::ok) return st;
+  if (cols % 2 != 0 || g.elems / 2 != n) return Status::bad_length;
+  if (srows != g.nbr || scols != g.nbc || scale_len != g.blocks) return Status::bad_scale_shape;
+  if (out_len != g.elems) return Status::bad_buffer;
+  const detail::KernelTable* t = nullptr;
+  if (Status st = active_table(&t); st != Status::ok) return st;
+  const size_t width = out_type == OutType::f32 ? 4 : 2;
+  for_each_matrix(q, g, 4, [&](const detail::Matrix& m, size_t k0, size_t e0) {
+    t->fp4_dequantize(detail::DequantArgs{m, Fp8Format::e4m3fn, scale + k0, out_type,
+                                          static_cast<uint8_t*>(out) + e0 * width});
+  });
+  return Status::ok;
+}
+
+float fp4_decode(uint8_t code) {
+  static constexpr float kMag[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
+  const float v = kMag[code & 7];
+  return (code & 8) ? -v : v;
 }
 
 Status float_stats(const uint8_t* data, size_t nbytes, FloatFormat f, FloatStats* out) {

@@ -171,6 +171,16 @@ Status fp8_dequantize(const uint8_t* q, size_t n, size_t batch, size_t rows, siz
                       size_t scale_len, size_t br, size_t bc, OutType out_type, void* out,
                       size_t out_len);
 
+// Packed FP4 E2M1 (two codes per byte, low nibble first; code c is
+// (-1)^(c >> 3) * {0, 0.5, 1, 1.5, 2, 3, 4, 6}[c & 7]): q holds n == batch * rows
+// * cols / 2 bytes, cols even (rows of whole bytes). w[b, i, j] = decode(q[b, i,
+// j]) * scale[b, i / br, j / bc], product in float32 (a global multiplier is
+// folded into the scale by the caller); scale, block, out as fp8_dequantize.
+Status fp4_dequantize(const uint8_t* q, size_t n, size_t batch, size_t rows, size_t cols,
+                      const float* scale, size_t srows, size_t scols, size_t scale_len,
+                      size_t br, size_t bc, OutType out_type, void* out, size_t out_len);
+float fp4_decode(uint8_t code);  // of the low nibble
+
 // data holds nbytes of bf16/f16/f32 little-endian elements.
 Status float_stats(const uint8_t* data, size_t nbytes, FloatFormat f, FloatStats* out);
 Status e8m0_stats(const uint8_t* data, size_t n, E8m0Stats* out);
@@ -253,8 +263,8 @@ struct BlockOut {
 };
 
 struct DequantArgs {
-  Matrix m;
-  Fp8Format fmt;
+  Matrix m;            // for FP4: rows of cols / 2 bytes
+  Fp8Format fmt;       // (FP8 only)
   const float* scale;  // [m.nbr, m.nbc], 4-byte aligned
   OutType out_type;
   void* out;           // [m.rows, m.cols], aligned to its element
@@ -268,6 +278,7 @@ struct KernelTable {
   // Adds the matrix's counts to *raw (absmax_code: max) and writes its blocks.
   void (*block_stats)(const Matrix&, Fp8Format, Fp8Raw* raw, const BlockOut&);
   void (*dequantize)(const DequantArgs&);
+  void (*fp4_dequantize)(const DequantArgs&);
   void (*float_stats)(const uint8_t*, size_t count, FloatFormat, FloatRaw*);
   void (*e8m0_stats)(const uint8_t*, size_t, E8m0Stats*);
   uint64_t (*read_probe)(const uint8_t*, size_t);
@@ -283,6 +294,7 @@ void fp8_stats(const uint8_t*, size_t, Fp8Format, detail::Fp8Raw*);
 void histogram(const uint8_t*, size_t, uint64_t*);
 void block_stats(const detail::Matrix&, Fp8Format, detail::Fp8Raw*, const detail::BlockOut&);
 void dequantize(const detail::DequantArgs&);
+void fp4_dequantize(const detail::DequantArgs&);
 void float_stats(const uint8_t*, size_t, FloatFormat, detail::FloatRaw*);
 void e8m0_stats(const uint8_t*, size_t, E8m0Stats*);
 uint64_t read_probe(const uint8_t*, size_t);

@@ -214,6 +214,7 @@ const detail::KernelTable table = {
     &scalar::histogram,
     &block_stats,
     &scalar::dequantize,
+    &scalar::fp4_dequantize,
     &scalar::float_stats,
     &scalar::e8m0_stats,
     &read_probe,

@@ -195,6 +195,21 @@ void dequantize(const detail::DequantArgs& a) {
   }
 }
 
+void fp4_dequantize(const detail::DequantArgs& a) {
+  float lut[16];
+  for (int c = 0; c < 16; ++c) lut[c] = fp4_decode(static_cast<uint8_t>(c));
+  const detail::Matrix& g = a.m;
+  for (size_t i = 0; i < g.rows; ++i) {
+    const uint8_t* row = g.q + i * (g.cols / 2);
+    const float* srow = a.scale + (i / g.br) * g.nbc;
+    for (size_t j = 0; j < g.cols; ++j) {
+      const float x = lut[(row[j / 2] >> (4 * (j & 1))) & 0xF] * srow[j / g.bc];
+      if (a.out_type == OutType::f32) static_cast<float*>(a.out)[i * g.cols + j] = x;
+      else static_cast<uint16_t*>(a.out)[i * g.cols + j] = f32_to_bf16(x);
+    }
+  }
+}
+
 void float_stats(const uint8_t* p, size_t count, FloatFormat f, detail::FloatRaw* out) {
   const FloatLayout L = layout(f);
   const uint32_t all = L.sign | (L.sign - 1);  // all bits of the element
@@ -267,8 +282,8 @@ uint64_t read_probe(const uint8_t* p, size_t n) {
 }
 
 const detail::KernelTable table = {
-    "scalar",     0u,           &fp8_stats,  &histogram, &block_stats,
-    &dequantize,  &float_stats, &e8m0_stats, &read_probe,
+    "scalar",        0u,           &fp8_stats,  &histogram,  &block_stats, &dequantize,
+    &fp4_dequantize, &float_stats, &e8m0_stats, &read_probe,
 };
 
 }  // namespace ckptscan::kernels::scalar

@@ -134,6 +134,13 @@ def fp8_dequantize(
     scale_rows: _Size, scale_cols: _Size, block_rows: _Size, block_cols: _Size, out: _Buffer,
     out_dtype: str, batch: _Size = 1,
 ) -> None: ...
+def fp4_dequantize(
+    data: _Buffer, rows: _Size, cols: _Size, scale: _Buffer, scale_rows: _Size,
+    scale_cols: _Size, block_rows: _Size, block_cols: _Size, out: _Buffer, out_dtype: str,
+    batch: _Size = 1,
+) -> None:
+    """Packed FP4 E2M1 (two per byte, low nibble first) [batch, rows, cols] times a
+    float32 block scale [batch, scale_rows, scale_cols]."""
 def copy_guarded(data: _Buffer) -> npt.NDArray[np.uint8]:
     """A fresh copy read under the fault guard (OSError if the file shrank)."""
 def float_stats(data: _Buffer, dtype: str) -> dict[str, _Any]:

@@ -101,6 +101,8 @@ __all__ = [
     "tensor_stats",
     "dequantize",
     "dequantize_array",
+    "dequantize_fp4",
+    "FP4_CODES",
     "SCALE_DTYPES",
     "check_fp8_weight",
     "read_probe",
@@ -283,6 +285,7 @@ def fp8_decode(code: int, dtype: str = "F8_E4M3") -> float:
 
 
 _DECODE_TABLES: dict[str, np.ndarray] = {}
+_F32_TABLES: dict[str, np.ndarray] = {}
 
 
 def fp8_decode_table(dtype: str = "F8_E4M3") -> np.ndarray:
@@ -293,6 +296,21 @@ def fp8_decode_table(dtype: str = "F8_E4M3") -> np.ndarray:
         table = np.array([_core.fp8_decode(c, dtype) for c in range(256)], dtype=np.float64)
         table.setflags(write=False)
         _DECODE_TABLES[dtype] = table
+    return table
+
+
+def _fp8_f32_table(dtype: str) -> np.ndarray:
+    """float32[256]: every code as the dequantization kernels decode it (NaN codes:
+    the quiet NaN 0x7FC00000 with the code's sign, as ml_dtypes)."""
+    table = _F32_TABLES.get(dtype)
+    if table is None:
+        values = fp8_decode_table(dtype)
+        bits = values.astype(np.float32).view(np.uint32)
+        codes = np.arange(256, dtype=np.uint32)
+        bits = np.where(np.isnan(values), 0x7FC00000 | ((codes & 0x80) << 24), bits)
+        table = bits.astype(np.uint32).view(np.float32)
+        table.setflags(write=False)
+        _F32_TABLES[dtype] = table
     return table
 
 
@@ -372,6 +390,10 @@ def _batched(t: RawTensor) -> tuple[int, int, int]:
     if len(t.shape) == 3:
         return t.shape[0], t.shape[1], t.shape[2]
     return (1, *_matrix(t))
+
+
+def _logical(t: RawTensor, shape: tuple[int, ...]) -> RawTensor:
+    return RawTensor(t.data, t.dtype, shape)
 
 
 @dataclass(frozen=True)
@@ -555,13 +577,14 @@ def _out_kind(dtype: str) -> str:
     raise ValueError(f"dequantize dtype must be 'bfloat16' or 'float32', not {dtype!r}")
 
 
-SCALE_DTYPES: tuple[str, ...] = ("F32", "BF16", "F16", "F8_E8M0")
+SCALE_DTYPES: tuple[str, ...] = ("F32", "BF16", "F16", "F8_E8M0", "F8_E4M3")
 
 
 def _scale_f32(t: RawTensor) -> np.ndarray:
-    """A scale tensor as a fresh, aligned float32 array in its shape (F32, BF16, F16
-    or F8_E8M0 = 2^(code - 127), 0xFF NaN). Its bytes are copied under the fault
-    guard first: a scale may sit at any offset of a file that may shrink."""
+    """A scale tensor as a fresh, aligned float32 array in its shape (F32, BF16, F16,
+    F8_E8M0 = 2^(code - 127) with 0xFF NaN, or F8_E4M3 as NVFP4 stores it). Its
+    bytes are copied under the fault guard first: a scale may sit at any offset of
+    a file that may shrink."""
     if t.dtype not in SCALE_DTYPES:
         raise ValueError(f"cannot use a {t.dtype} tensor as scale "
                          f"(expected one of {', '.join(SCALE_DTYPES)})")
@@ -572,6 +595,8 @@ def _scale_f32(t: RawTensor) -> np.ndarray:
         vals = (raw.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
     elif t.dtype == "F16":
         vals = raw.view(np.float16).astype(np.float32)
+    elif t.dtype == "F8_E4M3":
+        vals = _fp8_f32_table("F8_E4M3")[raw]
     else:  # 2^(c - 127) is float32 exponent field c; c = 0 is the subnormal 2^-127
         bits = raw.astype(np.uint32) << 23
         bits[raw == 0] = 0x00400000
@@ -636,6 +661,58 @@ def dequantize(source: Any, weight_name: str, scale_name: str,
     qt = raw_tensor(source, weight_name)
     st = raw_tensor(source if scale_source is None else scale_source, scale_name)
     return _dequantize(qt, st, block, dtype, out)
+
+
+FP4_CODES = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0,
+                      -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0], np.float32)
+
+
+def dequantize_fp4(packed: Any, scale: Any, block: tuple[int, int] = (1, 32),
+                   dtype: str = "float32", *, global_scale: float | None = None,
+                   out: np.ndarray | None = None) -> np.ndarray:
+    """Packed FP4 E2M1 weights (two codes per byte, low nibble first; code c is
+    ``FP4_CODES[c]``) times a per-block scale: ``w[i, j] = decode(q[i, j]) *
+    s[i // br, j // bc]`` in float32, with ``s = float32(scale) * global_scale``.
+
+    ``packed`` is a uint8 / int8 array [..., cols / 2] (or a `RawTensor` of dtype U8,
+    I8, or F4 with the logical shape); 3-D [E, rows, cols / 2] is a batch of
+    experts with a scale [E, ...]. ``scale`` is any tensor source of F8_E4M3
+    (NVFP4, groups of 16 with ``block=(1, 16)`` and the F32 global scale), F8_E8M0
+    (MXFP4, groups of 32), F32, BF16 or F16. ``dtype``: "float32" or "bfloat16"
+    (as `dequantize_array`)."""
+    if isinstance(packed, np.ndarray) and packed.dtype in (np.uint8, np.int8):
+        t = raw_tensor(packed, dtype="U8")
+    else:
+        t = raw_tensor(packed)
+    if t.dtype in ("U8", "I8"):
+        if not t.shape:
+            raise ValueError("packed FP4 needs at least one dimension")
+        t = _logical(t, (*t.shape[:-1], 2 * t.shape[-1]))
+    elif t.dtype != "F4":
+        raise ValueError(f"not packed FP4: {t.dtype} (expected U8, I8 or F4)")
+    batch, rows, cols = _batched(t)
+    kind = _out_kind(dtype)
+    br, bc = _block(block)
+    s = _scale_f32(raw_tensor(scale))
+    if global_scale is not None:
+        s = (s * np.float32(global_scale)).astype(np.float32)
+    srows, scols = (1, s.size) if s.ndim <= 1 else s.shape[-2:]
+    shape = (batch, rows, cols) if len(t.shape) == 3 else (rows, cols)
+    out_np = np.float32 if kind == "F32" else np.uint16
+    if out is None:
+        out = np.empty(shape, dtype=out_np)
+    target = out.view(out_np) if out.dtype != out_np else out
+    if target.shape != shape or not target.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous {list(shape)} array")
+    _core.fp4_dequantize(t.data, rows, cols, np.ascontiguousarray(s), srows, scols, br, bc,
+                         target, kind, batch)
+    if kind == "BF16" and out.dtype == np.uint16:
+        try:
+            import ml_dtypes
+        except ImportError:
+            return out
+        return out.view(ml_dtypes.bfloat16)
+    return out
 
 
 # ---- checks ----------------------------------------------------------------------------

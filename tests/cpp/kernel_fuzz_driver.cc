@@ -6,8 +6,8 @@
 // Each PATH (a file, or a directory of files) is one input; -random adds N
 // generated inputs: shapes drawn around the interesting sizes (vector widths,
 // the packed (1, 16/32/64) blocks, partial blocks, blocks larger than the
-// tensor, 2^64 - 1 and other overflowing values), payloads of random bytes with
-// the special FP8 codes planted. Aborts on the first violation; prints counts.
+// tensor, 2^64 - 1 and other overflowing values), half of them FP4, payloads of
+// random bytes with the special FP8 codes planted. Aborts on the first violation; prints counts.
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -63,7 +63,7 @@ std::vector<uint8_t> generate(std::mt19937_64& rng) {
   };
   std::vector<uint8_t> v;
   v.push_back(static_cast<uint8_t>(rng()));
-  v.push_back(static_cast<uint8_t>(rng()));
+  v.push_back(static_cast<uint8_t>(rng() & 0x7F));  // offset; bit 6: packed FP4
   const uint64_t batch = pick(4) == 0 ? 1 + pick(5) : 1;
   uint64_t rows = dim(), cols = dim();
   if (pick(3) == 0) {  // (1, bc) groups over whole rows: the packed path
