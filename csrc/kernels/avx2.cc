@@ -179,6 +179,9 @@ struct Fp8Lanes {
     __m256i key, nan, inf, sat;  // compare masks: 0xFF per byte
   };
 
+  // S: also the whole-tensor counters and the saturated mask (block_absmax alone
+  // needs neither).
+  template <bool S>
   static inline Cls classify(__m256i b, Tensor& t) {
     const __m256i k7f = _mm256_set1_epi8(0x7F);
     const __m256i k80 = _mm256_set1_epi8(static_cast<char>(0x80));
@@ -192,7 +195,7 @@ struct Fp8Lanes {
       key = mag;  // 0x80 (NaN) has magnitude 0
     } else {
       zero = _mm256_cmpeq_epi8(mag, kz);
-      t.c_negz = _mm256_sub_epi8(t.c_negz, _mm256_cmpeq_epi8(b, k80));
+      if constexpr (S) t.c_negz = _mm256_sub_epi8(t.c_negz, _mm256_cmpeq_epi8(b, k80));
       if constexpr (f::inf) {
         nan = _mm256_cmpgt_epi8(mag, kinf);
         inf = _mm256_cmpeq_epi8(mag, kinf);
@@ -202,6 +205,7 @@ struct Fp8Lanes {
         key = _mm256_andnot_si256(nan, mag);
       }
     }
+    if constexpr (!S) return {key, nan, inf, kz};
     const __m256i ksub1 = _mm256_set1_epi8(static_cast<char>(f::sub_max + 1));
     const __m256i kneg1 = _mm256_set1_epi8(static_cast<char>(f::neg_max + 1));  // signed bound
     t.c_zero = _mm256_sub_epi8(t.c_zero, zero);
@@ -211,15 +215,17 @@ struct Fp8Lanes {
     const __m256i sat = _mm256_cmpeq_epi8(mag, _mm256_set1_epi8(static_cast<char>(f::sat)));
     return {key, nan, inf, sat};
   }
+  template <bool S>
   static inline Cls classify_full(const uint8_t* p, Tensor& t) {
     if ((reinterpret_cast<uintptr_t>(p) & 32) == 0) prefetch_stream(p);  // once per line
-    return classify(load(p), t);
+    return classify<S>(load(p), t);
   }
+  template <bool S>
   static inline Cls classify_part(const uint8_t* p, size_t k, Tensor& t) {
     alignas(32) uint8_t buf[32] = {};
     std::memcpy(buf, p, k);
     t.pad += kW - k;
-    return classify(load(buf), t);
+    return classify<S>(load(buf), t);
   }
   static inline uint64_t count(__m256i m) {
     return static_cast<uint64_t>(_mm_popcnt_u32(static_cast<uint32_t>(_mm256_movemask_epi8(m))));

@@ -187,6 +187,9 @@ struct Fp8Lanes {
     __mmask64 fin, nan, inf, sat;  // fin: finite (the magnitude counts for the max)
   };
 
+  // S: also the whole-tensor counters and the saturated mask (block_absmax alone
+  // needs neither).
+  template <bool S>
   static inline Cls classify(__m512i b, __mmask64 m, Tensor& t) {
     const __m512i k7f = _mm512_set1_epi8(0x7F);
     const __m512i k80 = _mm512_set1_epi8(static_cast<char>(0x80));
@@ -201,8 +204,10 @@ struct Fp8Lanes {
       kfin = m;  // 0x80 (NaN) has magnitude 0
     } else {
       kzr = _mm512_mask_cmpeq_epi8_mask(m, mag, kz);
-      const __mmask64 knz = _mm512_mask_cmpeq_epi8_mask(m, b, k80);
-      t.c_negz = _mm512_mask_sub_epi8(t.c_negz, knz, t.c_negz, km1);
+      if constexpr (S) {
+        const __mmask64 knz = _mm512_mask_cmpeq_epi8_mask(m, b, k80);
+        t.c_negz = _mm512_mask_sub_epi8(t.c_negz, knz, t.c_negz, km1);
+      }
       if constexpr (f::inf) {
         kn = _mm512_mask_cmpgt_epu8_mask(m, mag, kinf);
         ki = _mm512_mask_cmpeq_epi8_mask(m, mag, kinf);
@@ -212,6 +217,7 @@ struct Fp8Lanes {
         kfin = _kandn_mask64(kn, m);
       }
     }
+    if constexpr (!S) return {mag, kfin, kn, ki, 0};
     const __mmask64 kzs =
         _mm512_mask_cmple_epu8_mask(m, mag, _mm512_set1_epi8(static_cast<char>(f::sub_max)));
     const __mmask64 kneg =
@@ -224,13 +230,15 @@ struct Fp8Lanes {
     if (++t.steps == 255) t.flush();
     return {mag, kfin, kn, ki, ksat};
   }
+  template <bool S>
   static inline Cls classify_full(const uint8_t* p, Tensor& t) {
     prefetch_stream(p);
-    return classify(_mm512_loadu_si512(p), ~__mmask64{0}, t);
+    return classify<S>(_mm512_loadu_si512(p), ~__mmask64{0}, t);
   }
+  template <bool S>
   static inline Cls classify_part(const uint8_t* p, size_t k, Tensor& t) {
     const __mmask64 m = tail_mask64(k);
-    return classify(_mm512_maskz_loadu_epi8(m, p), m, t);
+    return classify<S>(_mm512_maskz_loadu_epi8(m, p), m, t);
   }
   static inline uint64_t count(__mmask64 m) {
     return static_cast<uint64_t>(_mm_popcnt_u64(_cvtmask64_u64(m)));

@@ -411,13 +411,19 @@ Status histogram(const uint8_t* data, size_t n, uint64_t* out) {
 
 Status fp8_block_absmax(const uint8_t* q, size_t n, size_t rows, size_t cols, size_t br,
                         size_t bc, Fp8Format f, uint8_t* absmax, uint64_t* nan, size_t out_len) {
-  Fp8BlockOut out;
-  out.absmax = absmax;
-  out.nan = nan;
-  out.width = 8;
-  out.len = out_len;
-  Fp8Stats unused;
-  return fp8_block_stats(q, n, 1, rows, cols, br, bc, f, &unused, out);
+  if (!valid(f)) return Status::bad_format;
+  BlockGrid g;
+  if (Status st = block_grid(1, rows, cols, br, bc, &g); st != Status::ok) return st;
+  if (g.elems != n) return Status::bad_length;
+  if (out_len != g.blocks) return Status::bad_buffer;
+  const detail::KernelTable* t = nullptr;
+  if (Status st = active_table(&t); st != Status::ok) return st;
+  for_each_matrix(q, g, 8, [&](const detail::Matrix& m, size_t k0, size_t) {
+    // no whole-tensor statistics: the lean pass
+    t->block_stats(m, f, nullptr,
+                   {absmax ? absmax + k0 : nullptr, nan ? nan + k0 : nullptr, nullptr, nullptr, 8});
+  });
+  return Status::ok;
 }
 
 Status fp8_block_stats(const uint8_t* q, size_t n, size_t batch, size_t rows, size_t cols,

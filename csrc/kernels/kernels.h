@@ -276,6 +276,7 @@ struct KernelTable {
   void (*fp8_stats)(const uint8_t*, size_t, Fp8Format, Fp8Raw*);
   void (*histogram)(const uint8_t*, size_t, uint64_t*);
   // Adds the matrix's counts to *raw (absmax_code: max) and writes its blocks.
+  // raw == nullptr: absmax and NaN outputs only (inf, saturated null).
   void (*block_stats)(const Matrix&, Fp8Format, Fp8Raw* raw, const BlockOut&);
   void (*dequantize)(const DequantArgs&);
   void (*fp4_dequantize)(const DequantArgs&);

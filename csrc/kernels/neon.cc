@@ -139,10 +139,14 @@ struct Fp8Lanes {
     uint8x16_t key, nan, inf, sat;  // compare masks: 0xFF per byte
   };
 
+  // S: also the whole-tensor counters and the saturated mask (block_absmax alone
+  // needs neither).
+  template <bool S>
   static inline Cls classify(uint8x16_t b, Tensor& t) {
     const uint8x16_t mag = vandq_u8(b, vdupq_n_u8(0x7F));
     uint8x16_t nan, inf, key;
     neon::classify<F>(b, mag, &nan, &inf, &key);
+    if constexpr (!S) return {key, nan, inf, vdupq_n_u8(0)};
     const uint8x16_t zero = f::fnuz ? vceqq_u8(b, vdupq_n_u8(0)) : vceqq_u8(mag, vdupq_n_u8(0));
     if constexpr (!f::fnuz) t.c_negz = vsubq_u8(t.c_negz, vceqq_u8(b, vdupq_n_u8(0x80)));
     t.c_zero = vsubq_u8(t.c_zero, zero);
@@ -152,12 +156,16 @@ struct Fp8Lanes {
     if (++t.steps == 255) t.flush();
     return {key, nan, inf, vceqq_u8(mag, vdupq_n_u8(f::sat))};
   }
-  static inline Cls classify_full(const uint8_t* p, Tensor& t) { return classify(vld1q_u8(p), t); }
+  template <bool S>
+  static inline Cls classify_full(const uint8_t* p, Tensor& t) {
+    return classify<S>(vld1q_u8(p), t);
+  }
+  template <bool S>
   static inline Cls classify_part(const uint8_t* p, size_t k, Tensor& t) {
     uint8_t buf[16] = {0};
     std::memcpy(buf, p, k);
     t.pad += kW - k;
-    return classify(vld1q_u8(buf), t);
+    return classify<S>(vld1q_u8(buf), t);
   }
   static constexpr bool kByteCounters = true;
   struct Counters {

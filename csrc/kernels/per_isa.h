@@ -91,9 +91,10 @@ inline void add_raw(detail::Fp8Raw& a, const detail::Fp8Raw& b) {
 //   f, V, kW                   format facts, vector type, bytes per vector
 //   Tensor                     whole-tensor counters (+/-0, zeros + subnormals,
 //                              sign-set bytes); finish(Fp8Raw&) once r.nan is final
-//   classify_full(p, Tensor&)  kW bytes -> Cls: key(c) = the finite magnitudes
-//   classify_part(p, k, ...)   (0 for NaN / Inf), max_key(a, c) = max(a, key(c)),
-//                              c.nan / c.inf / c.sat masks
+//   classify_full<S>(p, Tensor&)  kW bytes -> Cls: key(c) = the finite magnitudes
+//   classify_part<S>(p, k, ...)   (0 for NaN / Inf), max_key(a, c) = max(a, key(c)),
+//                              c.nan / c.inf / c.sat masks; S = false: no
+//                              whole-tensor counters and no saturated mask
 //   kByteCounters             per-block counts by byte counters of the masks
 //                              (Counters, counters(), count_into(Counters&, c),
 //                              drain(Counters&, nan, inf, sat): <= 255 adds), or
@@ -149,7 +150,7 @@ inline void drain(Acc<L>& a, Counts& n) {
 // bj. With byte counters, a row segment of a block is s vectors: counters are
 // drained every 255 / s rows (`every`), or inside segments longer than 254
 // vectors (every = 0).
-template <class L>
+template <class L, bool S>
 void band(const detail::Matrix& m, size_t k0, const detail::BlockOut& out,
           detail::Fp8Raw& total) {
   constexpr size_t kGroup = 64;
@@ -170,7 +171,7 @@ void band(const detail::Matrix& m, size_t k0, const detail::BlockOut& out,
     } else {
       n.nan += L::count(x.nan);
       if constexpr (L::f::inf) n.inf += L::count(x.inf);
-      n.sat += L::count(x.sat);
+      if constexpr (S) n.sat += L::count(x.sat);
     }
   };
   auto keep = [](Counts& c, const Counts& n) {
@@ -196,7 +197,9 @@ void band(const detail::Matrix& m, size_t k0, const detail::BlockOut& out,
           for (size_t k = 0; k < g1 - g0; ++k) {
             Acc<L> a = acc[k];
             Counts n{0, 0, 0};
-            for (size_t v = 0; v < s; ++v, p += L::kW) add(a, n, L::classify_full(p, t));
+            for (size_t v = 0; v < s; ++v, p += L::kW) {
+              add(a, n, L::template classify_full<S>(p, t));
+            }
             acc[k] = a;
             keep(counts[k], n);
           }
@@ -209,10 +212,12 @@ void band(const detail::Matrix& m, size_t k0, const detail::BlockOut& out,
           size_t j = j0;
           while (j1 - j >= L::kW) {
             const size_t run = every != 0 ? (j1 - j) / L::kW : end_of(0, 254, (j1 - j) / L::kW);
-            for (size_t v = 0; v < run; ++v, j += L::kW) add(a, n, L::classify_full(row + j, t));
+            for (size_t v = 0; v < run; ++v, j += L::kW) {
+              add(a, n, L::template classify_full<S>(row + j, t));
+            }
             if (every == 0) drain(a, n);
           }
-          if (j < j1) add(a, n, L::classify_part(row + j, j1 - j, t));
+          if (j < j1) add(a, n, L::template classify_part<S>(row + j, j1 - j, t));
           if (every == 0) drain(a, n);
           acc[bj - g0] = a;
           keep(counts[bj - g0], n);
@@ -225,7 +230,7 @@ void band(const detail::Matrix& m, size_t k0, const detail::BlockOut& out,
       }
     }
   }
-  t.finish(r);
+  if constexpr (S) t.finish(r);
   add_raw(total, r);
 }
 
@@ -236,7 +241,7 @@ void band(const detail::Matrix& m, size_t k0, const detail::BlockOut& out,
 // own: running the tree once on block numbers tells which, and every tree
 // after that reorders its 16 bytes with one byte shuffle. Whole-tensor counts
 // are sums of those 16 bytes.
-template <class L, size_t BC>
+template <class L, size_t BC, bool S>
 void flat(const detail::Matrix& m, const detail::BlockOut& out, detail::Fp8Raw& total) {
   using V = typename L::V;
   constexpr size_t P = L::kW / BC, G = 16 / P;
@@ -268,21 +273,23 @@ void flat(const detail::Matrix& m, const detail::BlockOut& out, detail::Fp8Raw& 
           keys[v] = nans[v] = infs[v] = sats[v] = L::zero();
           continue;
         }
-        const typename L::Cls c = L::classify_full(m.q + (v0 + g0 + v) * L::kW, t);
+        const typename L::Cls c = L::template classify_full<S>(m.q + (v0 + g0 + v) * L::kW, t);
         keys[v] = L::key(c);
         nans[v] = L::ones(c.nan);
         if constexpr (L::f::inf) infs[v] = L::ones(c.inf);
-        sats[v] = L::ones(c.sat);
+        if constexpr (S) sats[v] = L::ones(c.sat);
       }
       const typename L::V16 a = L::template tree<BC, true>(keys, order);
       const typename L::V16 n = L::template tree<BC, false>(nans, order);
-      const typename L::V16 x = L::template tree<BC, false>(sats, order);
       amax = L::max16(amax, a);
       L::store16(am + g0 * P, a);
       L::store16(nn + g0 * P, n);
-      L::store16(ns + g0 * P, x);
       r.nan += L::sum16(n);
-      r.saturated += L::sum16(x);
+      if constexpr (S) {
+        const typename L::V16 x = L::template tree<BC, false>(sats, order);
+        L::store16(ns + g0 * P, x);
+        r.saturated += L::sum16(x);
+      }
       if constexpr (L::f::inf) {
         const typename L::V16 y = L::template tree<BC, false>(infs, order);
         L::store16(ni + g0 * P, y);
@@ -294,31 +301,39 @@ void flat(const detail::Matrix& m, const detail::BlockOut& out, detail::Fp8Raw& 
     store_counts(out.nan, k0, nn, nb, out.width);
     if (out.inf && !L::f::inf) std::memset(ni, 0, nb);
     store_counts(out.inf, k0, ni, nb, out.width);
-    store_counts(out.saturated, k0, ns, nb, out.width);
+    if constexpr (S) store_counts(out.saturated, k0, ns, nb, out.width);
   }
   r.absmax_code = L::hmax16(amax);
-  t.finish(r);
+  if constexpr (S) t.finish(r);
   add_raw(total, r);
   // The last bytes (fewer than kW: whole blocks) as a one-row matrix.
   const size_t done = nvec * L::kW;
   if (done < bytes) {
     const size_t cols = bytes - done;
-    band<L>(detail::Matrix{m.q + done, 1, cols, 1, BC, 1, cols / BC}, done / BC, out, total);
+    band<L, S>(detail::Matrix{m.q + done, 1, cols, 1, BC, 1, cols / BC}, done / BC, out, total);
   }
+}
+
+// raw == nullptr: only the blocks' absmax and NaN counts are wanted (block_absmax):
+// no whole-tensor counters, no saturated counts.
+template <class L, bool S>
+void block_stats_mode(const detail::Matrix& m, detail::Fp8Raw* raw, const detail::BlockOut& o) {
+  detail::Fp8Raw total{};
+  if constexpr (L::kFlat) {
+    if (m.br == 1 && m.cols % m.bc == 0 && (m.bc == 16 || m.bc == 32 || m.bc == L::kW)) {
+      if (m.bc == 16) flat<L, 16, S>(m, o, total);
+      else if (m.bc == 32) flat<L, 32, S>(m, o, total);
+      else flat<L, L::kW, S>(m, o, total);
+      if (raw) add_raw(*raw, total);
+      return;
+    }
+  }
+  band<L, S>(m, 0, o, total);
+  if (raw) add_raw(*raw, total);
 }
 
 template <class L>
 void block_stats_generic(const detail::Matrix& m, detail::Fp8Raw* raw, const detail::BlockOut& o) {
-  detail::Fp8Raw total{};
-  if constexpr (L::kFlat) {
-    if (m.br == 1 && m.cols % m.bc == 0 && (m.bc == 16 || m.bc == 32 || m.bc == L::kW)) {
-      if (m.bc == 16) flat<L, 16>(m, o, total);
-      else if (m.bc == 32) flat<L, 32>(m, o, total);
-      else flat<L, L::kW>(m, o, total);
-      add_raw(*raw, total);
-      return;
-    }
-  }
-  band<L>(m, 0, o, total);
-  add_raw(*raw, total);
+  if (raw != nullptr) block_stats_mode<L, true>(m, raw, o);
+  else block_stats_mode<L, false>(m, raw, o);
 }

@@ -175,7 +175,7 @@ void block_stats(const detail::Matrix& m, Fp8Format f, detail::Fp8Raw* raw,
       if (amax > r.absmax_code) r.absmax_code = amax;
     }
   }
-  add_raw(*raw, r);
+  if (raw) add_raw(*raw, r);
 }
 
 void dequantize(const detail::DequantArgs& a) {
