@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import kernels
+from . import _core, kernels
 from .checks import data
 from .context import ScanContext
 from .deepmap import DeepMaps, sample_histogram
@@ -103,8 +103,9 @@ def _tasks(ctx: ScanContext, block: tuple[int, int] | None) -> list[_Task]:
 
 
 def _copy(shard: Shard, name: str) -> np.ndarray:
-    """A tensor's bytes as a fresh array (what the scale checks inspect)."""
-    return np.array(shard.raw(name), copy=True)
+    """A tensor's bytes as a fresh array (what the scale checks inspect), copied
+    under the fault guard: a file that shrank is an OSError, not SIGBUS."""
+    return kernels.copy_tensor(shard, name).data
 
 
 def _scale_f32(raw: np.ndarray, dtype: str) -> np.ndarray | None:
@@ -129,7 +130,7 @@ def _f64_stats(shard: Shard, name: str) -> kernels.FloatStats:
     lo, hi, amax = np.inf, -np.inf, 0.0
     tiny = np.finfo(np.float64).tiny
     for start in range(0, raw.size, _F64_PIECE):
-        v = np.array(raw[start:start + _F64_PIECE]).view(np.float64)
+        v = _core.copy_guarded(raw[start:start + _F64_PIECE]).view(np.float64)
         isnan = np.isnan(v)
         nan += int(isnan.sum())
         pinf += int((v == np.inf).sum())
