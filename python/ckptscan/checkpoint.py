@@ -183,7 +183,12 @@ def read_json(path: Path, code: str, problems: list[Problem]) -> dict[str, Any] 
 def read_index(path: Path, code: str, problems: list[Problem]) -> Index | None:
     """index.json through the C++ parser. None when it is unusable (unreadable,
     not JSON, no weight_map); its other problems are recorded either way."""
-    core = _core.read_index(os.fspath(path))
+    return index_from_core(_core.read_index(os.fspath(path)), path, code, problems)
+
+
+def index_from_core(core: Any, path: Path, code: str, problems: list[Problem]) -> Index | None:
+    """An index the core parsed (from a file or from bytes fetched remotely):
+    None when unusable; its problems are recorded either way."""
     found = core.problems
     unreadable = [msg for kind, _, _, msg in found if kind == "io-error"]
     if unreadable:
@@ -267,12 +272,19 @@ def _shard_files(directory: Path) -> list[str]:
 
 
 def open_checkpoint(path: str | os.PathLike[str], jobs: int | None = None) -> Checkpoint:
-    """Opens every shard of a checkpoint directory (or a single .safetensors file).
+    """Opens every shard of a checkpoint directory (or a single .safetensors
+    file, or a URL: headers fetched, tensor bytes read on demand by `raw()`).
 
     Nothing stops at a broken shard: its problems are recorded and the other
     shards are read. index.json is read when first needed (`Checkpoint.index`,
     `.problems`). Raises `ShardIOError` only when `path` itself is unusable.
     """
+    from .layout import is_url
+
+    if isinstance(path, str) and is_url(path):
+        from .remote.scan import open_remote_checkpoint
+
+        return open_remote_checkpoint(path)
     root = Path(path)
     problems: list[Problem] = []
     index_path = config = None

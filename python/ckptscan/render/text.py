@@ -91,6 +91,8 @@ def _text_lines(r: Report, st: _Style) -> Iterator[str]:
         where.append(f"repo {safe(src.repo)}{at}")
     if src.component:
         where.append(f"component {safe(src.component)}")
+    if src.requests is not None:  # remote: what reading it cost
+        where.append(f"{src.requests:,} requests, {human_bytes(src.bytes or 0)} read")
     yield f"{', '.join(where)}   model_type: {safe(r.model_type or '-')}   taxonomy: {r.family}"
     yield RULE
     yield ""
