@@ -190,7 +190,8 @@ def _ref(root: _Root, spec: CheckpointSpec, prefix: str) -> CheckpointSpec:
     names = {f.path: prefix + f.name for f in files}
     entries = tuple(e for n in names.values() if (e := root.src._known(n)) is not None)
     ref = RemoteRef(root.reopen, root.src.kind, names, entries,
-                    root.hf[1] if root.hf else None, root.options, _live=root.src)
+                    root.hf[1] if root.hf else None, root.options,
+                    endpoint=getattr(root.src, "endpoint", None), _live=root.src)
     return replace(spec, remote=ref, boundary=None)
 
 
@@ -335,7 +336,8 @@ def _discover_org(url: str, out: Discovery, options: RemoteOptions) -> None:
             src.close()
             return repo, exc
 
-    with ThreadPoolExecutor(ORG_LISTINGS_IN_FLIGHT, thread_name_prefix="ckptscan-org") as pool:
+    in_flight = min(ORG_LISTINGS_IN_FLIGHT, options.max_requests or ORG_LISTINGS_IN_FLIGHT)
+    with ThreadPoolExecutor(in_flight, thread_name_prefix="ckptscan-org") as pool:
         for repo, got in pool.map(listed, models):
             if isinstance(got, Exception):
                 out.notes.append(Note(f"hf://{repo}", f"cannot list: {_reason(got)}"))

@@ -38,7 +38,9 @@ class RemoteRef:
     hold a signed query string, so it is never shown or stored); `names` maps
     each file's URL as shown (`FileStat.path`) to its name under the source's
     root; `entries` is what the listing said of them; `listing` the requests
-    and bytes the listing cost when it found this checkpoint alone.
+    and bytes the listing cost when it found this checkpoint alone; `endpoint`
+    the Hub endpoint the listing came from (a worker elsewhere reads the same
+    Hub whatever its HF_ENDPOINT says; its token stays its own).
     """
 
     url: str
@@ -48,6 +50,7 @@ class RemoteRef:
     revision: str | None = None
     options: RemoteOptions = field(default_factory=RemoteOptions)
     listing: dict[str, int] = field(default_factory=dict)
+    endpoint: str | None = None
     _live: Source | None = field(default=None, repr=False)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -63,8 +66,14 @@ class RemoteRef:
             return self._live, False
         from ..sources import open_source
 
-        src = open_source(self.url, max_requests=self.options.max_requests,
-                          retry=self.options.retry)
+        limit, retry = self.options.max_requests, self.options.retry
+        if self.kind == "hf":
+            from ..sources.hf import HubSource
+
+            src: Source = HubSource(self.url, endpoint=self.endpoint, max_requests=limit,
+                                    retry=retry)
+        else:
+            src = open_source(self.url, max_requests=limit, retry=retry)
         src.adopt(self.entries, self.revision)
         return src, True
 

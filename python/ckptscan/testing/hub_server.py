@@ -126,6 +126,7 @@ class HubServer:
         self._lock = threading.Lock()
         self._infos: dict[tuple[str, int, int], _FileInfo] = {}
         self._revisions: dict[str, str] = {}
+        self._generations: dict[str, int] = {}
         self._cdn: dict[str, tuple[str, str]] = {}  # id -> (file, signature)
         self._in_flight = 0
         self._server: _Server | None = None
@@ -180,8 +181,20 @@ class HubServer:
         return f"hf://{repo}{at}" + (f"/{subdir}" if subdir else "")
 
     def commit(self, repo: str, revision: str = "main") -> str:
-        """The commit `revision` of `repo` resolves to (stable per repo and name)."""
-        return hashlib.sha1(f"{repo}@{revision}".encode()).hexdigest()
+        """The commit `revision` of `repo` resolves to (stable per repo and name,
+        until `new_commit`)."""
+        with self._lock:
+            generation = self._generations.get(repo, 0)
+        tag = f"{repo}@{revision}" + (f"#{generation}" if generation else "")
+        return hashlib.sha1(tag.encode()).hexdigest()
+
+    def new_commit(self, repo: str) -> str:
+        """Moves every revision of `repo` to a new commit (as a push does); returns main's."""
+        with self._lock:
+            self._generations[repo] = self._generations.get(repo, 0) + 1
+            for key in [k for k in self._revisions if k.startswith(f"{repo}@")]:
+                del self._revisions[key]
+        return self.commit(repo)
 
     def add_revision(self, repo: str, name: str) -> str:
         with self._lock:
