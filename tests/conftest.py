@@ -72,9 +72,8 @@ def ray_instance():
     import this ckptscan (the source tree's when that is what the tests run)."""
     import os
 
-    import ray
-
     import ckptscan
+    import ray
 
     env = {}
     src = Path(__file__).resolve().parents[1] / "python"
