@@ -182,6 +182,10 @@ def _scan(paths: list[str], args: argparse.Namespace) -> list[Report]:
     against = getattr(args, "against", None)
     if getattr(args, "hash", False) and against is None:
         raise CkptScanError("--hash goes with --against URL")
+    if against is not None:  # listed once, before anything is scanned
+        from .remote.against import reference
+
+        against = reference(against, args.hash)
     options = ScanOptions(deep=args.deep, jobs=args.jobs, progress=progress,
                           max_bytes=getattr(args, "max_bytes", None), against=against,
                           hash=getattr(args, "hash", False))

@@ -59,7 +59,7 @@ class ScanOptions:
     progress: Callable[[Any], None] | None = None
     cancel: threading.Event | None = None
     max_bytes: int | None = None
-    against: str | None = None
+    against: Any = None  # a URL, or its listing (`ckptscan.remote.against.Reference`)
     hash: bool = False
 
 

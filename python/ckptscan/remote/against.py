@@ -14,12 +14,13 @@ from __future__ import annotations
 import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from .. import codes
 from ..context import ScanContext
 from ..errors import CkptScanError
 from ..layout import SKIP_DIRS, CheckpointSpec
-from ..sources import SourceError, open_source
+from ..sources import SourceError, open_source, scrub_url
 from ..sources.base import Entry
 
 _CHUNK = 8 << 20
@@ -27,14 +28,33 @@ _CHUNK = 8 << 20
 HASH_JOBS = 4
 
 
-def check_against(ctx: ScanContext, spec: CheckpointSpec, url: str, hash: bool) -> None:
+@dataclass(frozen=True)
+class Reference:
+    """The listing of what a copy is compared with: file name -> what the
+    source says of it (size, LFS sha256 or git blob id)."""
+
+    url: str
+    files: dict[str, Entry]
+
+
+def reference(url: str, hash: bool = False) -> Reference:
+    """Lists `url` (hf://, or an object-store prefix for sizes alone). Raises
+    `CkptScanError` when it cannot be listed."""
+    return Reference(scrub_url(url), _listing(url, hash))
+
+
+def check_against(ctx: ScanContext, spec: CheckpointSpec, ref: Reference | str,
+                  hash: bool) -> None:
     """Findings, in `ctx.findings`, for each local file that differs from the
-    reference at `url`. Raises `CkptScanError` when the reference cannot be listed."""
+    reference (a `Reference`, or a URL listed now)."""
+    if isinstance(ref, str):
+        ref = reference(ref, hash)
+    url = ref.url
     if spec.kind in ("file", "shard"):
         root, only = os.path.dirname(spec.path), os.path.basename(spec.path)
     else:
         root, only = spec.path, None
-    listed = _listing(url, hash)
+    listed = ref.files
     if only is not None:
         listed = {n: e for n, e in listed.items() if n == only}
     local = _local_files(root) if only is None else (
@@ -124,4 +144,4 @@ def _size(n: int | None) -> str:
     return "size unknown" if n is None else f"{n:,} bytes"
 
 
-__all__ = ["HASH_JOBS", "check_against"]
+__all__ = ["HASH_JOBS", "Reference", "check_against", "reference"]

@@ -197,9 +197,10 @@ class HubServer:
         return self.commit(repo)
 
     def add_revision(self, repo: str, name: str) -> str:
+        commit = self.commit(repo, name)
         with self._lock:
-            self._revisions[f"{repo}@{name}"] = self.commit(repo, name)
-        return self.commit(repo, name)
+            self._revisions[f"{repo}@{name}"] = commit
+        return commit
 
     # ---- faults and counts
     def inject(self, kind: str, match: str = "*", *, times: int | None = None,
