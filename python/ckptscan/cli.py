@@ -55,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
 
     def remote_options(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--max-requests", type=int, default=None, metavar="N",
-                        help="remote sources: requests in flight at once (default 32)")
+                        help="remote sources: requests in flight at once (default 64)")
 
     def report_options(sp: argparse.ArgumentParser, fail_on: str) -> None:
         sp.add_argument("--format", choices=("text", "json", "md"), default="text")
@@ -175,7 +175,6 @@ def _emit(reports: list[Report], args: argparse.Namespace) -> int:
 def _scan(paths: list[str], args: argparse.Namespace) -> list[Report]:
     from .errors import CkptScanError
     from .layout import LayoutError, resolve
-    from .pipeline import ScanOptions, scan_spec
     from .remote import RemoteOptions, close_sources
 
     progress = _ProgressBar(sys.stderr) if args.deep and sys.stderr.isatty() else None
@@ -186,9 +185,6 @@ def _scan(paths: list[str], args: argparse.Namespace) -> list[Report]:
         from .remote.against import reference
 
         against = reference(against, args.hash)
-    options = ScanOptions(deep=args.deep, jobs=args.jobs, progress=progress,
-                          max_bytes=getattr(args, "max_bytes", None), against=against,
-                          hash=getattr(args, "hash", False))
     remote = RemoteOptions(max_requests=getattr(args, "max_requests", None))
     reports = []
     for path in paths:
@@ -198,6 +194,12 @@ def _scan(paths: list[str], args: argparse.Namespace) -> list[Report]:
                             remote=remote)
         except LayoutError as exc:
             raise CkptScanError(str(exc)) from None
+        # Imported once a URL's reads are under way: the imports overlap them.
+        from .pipeline import ScanOptions, scan_spec
+
+        options = ScanOptions(deep=args.deep, jobs=args.jobs, progress=progress,
+                              max_bytes=getattr(args, "max_bytes", None), against=against,
+                              hash=getattr(args, "hash", False))
         try:
             if against is not None and (len(specs) != 1 or specs[0].remote is not None):
                 raise CkptScanError(f"{path}: --against compares one local checkpoint "

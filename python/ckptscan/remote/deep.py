@@ -22,7 +22,8 @@ import numpy as np
 
 from ..errors import ShardIOError
 from ..sources import SourceError, coalesce
-from .shard import RemoteShard, metered
+from .refs import metered
+from .shard import RemoteShard
 
 #: tensor bytes per batch (a request of about this size, where tensors are adjacent)
 BATCH_BYTES = 32 << 20

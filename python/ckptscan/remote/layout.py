@@ -15,7 +15,9 @@ directory's files are classified by the same rules as a local directory's
 
 A URL ending in ``.safetensors`` is one file, scanned as a shard of its
 directory's checkpoint when an index lies beside it (as for a local file).
-Nothing is read here but listings, index.json, config.json and model_index.json.
+Only listings, index.json, config.json and model_index.json are read here;
+when a URL resolves to one checkpoint, the reads its scan starts with (its
+headers) begin at once, in the background (`remote.fetch.prefetch`).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from ..layout import (
 from ..sources import SourceError, open_source, scrub_url
 from ..sources.base import Entry, Source
 from ..sources.hf import HubSource, org_models, parse_hf_org, parse_hf_url
+from .fetch import prefetch
 from .refs import RemoteOptions, RemoteRef, join
 
 #: repositories of an organisation listed at once
@@ -172,6 +175,7 @@ def _resolve(url: str, revision: str | None, options: RemoteOptions) -> list[Che
         raise
     if len(specs) == 1 and specs[0].remote is not None:  # the listing was for it alone
         specs[0].remote.listing = root.src.stats.as_dict()
+        prefetch(specs[0])  # its headers are read while the caller gets ready to scan
     return specs
 
 

@@ -9,16 +9,20 @@ reads the same commit and versions the listing saw.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..sources.base import Entry
 from ..sources.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from ..layout import CheckpointSpec
-    from ..sources.base import Source
+    from ..sources.base import Source, Stats
+    from .fetch import Fetched
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -52,10 +56,11 @@ class RemoteRef:
     listing: dict[str, int] = field(default_factory=dict)
     endpoint: str | None = None
     _live: Source | None = field(default=None, repr=False)
+    prefetch: Future[Fetched] | None = field(default=None, repr=False)  # `remote.fetch`
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_live"] = None  # sockets and threads stay in this process
+        state["_live"] = state["prefetch"] = None  # sockets and threads stay here
         return state
 
     def open(self) -> tuple[Source, bool]:
@@ -83,6 +88,18 @@ class RemoteRef:
         files = [spec.index, spec.config, *spec.shards, *spec.copies]
         return (self.kind, self.revision,
                 [(f.name, f.size, f.version) for f in files if f is not None])
+
+
+def metered(source: Source, cost: Stats | None, fn: Callable[[], T]) -> T:
+    """`fn()`, with the requests and bytes it sends on this thread added to `cost`."""
+    if cost is None:
+        return fn()
+    with source.stats.meter() as m:
+        try:
+            return fn()
+        finally:
+            cost.add(requests=m.requests, nbytes=m.bytes, retries=m.retries,
+                     redirects=m.redirects)
 
 
 def close_sources(specs: Iterable[CheckpointSpec]) -> None:
@@ -139,4 +156,4 @@ def join(root: str, name: str) -> str:
     return f"{root.rstrip('/')}/{name}" if name else root
 
 
-__all__ = ["RemoteOptions", "RemotePath", "RemoteRef", "close_sources", "join"]
+__all__ = ["RemoteOptions", "RemotePath", "RemoteRef", "close_sources", "join", "metered"]

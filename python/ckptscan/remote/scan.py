@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, TypeVar, cast
 
@@ -25,11 +24,12 @@ from ..errors import Problem, ShardIOError
 from ..layout import CheckpointSpec, FileStat
 from ..result import Report
 from ..shard import Shard
-from ..sources import SourceError, fetch_headers
+from ..sources import SourceError
 from ..sources.base import Stats
+from .fetch import fetch
 from .layout import error_code
-from .refs import RemotePath
-from .shard import RemoteShard, metered
+from .refs import RemotePath, metered
+from .shard import RemoteShard
 
 T = TypeVar("T")
 
@@ -68,36 +68,18 @@ class RemoteScan:
         self.cost.add(requests=cost.get("requests", 0), nbytes=cost.get("bytes", 0),
                       retries=cost.get("retries", 0), redirects=cost.get("redirects", 0))
 
-    def _read_small(self, fs: FileStat | None, limit: int) -> None:
-        if fs is None or fs.kind != "file":
-            return
-        try:
-            data: bytes | None = self._metered(
-                lambda: self.src.read_all(self.ref.names[fs.path], limit))
-            self._small[fs.path] = (data, None)
-        except SourceError as exc:
-            self._small[fs.path] = (None, exc)
-
     def _fetch(self, spec: CheckpointSpec) -> CheckpointSpec:
-        """index.json and config.json (together), then every shard's header."""
-        config = spec.config if spec.config is None or spec.config.size is None or (
-            spec.config.size <= MAX_CONFIG_BYTES) else None
-        with ThreadPoolExecutor(2, thread_name_prefix="ckptscan-meta") as pool:
-            later = pool.submit(self._read_small, config, MAX_CONFIG_BYTES)
-            self._read_small(spec.index, 1 << 30)
-            index = self._index_bytes(spec.index)
-            if index is not None:
-                self._index_core = _core.parse_index(index)
-            wanted = [fs for fs in spec.shards if fs.kind == "file"]
-            names = [self.ref.names[fs.path] for fs in wanted]
-            prefix = _common_dir(names)
-            heads = fetch_headers(self.src, [n[len(prefix):] for n in names],
-                                  index=self._index_core, max_requests=self.max_requests,
-                                  prefix=prefix)
-            later.result()
+        """index.json, config.json and every shard's header (read when the URL
+        was resolved, or now); a shard that could not be had becomes an error."""
+        ahead, self.ref.prefetch = self.ref.prefetch, None
+        got = ahead.result() if ahead is not None else fetch(self.src, spec, self.ref.names)
+        self._charge(got.cost.as_dict())
+        self._small, self._index_core = got.small, got.index_core
+        by_path = {fs.path: fs for fs in spec.shards}
         files: dict[str, FileStat] = {}
         listed_by_index = spec.kind not in ("file", "shard")
-        for fs, name, h in zip(wanted, names, heads, strict=True):
+        for path, h in zip(got.wanted, got.heads, strict=True):
+            fs = by_path[path]
             self._charge(h.cost)
             self.problems += [Problem("remote-range-ignored", message.partition(": ")[2] or
                                       message, fs.path) for _url, message in h.notices]
@@ -111,17 +93,12 @@ class RemoteScan:
                 files[fs.path] = replace(fs, kind="error", size=h.size, error=reason, code=code)
                 continue
             files[fs.path] = replace(fs, size=h.size)
-            shard = RemoteShard(h.core, fs.path, self.src, name)
+            shard = RemoteShard(h.core, fs.path, self.src, self.ref.names[fs.path])
             shard.cost = self.cost
             self.shards[fs.path] = shard
             self._heads[fs.path] = h.head
         return replace(spec, shards=[files.get(fs.path, fs) for fs in spec.shards
                                      if fs.path in files or fs.kind != "file"])
-
-    def _index_bytes(self, fs: FileStat | None) -> bytes | None:
-        if fs is None:
-            return None
-        return self._small.get(fs.path, (None, None))[0]
 
     # ---- what the pipeline asks
     def shard(self, fs: FileStat) -> Shard:
@@ -207,15 +184,6 @@ def open_remote_checkpoint(url: str) -> Checkpoint:
                       found=[fs.name for fs in spec.shards], partial=spec.kind == "shard")
     weakref.finalize(ckpt, close_sources, specs)  # the shards read through it until then
     return ckpt
-
-
-def _common_dir(names: list[str]) -> str:
-    """The directory (ending in "/") all `names` share, or ""."""
-    dirs = {n.rpartition("/")[0] for n in names}
-    if len(dirs) != 1:
-        return ""
-    d = dirs.pop()
-    return f"{d}/" if d else ""
 
 
 __all__ = ["RemoteScan", "open_remote_checkpoint"]

@@ -3,30 +3,16 @@ local shard (`_core.parse_bytes`), its tensor bytes read on demand."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from ..errors import ShardIOError
 from ..shard import Shard
+from .refs import metered
 
 if TYPE_CHECKING:
     from ..sources.base import Source, Stats
-
-T = TypeVar("T")
-
-
-def metered(source: Source, cost: Stats | None, fn: Callable[[], T]) -> T:
-    """`fn()`, with the requests and bytes it sends on this thread added to `cost`."""
-    if cost is None:
-        return fn()
-    with source.stats.meter() as m:
-        try:
-            return fn()
-        finally:
-            cost.add(requests=m.requests, nbytes=m.bytes, retries=m.retries,
-                     redirects=m.redirects)
 
 
 class Feed(Protocol):
@@ -73,4 +59,4 @@ class RemoteShard(Shard):
         return f"<RemoteShard {self.path!r} {state}>"
 
 
-__all__ = ["Feed", "RemoteShard", "metered"]
+__all__ = ["Feed", "RemoteShard"]
