@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from ckptscan import open_checkpoint, scan
 from ckptscan.cli import main
-from ckptscan.layout import resolve
+from ckptscan.layout import discover, resolve
 from ckptscan.pipeline import ScanOptions, scan_spec
 from ckptscan.remote import RemoteOptions, close_sources
 from ckptscan.result import Report
@@ -275,10 +275,11 @@ def test_an_object_that_changes_after_listing(hub: Any, planted: Path, s3: Any) 
     remote = remote_scan("hf://org/small")
     f = finding(remote, "file-changed")
     assert f.file == f"hf://org/small/{names[1]}" and "listing said" in f.message
-    # S3: replaced between the listing and the read (If-Match fails)
+    # S3: replaced between the listing and the read (If-Match fails); a farm's
+    # listing (no reads started with it) and its scan are apart in time
     bucket = f"chg-{secrets.token_hex(4)}"
     s3.upload_dir(bucket, "c", planted)
-    specs = resolve(f"s3://{bucket}/c", remote=RemoteOptions(retry=FAST))
+    specs = discover([f"s3://{bucket}/c"], remote=RemoteOptions(retry=FAST)).checkpoints
     s3.client().put_object(Bucket=bucket, Key=f"c/{names[0]}",
                            Body=(planted / names[0]).read_bytes()[:-8] + b"\0" * 8)
     try:
@@ -300,3 +301,17 @@ def test_max_bytes_refuses_before_reading(hub: Any, planted: Path,
     total = sum(os.path.getsize(p) for p in planted.glob("*.safetensors"))
     assert main(["report", url, "--deep", "--max-bytes", str(total), "--fail-on",
                  "never"]) == 0
+
+
+def test_a_local_report_never_imports_the_remote_code(planted: Path) -> None:
+    """Local checkpoints stay as they were: memory-mapped, no network client loaded."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from ckptscan.cli import main; "
+            f"main(['report', {str(planted)!r}, '--format', 'json', '-o', '/dev/null']); "
+            "print([m for m in ('ckptscan.remote', 'ckptscan.sources', 'urllib3', 'obstore') "
+            "if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=120)
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -174,8 +174,7 @@ def _emit(reports: list[Report], args: argparse.Namespace) -> int:
 
 def _scan(paths: list[str], args: argparse.Namespace) -> list[Report]:
     from .errors import CkptScanError
-    from .layout import LayoutError, resolve
-    from .remote import RemoteOptions, close_sources
+    from .layout import LayoutError, is_url, resolve
 
     progress = _ProgressBar(sys.stderr) if args.deep and sys.stderr.isatty() else None
     against = getattr(args, "against", None)
@@ -185,7 +184,11 @@ def _scan(paths: list[str], args: argparse.Namespace) -> list[Report]:
         from .remote.against import reference
 
         against = reference(against, args.hash)
-    remote = RemoteOptions(max_requests=getattr(args, "max_requests", None))
+    remote = None
+    if any(is_url(p) for p in paths):  # local paths never import the remote code
+        from .remote import RemoteOptions
+
+        remote = RemoteOptions(max_requests=getattr(args, "max_requests", None))
     reports = []
     for path in paths:
         try:
@@ -207,7 +210,10 @@ def _scan(paths: list[str], args: argparse.Namespace) -> list[Report]:
                                     f"{', remote' if specs and specs[0].remote else ''})")
             reports += [scan_spec(spec, options).report for spec in specs]
         finally:
-            close_sources(specs)
+            if any(s.remote is not None for s in specs):
+                from .remote import close_sources
+
+                close_sources(specs)
     return reports
 
 
@@ -272,9 +278,14 @@ def _farm(args: argparse.Namespace) -> int:
     from .farm import scan_farm
     from .farm.store import Store
     from .farm.table import FarmProgressBar, format_rows, summary_lines
-    from .remote import RemoteOptions
+    from .layout import is_url
 
     roots = list(args.roots) + (_listed_roots(args.from_file) if args.from_file else [])
+    remote = None
+    if any(is_url(r) for r in roots):  # local roots never import the remote code
+        from .remote import RemoteOptions
+
+        remote = RemoteOptions(args.max_requests)
     try:
         if roots:
             bar = FarmProgressBar(sys.stderr) if sys.stderr.isatty() else None
@@ -282,7 +293,7 @@ def _farm(args: argparse.Namespace) -> int:
                                io_jobs=args.io_jobs, dask=args.dask, processes=args.processes,
                                rescan=args.rescan, prune=args.prune,
                                follow_symlinks=args.follow_symlinks, progress=bar,
-                               ray=args.ray, remote=RemoteOptions(args.max_requests))
+                               ray=args.ray, remote=remote)
             paths: list[str] | None = [r["path"] for r in result.rows]
             db = result.db
         else:
