@@ -315,3 +315,33 @@ def test_a_local_report_never_imports_the_remote_code(planted: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=120)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_deep_in_small_batches_holds_few_bytes_at_once(hub: Any, planted: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many batches: the same report, more (smaller) range requests, and never
+    more than AHEAD batches' bytes fetched and not yet judged (plus the batch
+    the kernels want, at most one tensor over the batch size)."""
+    import ckptscan.remote.deep as remote_deep
+
+    batch = 64 << 10
+    monkeypatch.setattr(remote_deep, "BATCH_BYTES", batch)
+    held: list[int] = []
+    start = remote_deep.Feed._start
+
+    def watched(self: Any, k: int) -> None:
+        start(self, k)
+        held.append(self._held)
+
+    monkeypatch.setattr(remote_deep.Feed, "_start", watched)
+    local = scan(planted, deep=True)
+    hub.clear()
+    url = hub.http_url("org/small/")
+    remote = remote_scan(url, deep=True)
+    assert comparable(remote, url) == comparable(local, str(planted))
+    shards = len(list(planted.glob("*.safetensors")))
+    data_requests = hub.count("*.safetensors") - shards  # less one header read per shard
+    assert local.deep is not None
+    assert 2 * shards < data_requests < local.deep.tensors  # batches, not tensors
+    largest = max(r.bytes for r in local.dtypes.values())  # a bound on any one tensor
+    assert held and max(held) <= (remote_deep.AHEAD + 1) * batch + largest

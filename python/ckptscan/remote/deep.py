@@ -27,13 +27,14 @@ from .shard import RemoteShard
 
 #: tensor bytes per batch (a request of about this size, where tensors are adjacent)
 BATCH_BYTES = 32 << 20
-#: batches fetched ahead of the one the kernels read
+#: batches fetched ahead of the one the kernels read, at most (and at most this
+#: many batches' bytes: tensors larger than a batch are not fetched ahead in threes)
 AHEAD = 3
 
 
 @dataclass
 class _Batch:
-    rows: list[int]
+    nbytes: int = 0
     ranges: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # shard -> ranges
     future: Future[dict[tuple[int, int], memoryview]] | None = None
     left: int = 0  # tasks not judged yet
@@ -49,14 +50,13 @@ class Feed:
         self._of_row: dict[int, int] = {}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(AHEAD + 1, thread_name_prefix="ckptscan-deep-fetch")
-        size = 0
+        self._held = 0  # bytes of batches fetched (or being fetched) and not dropped
         current: _Batch | None = None
         for t in tasks:
-            if current is None or size >= BATCH_BYTES:
-                current = _Batch([])
+            if current is None or current.nbytes >= BATCH_BYTES:
+                current = _Batch()
                 self.batches.append(current)
-                size = 0
-            current.rows.append(t.row)
+            current.nbytes += t.nbytes
             current.left += 1
             self._of_row[t.row] = len(self.batches) - 1
             for r in (t.row, t.scale_row):
@@ -68,7 +68,6 @@ class Feed:
                 span = (int(core.begins[row]), int(core.ends[row]))
                 current.ranges.setdefault(sid, []).append(span)
                 self._where[(sid, span[0])] = len(self.batches) - 1
-            size += t.nbytes
         self._sid = {id(s): k for k, s in enumerate(self.shards)}
         for s in self.shards:
             s.feed = self
@@ -80,10 +79,16 @@ class Feed:
                    for s, e in coalesce(rs))
 
     def _start(self, k: int) -> None:
+        """Batch `k` (wanted now), and the next ones while the bytes held stay
+        within AHEAD batches."""
         for j in range(k, min(k + AHEAD + 1, len(self.batches))):
             b = self.batches[j]
-            if b.future is None and b.left > 0:
-                b.future = self._pool.submit(self._fetch, b)
+            if b.future is not None or b.left == 0:
+                continue
+            if j > k and self._held + b.nbytes > AHEAD * BATCH_BYTES:
+                break
+            b.future = self._pool.submit(self._fetch, b)
+            self._held += b.nbytes
 
     def _fetch(self, b: _Batch) -> dict[tuple[int, int], memoryview]:
         out: dict[tuple[int, int], memoryview] = {}
@@ -121,6 +126,8 @@ class Feed:
             b = self.batches[k]
             b.left -= 1
             if b.left == 0:
+                if b.future is not None:
+                    self._held -= b.nbytes
                 b.future = None
                 b.ranges = {}
 

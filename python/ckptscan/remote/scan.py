@@ -40,18 +40,15 @@ class RemoteScan:
     read turned into an ``error`` file with its finding code; `problems` what
     went wrong without making a file unreadable (a server ignoring Range)."""
 
-    def __init__(self, spec: CheckpointSpec, max_requests: int | None = None) -> None:
+    def __init__(self, spec: CheckpointSpec) -> None:
         ref = spec.remote
         assert ref is not None
         self.ref = ref
         self.src, owned = ref.open()
         if owned:
             weakref.finalize(self, self.src.close)
-        self.max_requests = max_requests
         self.cost = Stats()
-        self.cost.add(requests=ref.listing.get("requests", 0), nbytes=ref.listing.get("bytes", 0),
-                      retries=ref.listing.get("retries", 0),
-                      redirects=ref.listing.get("redirects", 0))
+        self._charge(ref.listing)  # the listing that found it alone
         self.problems: list[Problem] = []
         self.shards: dict[str, RemoteShard] = {}
         self._heads: dict[str, bytes] = {}
