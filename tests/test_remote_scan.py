@@ -144,6 +144,8 @@ def test_hf_revision_and_subdirectory(hub: Any) -> None:
     assert comparable(scan("hf://org/multi/fp8"), "hf://org/multi/fp8") == comparable(
         scan(d), str(d))
     assert main(["report", "hf://org/multi@nope/fp8"]) == 2
+    assert scan("hf://org/multi/fp8", revision="v1.0").source.revision == commit
+    assert main(["report", "hf://org/multi@main/fp8", "--revision", "v1.0"]) == 2  # two revisions
 
 
 def test_s3_prefix_report_equals_the_local_one(s3: Any, planted: Path) -> None:
