@@ -50,8 +50,9 @@ class ScanOptions:
     one per core). `io_jobs`: header reads in flight (network storage wants many).
     `progress` is called after each tensor of a deep scan; `cancel` stops it.
     `max_bytes`: a deep scan that would read more tensor bytes is refused
-    (`ReadBudgetExceeded`) before it reads any. `against`: a Hub URL whose file
-    sizes (and with `hash`, SHA-256) the local files are compared with."""
+    (`ReadBudgetExceeded`) before it reads any. `against`: a Hub URL (or its
+    listing, `remote.against.Reference`) whose file sizes (and with `hash`,
+    SHA-256) the local files are compared with."""
 
     deep: bool = False
     jobs: int | None = None
@@ -140,7 +141,8 @@ def scan_spec(spec: CheckpointSpec, options: ScanOptions | None = None,
     """The pipeline. Never raises for a checkpoint: an unexpected failure
     (out of memory included) becomes that checkpoint's finding. `cache` is shared
     by the checkpoints of one scan group (files they share are parsed once).
-    Raises only `Cancelled` / KeyboardInterrupt and environment errors."""
+    Raises only `Cancelled` / KeyboardInterrupt, `ReadBudgetExceeded` (a deep
+    scan beyond `max_bytes`) and environment errors."""
     from .deep import Cancelled, ReadBudgetExceeded, check_environment
 
     options = options or ScanOptions()
