@@ -22,7 +22,10 @@ headers) begin at once, in the background (`remote.fetch.prefetch`).
 
 from __future__ import annotations
 
+import importlib
 import posixpath
+import sys
+import threading
 from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -85,6 +88,7 @@ def resolve_url(url: str, *, revision: str | None = None,
     """The checkpoints a URL holds, as ``ckptscan report URL`` scans them.
     Raises `LayoutError` when the URL cannot be listed (naming why)."""
     options = options or RemoteOptions()
+    _import_meanwhile()
     try:
         if parse_hf_org(url) is not None:
             found = Discovery([], [])
@@ -118,6 +122,15 @@ def discover_url(url: str, out: Discovery, options: RemoteOptions | None = None)
     except (SourceError, LayoutError) as exc:
         out.notes.append(Note(shown, f"cannot list: {_reason(exc)}"))
         out.unlisted.append(shown)
+
+
+def _import_meanwhile() -> None:
+    """The scan that follows a resolve needs the pipeline (numpy, the checks,
+    the taxonomy: 0.1-0.3 s of imports): import it while the listing waits on
+    the network, not after."""
+    if "ckptscan.pipeline" not in sys.modules:
+        threading.Thread(target=importlib.import_module, args=("ckptscan.pipeline",),
+                         name="ckptscan-import", daemon=True).start()
 
 
 # ---------------------------------------------------------------- opening

@@ -17,8 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from .. import _core
 from .base import Source, SourceError
 
@@ -119,6 +117,8 @@ def predict_header_lengths(index: Any, sizes: dict[str, int | None] | None = Non
     plus header) to hold its whole header in one request, with a margin.
     `sizes` (from a listing) bounds the offsets' digits; otherwise index.json's
     total_size does (no shard holds more data than the whole checkpoint)."""
+    import numpy as np  # here: listing a source needs no numpy
+
     names: list[str] = index.names()
     ids = np.asarray(index.shard_ids, dtype=np.int64)
     shard_names: list[str] = index.shard_names
