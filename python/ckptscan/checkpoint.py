@@ -279,12 +279,13 @@ def open_checkpoint(path: str | os.PathLike[str], jobs: int | None = None) -> Ch
     shards are read. index.json is read when first needed (`Checkpoint.index`,
     `.problems`). Raises `ShardIOError` only when `path` itself is unusable.
     """
-    from .layout import is_url
+    if isinstance(path, str) and "://" in path:  # (no import for a plain path)
+        from .layout import is_url
 
-    if isinstance(path, str) and is_url(path):
-        from .remote.scan import open_remote_checkpoint
+        if is_url(path):
+            from .remote.scan import open_remote_checkpoint
 
-        return open_remote_checkpoint(path)
+            return open_remote_checkpoint(path)
     root = Path(path)
     problems: list[Problem] = []
     index_path = config = None
