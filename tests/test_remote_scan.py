@@ -347,3 +347,32 @@ def test_deep_in_small_batches_holds_few_bytes_at_once(hub: Any, planted: Path,
     assert 2 * shards < data_requests < local.deep.tensors  # batches, not tensors
     largest = max(r.bytes for r in local.dtypes.values())  # a bound on any one tensor
     assert held and max(held) <= (remote_deep.AHEAD + 1) * batch + largest
+
+
+def test_a_server_ignoring_range_serves_a_header_longer_than_the_first_read(
+        hub: Any) -> None:
+    """No index to predict from: a 256 KiB first read, a header longer than that,
+    and a server that answers every Range with the whole object: the header is
+    read again from the start, as far as needed, instead of failing."""
+    import numpy as np
+    from ckptscan.sources.headers import SPECULATIVE_READ
+    from safetensors.numpy import save_file
+
+    d = hub.root / "wide"
+    d.mkdir()
+    tensors = {f"model.layers.{i}.mlp.experts.{j}.w{k}.weight": np.full((2,), i + j, np.float32)
+               for i in range(40) for j in range(32) for k in range(3)}
+    save_file(tensors, str(d / "model.safetensors"))
+    with open(d / "model.safetensors", "rb") as f:
+        header = int.from_bytes(f.read(8), "little")
+    assert header > SPECULATIVE_READ
+    hub.inject("ignore-range", "wide/model.safetensors")
+    url = hub.http_url("wide/model.safetensors")
+    remote = remote_scan(url)
+    local = scan(d / "model.safetensors")
+    assert remote.total.tensors == len(tensors)
+    assert [f.code for f in remote.findings] == ["remote-range-ignored"] + [
+        f.code for f in local.findings]
+    # read: the first 256 KiB, then the header from the start; nothing past it
+    assert remote.source.bytes is not None
+    assert SPECULATIVE_READ + header < remote.source.bytes < SPECULATIVE_READ + header + 4096

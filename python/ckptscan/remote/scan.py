@@ -78,8 +78,10 @@ class RemoteScan:
         for path, h in zip(got.wanted, got.heads, strict=True):
             fs = by_path[path]
             self._charge(h.cost)
-            self.problems += [Problem("remote-range-ignored", message.partition(": ")[2] or
-                                      message, fs.path) for _url, message in h.notices]
+            if h.notices:  # one finding per file, however many reads it took
+                message = h.notices[0][1]
+                self.problems.append(Problem("remote-range-ignored",
+                                             message.partition(": ")[2] or message, fs.path))
             if (h.error is not None and h.error.code == "not-found" and listed_by_index
                     and not self.src.lists_files):
                 continue  # plain HTTP: a shard index.json names that is not there is missing

@@ -165,6 +165,19 @@ def fetch_headers(source: Source, names: Sequence[str], *, index: Any | None = N
         return list(pool.map(lambda n: _fetch_one(source, n, first[n], prefix), names))
 
 
+def _read_rest(source: Source, path: str, data: memoryview, need: int) -> memoryview:
+    """The header's bytes past the first read; from a server that ignores Range,
+    the first `need` bytes again (it sends the object from its start anyway)."""
+    try:
+        rest = source.read(path, len(data), need)
+    except SourceError as exc:
+        if exc.code != "range-ignored":
+            raise
+        again, _size = source.read_head(path, need)
+        return again
+    return memoryview(bytes(data) + bytes(rest))
+
+
 def _fetch_one(source: Source, name: str, first_read: int, prefix: str = "") -> HeaderResult:
     path = prefix + name
     with source.stats.meter() as cost, source.collecting() as notices:
@@ -178,8 +191,7 @@ def _fetch_one(source: Source, name: str, first_read: int, prefix: str = "") -> 
                 # A length past the limit or the file is the parser's finding,
                 # from these 8 bytes: never read on for it.
                 if need - 8 <= _core.MAX_HEADER_LEN and len(data) < need <= size:
-                    rest = source.read(path, len(data), need)
-                    data = memoryview(bytes(data) + bytes(rest))
+                    data = _read_rest(source, path, data, need)
             core = _core.parse_bytes(data, size)
             error = None
         except SourceError as exc:
