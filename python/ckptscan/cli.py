@@ -140,8 +140,8 @@ def _parser() -> argparse.ArgumentParser:
                         "its workers must see the same paths")
     f.add_argument("--ray", metavar="ADDRESS",
                    help="run the scans on this Ray cluster ('auto': the one this machine "
-                        "belongs to; pip install 'ckptscan[ray]'), with one request budget "
-                        "(--max-requests) shared by all its workers")
+                        "belongs to, 'local': start one here; pip install 'ckptscan[ray]'), "
+                        "with one request budget (--max-requests) shared by all its workers")
     remote_options(f)
     f.add_argument("--fail-on", choices=("error", "warning", "info", "never"), default="error",
                    help="exit 1 when a listed checkpoint has a finding at this level "
