@@ -224,7 +224,16 @@ def read_json(path: Path, code: str, problems: list[Problem],
     """config.json and the like: a JSON object within `limit` bytes, or None with a
     problem recorded."""
     data = _regular_bytes(path, code, problems, limit)
-    if data is None:
+    return None if data is None else json_object(data, path, code, problems, limit)
+
+
+def json_object(data: bytes, path: Path, code: str, problems: list[Problem],
+                limit: int = MAX_CONFIG_BYTES) -> dict[str, Any] | None:
+    """A JSON object from a file's bytes (read from disk or fetched), or None with
+    a problem recorded."""
+    if len(data) > limit:
+        problems.append(Problem("limit-exceeded", f"{path.name} is beyond the {limit:,}-byte "
+                                "limit: not read", str(path)))
         return None
     try:
         obj = orjson.loads(data)
@@ -246,7 +255,13 @@ def read_index(path: Path, code: str, problems: list[Problem]) -> Index | None:
     """index.json through the C++ parser. None when it is unusable (unreadable,
     not JSON, no weight_map, beyond the limits); its other problems are recorded
     either way."""
-    core = _core.read_index(os.fsencode(path))
+    return index_from_core(_core.read_index(os.fsencode(path)), path, code, problems)
+
+
+def index_from_core(core: Any, path: Path, code: str, problems: list[Problem]) -> Index | None:
+    """An index the core parsed (from a file or from bytes fetched remotely):
+    None when unusable (not JSON, no weight_map, beyond the limits); its
+    problems are recorded either way."""
     found = core.problems
     unreadable = [msg for kind, _, _, msg in found if kind == "io-error"]
     if unreadable:
@@ -338,12 +353,20 @@ def _shard_files(directory: Path) -> list[str]:
 
 
 def open_checkpoint(path: str | os.PathLike[str], jobs: int | None = None) -> Checkpoint:
-    """Opens every shard of a checkpoint directory (or a single .safetensors file).
+    """Opens every shard of a checkpoint directory (or a single .safetensors
+    file, or a URL: headers fetched, tensor bytes read on demand by `raw()`).
 
     Nothing stops at a broken shard: its problems are recorded and the other
     shards are read. index.json is read when first needed (`Checkpoint.index`,
     `.problems`). Raises `ShardIOError` only when `path` itself is unusable.
     """
+    if isinstance(path, str) and "://" in path:  # (no import for a plain path)
+        from .layout import is_url
+
+        if is_url(path):
+            from .remote.scan import open_remote_checkpoint
+
+            return open_remote_checkpoint(path)
     root = Path(path)
     problems: list[Problem] = []
     index_path = config = None

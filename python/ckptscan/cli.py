@@ -70,6 +70,10 @@ def _parser() -> argparse.ArgumentParser:
                              "NO_COLOR is set; FORCE_COLOR forces it)")
         sp.add_argument("-q", "--quiet", action="count", default=0, help=quiet)
 
+    def remote_options(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--max-requests", type=int, default=None, metavar="N",
+                        help="remote sources: requests in flight at once (default 64)")
+
     def report_options(sp: argparse.ArgumentParser, fail_on: str) -> None:
         sp.add_argument("--format", choices=("text", "json", "md", "html", "github"),
                         default="text",
@@ -101,13 +105,24 @@ def _parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser(
         "report", help="report on checkpoints (a directory, a .safetensors file, a Hugging "
-                       "Face cache repository or ORG/NAME repo id)")
+                       "Face cache repository or ORG/NAME repo id, or a URL: "
+                       "hf://ORG/NAME[@REV][/SUBDIR], https://..., s3://, gs://, az://)")
     r.add_argument("paths", nargs="+", metavar="PATH")
     r.add_argument("--revision", metavar="REV",
-                   help="for a Hugging Face cache repository: the branch, tag or commit "
-                        "(default: main)")
+                   help="for a Hugging Face cache repository or an hf:// URL: the branch, tag "
+                        "or commit (default: main)")
     r.add_argument("--follow-symlinks", action="store_true",
                    help="read files that symlinks lead to outside the checkpoint")
+    remote_options(r)
+    r.add_argument("--max-bytes", type=_byte_count, default=None, metavar="N",
+                   help="with --deep: refuse, before reading, to read more than N bytes of "
+                        "tensor data (suffixes K, M, G, T: powers of 1024)")
+    r.add_argument("--against", metavar="URL",
+                   help="compare every local file's size with the Hub's (hf://ORG/NAME[@REV]"
+                        "[/SUBDIR]): corrupt, truncated, missing and extra files are findings")
+    r.add_argument("--hash", action="store_true",
+                   help="with --against: also compare SHA-256 (LFS files) and git blob ids "
+                        "(reads every byte of the local copy)")
     report_options(r, "error")
     d = sub.add_parser("demo", help="write a small FP8 MiniMax-M2-shaped checkpoint with planted "
                                     "defects and report on it with --deep")
@@ -167,7 +182,11 @@ def _parser() -> argparse.ArgumentParser:
                     "snapshots, single .safetensors files), scans the new and changed ones in "
                     "parallel into a SQLite store and prints one row per checkpoint. Without "
                     "ROOT, queries the store only.")
-    f.add_argument("roots", nargs="*", metavar="ROOT")
+    f.add_argument("roots", nargs="*", metavar="ROOT",
+                   help="directories, files, or URLs: an s3:// gs:// az:// prefix, hf://ORG "
+                        "(its models), hf://ORG/NAME, a checkpoint's http(s):// URL")
+    f.add_argument("--from-file", metavar="FILE",
+                   help="also the roots listed in FILE, one path or URL per line ('-': stdin)")
     f.add_argument("--db", metavar="PATH",
                    help="the store (default: $XDG_CACHE_HOME/ckptscan/farm.db, "
                         "~/.cache/ckptscan/farm.db)")
@@ -200,6 +219,11 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--dask", metavar="ADDRESS",
                    help="run the scans on this Dask scheduler (pip install 'ckptscan[dask]'); "
                         "its workers must see the same paths")
+    f.add_argument("--ray", metavar="ADDRESS",
+                   help="run the scans on this Ray cluster ('auto': the one this machine "
+                        "belongs to, 'local': start one here; pip install 'ckptscan[ray]'), "
+                        "with one request budget (--max-requests) shared by all its workers")
+    remote_options(f)
     f.add_argument("--fail-on", choices=("error", "warning", "info", "never"), default="error",
                    help="exit 1 when a listed checkpoint has a finding at this level "
                         "(default: error)")
@@ -273,19 +297,61 @@ def _emit(reports: list[Report], args: argparse.Namespace) -> int:
 
 def _scan(paths: list[str], args: argparse.Namespace) -> list[Report]:
     from .errors import CkptScanError
-    from .layout import LayoutError, resolve
-    from .pipeline import ScanOptions, scan_spec
+    from .layout import LayoutError, is_url, resolve
 
-    options = ScanOptions(deep=args.deep, jobs=args.jobs, progress=_deep_bar(args.deep))
+    progress = _deep_bar(args.deep)
+    against = getattr(args, "against", None)
+    if getattr(args, "hash", False) and against is None:
+        raise CkptScanError("--hash goes with --against URL")
+    if against is not None:  # listed once, before anything is scanned
+        from .remote.against import reference
+
+        against = reference(against, args.hash)
+    remote = None
+    if any(is_url(p) for p in paths):  # local paths never import the remote code
+        from .remote import RemoteOptions
+
+        remote = RemoteOptions(max_requests=getattr(args, "max_requests", None))
     reports = []
     for path in paths:
         try:
             specs = resolve(path, revision=getattr(args, "revision", None),
-                            follow_symlinks=getattr(args, "follow_symlinks", False))
+                            follow_symlinks=getattr(args, "follow_symlinks", False),
+                            remote=remote)
         except LayoutError as exc:
             raise CkptScanError(str(exc)) from None
-        reports += [scan_spec(spec, options).report for spec in specs]
+        # Imported once a URL's reads are under way: the imports overlap them.
+        from .pipeline import ScanOptions, scan_spec
+
+        options = ScanOptions(deep=args.deep, jobs=args.jobs, progress=progress,
+                              max_bytes=getattr(args, "max_bytes", None), against=against,
+                              hash=getattr(args, "hash", False))
+        try:
+            if against is not None and (len(specs) != 1 or specs[0].remote is not None):
+                raise CkptScanError(f"{path}: --against compares one local checkpoint "
+                                    f"(this is {len(specs)} checkpoints"
+                                    f"{', remote' if specs and specs[0].remote else ''})")
+            reports += [scan_spec(spec, options).report for spec in specs]
+        finally:
+            if any(s.remote is not None for s in specs):
+                from .remote import close_sources
+
+                close_sources(specs)
     return reports
+
+
+def _byte_count(text: str) -> int:
+    """'500000', '64M', '10G' (powers of 1024) -> bytes."""
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    t = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = t[-1:] if t[-1:] in units and t[-1:] else ""
+    try:
+        value = float(t[:-1] if unit else t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a byte count: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"not a byte count: {text!r}")
+    return int(value * units[unit])
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -427,6 +493,7 @@ def _farm(args: argparse.Namespace) -> int:
     from .farm import scan_farm
     from .farm.store import Store
     from .farm.table import FarmProgressBar, format_rows, summary_lines
+    from .layout import is_url
 
     if args.format == "html" and args.findings:
         raise CkptScanError("farm --format html shows checkpoints (each links to its "
@@ -434,13 +501,20 @@ def _farm(args: argparse.Namespace) -> int:
     if args.format == "html" and not args.output:
         raise CkptScanError("farm --format html writes a page and a folder of per-checkpoint "
                             "pages: give -o FILE")
+    roots = list(args.roots) + (_listed_roots(args.from_file) if args.from_file else [])
+    remote = None
+    if any(is_url(r) for r in roots):  # local roots never import the remote code
+        from .remote import RemoteOptions
+
+        remote = RemoteOptions(args.max_requests)
     try:
-        if args.roots:
+        if roots:
             bar = FarmProgressBar(sys.stderr) if sys.stderr.isatty() else None
-            result = scan_farm(args.roots, db=args.db, jobs=args.jobs, deep=args.deep,
+            result = scan_farm(roots, db=args.db, jobs=args.jobs, deep=args.deep,
                                io_jobs=args.io_jobs, dask=args.dask, processes=args.processes,
                                rescan=args.rescan, prune=args.prune,
-                               follow_symlinks=args.follow_symlinks, progress=bar)
+                               follow_symlinks=args.follow_symlinks, progress=bar,
+                               ray=args.ray, remote=remote)
             paths: list[str] | None = [r["path"] for r in result.rows]
             db = result.db
         else:
@@ -478,6 +552,22 @@ def _farm(args: argparse.Namespace) -> int:
     keys = {"error": ("errors",), "warning": ("errors", "warnings"),
             "info": ("errors", "warnings", "infos")}[args.fail_on]
     return EXIT_FINDINGS if any(r[k] for r in counts for k in keys) else EXIT_OK
+
+
+def _listed_roots(name: str) -> list[str]:
+    """--from-file: one path or URL per line; blank lines and # comments skipped."""
+    from .errors import CkptScanError
+
+    try:
+        if name == "-":
+            text = sys.stdin.read()
+        else:
+            with open(name, encoding="utf-8") as fh:
+                text = fh.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CkptScanError(f"--from-file {name}: {exc}") from None
+    return [line.strip() for line in text.splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
 
 
 def _codes(args: argparse.Namespace) -> int:

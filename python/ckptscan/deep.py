@@ -49,6 +49,11 @@ class Cancelled(CkptScanError):
     """The deep scan was stopped (Ctrl-C)."""
 
 
+class ReadBudgetExceeded(CkptScanError):
+    """A deep scan would read more bytes than allowed (`max_bytes`): refused
+    before anything was read."""
+
+
 def check_environment() -> None:
     """A CKPTSCAN_SIMD the CPU or build cannot honour is the user's setting to fix,
     not a finding about any checkpoint."""
@@ -150,8 +155,12 @@ def _f64_stats(shard: Shard, name: str) -> kernels.FloatStats:
 
 def deep_scan(ctx: ScanContext, jobs: int | None = None,
               progress: Callable[[DeepProgress], None] | None = None,
-              cancel: threading.Event | None = None) -> DeepSummary:
-    """Reads every tensor of the readable shards; findings go to ``ctx.findings``."""
+              cancel: threading.Event | None = None,
+              max_bytes: int | None = None) -> DeepSummary:
+    """Reads every tensor of the readable shards; findings go to ``ctx.findings``.
+    Shards read through a source (remote) are fetched ahead in large ranges
+    (`ckptscan.remote.deep`). `max_bytes`: refuse, before reading, a scan that
+    would read more."""
     check_environment()
     frame = ctx.frame
     qc = ctx.quant
@@ -160,6 +169,18 @@ def deep_scan(ctx: ScanContext, jobs: int | None = None,
     tasks = _tasks(ctx, block)
     shards = frame.shards
     cancel = cancel or threading.Event()
+    feed = None
+    if any(s.remote for s in shards):
+        from .remote.deep import feed_for
+
+        feed = feed_for(shards, tasks, frame)
+    planned = feed.planned if feed is not None else sum(t.nbytes for t in tasks)
+    if max_bytes is not None and planned > max_bytes:
+        if feed is not None:
+            feed.close()
+        raise ReadBudgetExceeded(
+            f"--deep would read {planned:,} bytes of tensor data ({len(tasks):,} tensors), "
+            f"more than --max-bytes {max_bytes:,}: nothing was read")
 
     def run(task: _Task) -> _Measured:
         """Reads one tensor (in a worker thread)."""
@@ -242,6 +263,8 @@ def deep_scan(ctx: ScanContext, jobs: int | None = None,
         while pending:
             task, fut = pending.popleft()
             judge(fut.result())
+            if feed is not None:
+                feed.done(task.row)
             done += 1
             done_bytes += task.nbytes
             if progress is not None:
@@ -256,6 +279,8 @@ def deep_scan(ctx: ScanContext, jobs: int | None = None,
         # On Ctrl-C the queued tensors are cancelled and the ones in flight (one
         # per worker) finish: no thread is left inside a kernel at exit.
         pool.shutdown(wait=True, cancel_futures=True)
+        if feed is not None:
+            feed.close()
     summary.tensors = len(tasks) - summary.unreadable
     summary.maps, summary.histograms = maps.finish()
     summary.bytes = total_bytes
@@ -275,4 +300,4 @@ def _fp8_weight(shard: Shard, name: str, sshard: Shard, sname: str, sdtype: str,
     return data.Fp8WeightMeasure(row, srow, stats, ba, scale)
 
 
-__all__ = ["Cancelled", "DeepProgress", "check_environment", "deep_scan"]
+__all__ = ["Cancelled", "DeepProgress", "ReadBudgetExceeded", "check_environment", "deep_scan"]

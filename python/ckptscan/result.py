@@ -278,16 +278,25 @@ class PrecisionGrid:
 class Source:
     """Where the checkpoint is: `kind` (dir, hf-snapshot, file, shard,
     diffusers-component), its `format` (safetensors, or another format named
-    but not read), the Hugging Face repo and revision, the diffusers component."""
+    but not read), the Hugging Face repo and revision (for hf://, the commit
+    read), the diffusers component; for a remote checkpoint its `url` (no
+    secrets) and the `requests` and `bytes` its scan cost."""
 
     kind: str = "dir"
     format: str = "safetensors"
     repo: str | None = None
     revision: str | None = None
     component: str | None = None
+    url: str | None = None
+    requests: int | None = None
+    bytes: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        out = dict(self.__dict__)
+        if self.url is None:  # a local checkpoint: nothing to say of a network
+            for key in ("url", "requests", "bytes"):
+                del out[key]
+        return out
 
 
 @dataclass(repr=False)

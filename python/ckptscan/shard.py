@@ -114,6 +114,8 @@ class Shard:
     for as long as they live (their numpy `base` owns the mapping).
     """
 
+    remote = False  # read through a source (`ckptscan.remote.shard.RemoteShard`)
+
     def __init__(self, core: Any, path: str | None = None) -> None:
         self._core: Any = core
         # The caller's path (a str that may hold undecodable bytes, escaped as

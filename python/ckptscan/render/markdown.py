@@ -38,6 +38,8 @@ def _one(r: Report) -> str:
                                                 else "")
     if src.component:
         origin += f", component {code(src.component)}"
+    if src.requests is not None:  # remote: what reading it cost
+        origin += f", {src.requests:,} requests, {src.bytes or 0:,} bytes read"
     out = [f"# ckptscan report: {code(r.checkpoint)}", "",
            f"- {origin}",
            f"- model_type: {code(r.model_type or '-')} (taxonomy `{r.family}`)",

@@ -152,6 +152,8 @@ def _text_lines(r: Report, st: Style, width: int) -> Iterator[str]:
         about.append(f"repo {safe(src.repo)}{at}")
     if src.component:
         about.append(f"component {safe(src.component)}")
+    if src.requests is not None:  # remote: what reading it cost
+        about.append(f"{src.requests:,} requests, {human_bytes(src.bytes or 0)} read")
     about += [f"model_type: {safe(r.model_type or '-')}", f"taxonomy: {r.family}"]
     yield from wrap("   ".join(about), width, "  ", "")
     yield rule
