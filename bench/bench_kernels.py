@@ -12,7 +12,10 @@ times, on one thread and then two:
 - the best pure-numpy byte trick: np.bincount on the bytes, stats derived from it;
 - torch.bincount when torch is importable (never required);
 - ckptscan on each SIMD path: FP8 statistics, histogram, per-block absmax,
-  dequantization to bfloat16 (GB/s of FP8 input).
+  the one-pass block statistics (fp8_block_stats) for 128 x 128, per-channel
+  (1 x cols) and group (1 x 32) blocks, the two passes it replaces
+  (block_absmax + fp8_stats, as the deep scan made before), dequantization to
+  bfloat16 (GB/s of FP8 input).
 
 Every result is checked against the scalar path / numpy before it is printed.
 """
@@ -94,7 +97,12 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--file", default="/tmp/ckptscan-bench-fp8.safetensors")
     ap.add_argument("--skip-numpy", action="store_true", help="skip the slow numpy baselines")
+    ap.add_argument("--only", default="", help="comma-separated substrings of the rows to run "
+                    "(the probe always runs), e.g. 'block_stats,two passes'")
+    ap.add_argument("--paths", default="", help="comma-separated SIMD paths (default: all)")
+    ap.add_argument("--threads", default="1,2", help="thread counts to run, e.g. '1'")
     args = ap.parse_args()
+    wanted = [w for w in args.only.split(",") if w]
 
     path = Path(args.file)
     size = args.size_mib << 20
@@ -122,6 +130,8 @@ def main() -> int:
                 nbytes: int = n, note: str = "") -> Any:
         """Best of `repeat` runs, each right after a probe run, so that the ratio is
         to the bandwidth available in the same moment (this host is shared)."""
+        if wanted and not any(w in label for w in wanted) and "probe" not in label:
+            return None
         out = fn()
         tk, tp = [], []
         for _ in range(repeat):
@@ -138,17 +148,18 @@ def main() -> int:
         ref_stats = K.fp8_stats(shard, "w")
         ref_hist = K.fp8_histogram(data)
         ref_blocks = K.block_absmax(shard, "w")
+        ref_group = K.fp8_block_stats(shard, "w", block=(1, 32))
 
     mat = data.reshape(rows, cols)
     scale = np.ascontiguousarray(shard.array("w_scale_inv"))
-    for threads in (1, 2):
+    for threads in [int(t) for t in args.threads.split(",")]:
         print(f"-- {threads} thread{'s' if threads > 1 else ''}")
         parts = probe_parts[threads]
         total = measure("memory-read probe (limit)", threads,
                         lambda: sum(threaded(_core.read_probe, parts, pool)), args.repeat)
         assert total % 2**64 == _core.read_probe(data) % 2**64
 
-        if not args.skip_numpy:
+        if not args.skip_numpy and not wanted:
             import ml_dtypes
 
             def numpy_stats(d: np.ndarray) -> tuple[int, int, float]:
@@ -174,17 +185,20 @@ def main() -> int:
             except ImportError:
                 pass
 
-        for path_name in K.available_simd():
+        paths = [p for p in K.available_simd() if not args.paths or p in args.paths.split(",")]
+        for path_name in paths:
             with K.using_simd(path_name):
                 res = measure(f"ckptscan fp8_stats [{path_name}]", threads,
                               lambda: threaded(lambda d: _core.fp8_stats(d, "F8_E4M3"), parts,
                                                pool), args.repeat)
-                assert sum(r["nan"] for r in res) == ref_stats.nan
-                assert max(r["absmax_code"] for r in res) == ref_stats.absmax_code
+                if res is not None:
+                    assert sum(r["nan"] for r in res) == ref_stats.nan
+                    assert max(r["absmax_code"] for r in res) == ref_stats.absmax_code
 
                 res = measure(f"ckptscan histogram [{path_name}]", threads,
                               lambda: threaded(_core.histogram, parts, pool), args.repeat)
-                assert np.array_equal(np.sum(res, axis=0), ref_hist)
+                if res is not None:
+                    assert np.array_equal(np.sum(res, axis=0), ref_hist)
 
                 brows = rows // threads - (rows // threads) % BLOCK
                 bands = [(r0, min(r0 + brows, rows)) for r0 in range(0, rows, brows)]
@@ -196,7 +210,47 @@ def main() -> int:
 
                 res = measure(f"ckptscan block_absmax [{path_name}]", threads,
                               lambda: list(pool.map(bam, bands)), args.repeat)
-                assert np.array_equal(np.concatenate([r[0] for r in res]), ref_blocks.codes)
+                if res is not None:
+                    assert np.array_equal(np.concatenate([r[0] for r in res]), ref_blocks.codes)
+
+                def fused(band: tuple[int, int], br: int = BLOCK, bc: int = BLOCK) -> Any:
+                    sub = mat[band[0]:band[1]]
+                    return _core.fp8_block_stats(sub, sub.shape[0], cols, br, bc, "F8_E4M3")
+
+                res = measure(f"ckptscan block_stats 128x128 [{path_name}]", threads,
+                              lambda: list(pool.map(fused, bands)), args.repeat,
+                              note="(one pass: stats + absmax, NaN, Inf, saturated)")
+                if res is not None:
+                    assert np.array_equal(np.concatenate([r[1] for r in res]), ref_blocks.codes)
+                    assert sum(r[0]["nan"] for r in res) == ref_stats.nan
+                    assert sum(r[0]["saturated"] for r in res) == ref_stats.saturated
+
+                def two_pass(band: tuple[int, int]) -> Any:
+                    sub = mat[band[0]:band[1]]
+                    return (_core.fp8_block_absmax(sub, sub.shape[0], cols, BLOCK, BLOCK,
+                                                   "F8_E4M3"), _core.fp8_stats(sub, "F8_E4M3"))
+
+                res = measure(f"two passes: block_absmax + fp8_stats [{path_name}]", threads,
+                              lambda: list(pool.map(two_pass, bands)), args.repeat,
+                              note="(what the deep scan did before)")
+                if res is not None:
+                    assert sum(r[1]["nan"] for r in res) == ref_stats.nan
+
+                rbands = [(r0, min(r0 + -(-rows // threads), rows))
+                          for r0 in range(0, rows, -(-rows // threads))]
+                res = measure(f"ckptscan block_stats 1x{cols} [{path_name}]", threads,
+                              lambda: list(pool.map(lambda b: fused(b, 1, cols), rbands)),
+                              args.repeat, note="(per channel)")
+                if res is not None:
+                    assert np.array_equal(np.concatenate([r[1] for r in res]).max(axis=1),
+                                          ref_group.absmax_codes.max(axis=1))
+                res = measure(f"ckptscan block_stats 1x32 [{path_name}]", threads,
+                              lambda: list(pool.map(lambda b: fused(b, 1, 32), rbands)),
+                              args.repeat, note="(groups of 32)")
+                if res is not None:
+                    assert np.array_equal(np.concatenate([r[1] for r in res]),
+                                          ref_group.absmax_codes)
+                    assert np.array_equal(np.concatenate([r[2] for r in res]), ref_group.nan)
 
                 # dequantize 256 MiB of FP8 per thread to bfloat16 (512 MiB out each)
                 drows = min(rows // threads, (256 << 20) // cols)
@@ -215,6 +269,7 @@ def main() -> int:
                         nbytes=drows * cols * threads, note="(GB/s of FP8 input, all threads)")
 
     print("\ntargets: fp8_stats >= 85% of probe (1T) and >= 1.8x with 2T; block_absmax >= 70%;"
+          " block_stats 128x128 >= 85% (1T), per-channel and 1x32 >= 70%;"
           " histogram >= 2 GB/s/thread; dequant bf16 >= 3 GB/s/thread")
     return 0
 

@@ -7,17 +7,22 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
+#include "digest.h"
 #include "dtype.h"
 #include "errors.h"
 #include "header.h"
+#include "index_json.h"
 #include "kernels/kernels.h"
 #include "mapped_file.h"
+#include "name_match.h"
 #include "name_template.h"
 #include "shard.h"
 
@@ -108,12 +113,21 @@ py::tuple shape_of(const TensorTable& t, size_t i) {
   return out;
 }
 
-py::list problems_of(const ParsedHeader& h) {
+py::list problems_of(const std::vector<ckptscan::Problem>& problems) {
   py::list out;
-  for (const auto& p : h.problems) {
+  for (const auto& p : problems) {
     out.append(py::make_tuple(std::string(ckptscan::error_name(p.code)),
                               p.offset == ckptscan::kNoOffset ? py::object(py::none()) : py::int_(p.offset),
                               p.tensor.empty() ? py::object(py::none()) : py::str(p.tensor), p.message));
+  }
+  return out;
+}
+
+// {code: count} of the problems past the per-code cap (codes with none left out).
+py::dict suppressed_of(const ckptscan::SuppressedCounts& counts) {
+  py::dict out;
+  for (int c = 0; c < ckptscan::kErrorCodeCount; ++c) {
+    if (counts[c] != 0) out[py::str(std::string(ckptscan::kErrorNames[c]))] = counts[c];
   }
   return out;
 }
@@ -172,15 +186,16 @@ static void bind_reader(py::module_& m) {
   for (const auto& d : ckptscan::kDtypes) dtypes.append(py::make_tuple(std::string(d.name), d.bits));
   m.attr("DTYPES") = py::tuple(dtypes);
   py::list codes;
-  for (auto name : ckptscan::kErrorNames) codes.append(std::string(name));
-  m.attr("ERROR_CODES") = py::tuple(codes);
   py::dict descriptions;
-  for (int i = 0; i < ckptscan::kErrorCodeCount; ++i) {
-    descriptions[py::str(std::string(ckptscan::kErrorNames[i]))] =
-        std::string(ckptscan::kErrorDescriptions[i]);
+  for (int c = 0; c < ckptscan::kErrorCodeCount; ++c) {
+    codes.append(std::string(ckptscan::kErrorNames[c]));
+    descriptions[py::str(std::string(ckptscan::kErrorNames[c]))] = std::string(ckptscan::kErrorDescriptions[c]);
   }
+  m.attr("ERROR_CODES") = py::tuple(codes);
   m.attr("ERROR_DESCRIPTIONS") = descriptions;
   m.attr("MAX_HEADER_LEN") = ckptscan::kMaxHeaderLen;
+  m.attr("MAX_NAME_BYTES") = ckptscan::kMaxNameBytes;
+  m.attr("MAX_PROBLEMS_PER_CODE") = ckptscan::kMaxProblemsPerCode;
 
   py::class_<PyShard, std::shared_ptr<PyShard>>(m, "Shard")
       .def_property_readonly("path", [](const PyShard& s) { return s.shard()->file.path(); })
@@ -189,7 +204,8 @@ static void bind_reader(py::module_& m) {
       .def_property_readonly("header_len", [](const PyShard& s) { return s.header().header_len; })
       .def_property_readonly("data_start", [](const PyShard& s) { return s.header().data_start; })
       .def_property_readonly("data_end", [](const PyShard& s) { return s.header().data_end; })
-      .def_property_readonly("problems", [](const PyShard& s) { return problems_of(s.header()); })
+      .def_property_readonly("problems", [](const PyShard& s) { return problems_of(s.header().problems); })
+      .def_property_readonly("suppressed", [](const PyShard& s) { return suppressed_of(s.header().suppressed); })
       .def_property_readonly("metadata",
                              [](const PyShard& s) -> py::object {
                                if (!s.header().has_metadata) return py::none();
@@ -269,11 +285,8 @@ static void bind_reader(py::module_& m) {
                                if (!x.table.has_total_size) return py::none();
                                return py::int_(x.table.total_size);
                              })
-      .def_property_readonly("problems", [](const PyIndex& x) {
-        ckptscan::ParsedHeader h;
-        h.problems = x.table.problems;
-        return problems_of(h);
-      });
+      .def_property_readonly("problems", [](const PyIndex& x) { return problems_of(x.table.problems); })
+      .def_property_readonly("suppressed", [](const PyIndex& x) { return suppressed_of(x.table.suppressed); });
   m.def(
       "parse_index",
       [](py::buffer data) {
@@ -373,7 +386,7 @@ k::Status run_guarded(F&& kernel) {
 }
 
 // Turns a kernel status into the Python exception it stands for.
-void check(k::Status st) {
+void check(k::Status st, const std::string& context = "") {
   switch (st) {
     case k::Status::ok: return;
     case k::Status::simd_unknown:
@@ -382,7 +395,82 @@ void check(k::Status st) {
       throw std::runtime_error(e.empty() ? k::status_message(st) : e);
     }
     default:
-      throw py::value_error(std::string(k::status_name(st)) + ": " + k::status_message(st));
+      throw py::value_error((context.empty() ? "" : context + ": ") + k::status_name(st) + ": " +
+                            k::status_message(st));
+  }
+}
+
+// A size argument: any Python integer (numpy's too) in 0 .. 2**64 - 1, else
+// ValueError naming the argument (never pybind11's TypeError or a wrapped value).
+size_t as_size(const py::handle& v, const char* what) {
+  PyObject* idx = PyNumber_Index(v.ptr());
+  if (idx == nullptr) {
+    PyErr_Clear();
+    throw py::value_error(std::string(what) + " must be an integer, not " +
+                          std::string(py::str(py::type::handle_of(v).attr("__name__"))));
+  }
+  const unsigned long long x = PyLong_AsUnsignedLongLong(idx);
+  const bool bad = x == static_cast<unsigned long long>(-1) && PyErr_Occurred() != nullptr;
+  if (bad) PyErr_Clear();
+  const std::string text = bad ? std::string(py::str(py::handle(idx))) : "";
+  Py_DECREF(idx);
+  if (bad || x > std::numeric_limits<size_t>::max()) {
+    throw py::value_error(std::string(what) + " must be in 0 .. 2**64 - 1, got " + text);
+  }
+  return static_cast<size_t>(x);
+}
+
+// The checked geometry of a kernel call, or ValueError saying which shape and block.
+k::BlockGrid grid(size_t batch, size_t rows, size_t cols, size_t br, size_t bc) {
+  k::BlockGrid g;
+  const k::Status st = k::block_grid(batch, rows, cols, br, bc, &g);
+  if (st != k::Status::ok) {
+    check(st, "shape [" + std::to_string(batch) + ", " + std::to_string(rows) + ", " +
+                  std::to_string(cols) + "] with block (" + std::to_string(br) + ", " +
+                  std::to_string(bc) + ")");
+  }
+  return g;
+}
+
+void check_length(const k::BlockGrid& g, size_t n, const char* what) {
+  if (g.elems != n) {
+    throw py::value_error(std::string(what) + " holds " + std::to_string(n) +
+                          " bytes, expected batch * rows * cols = " + std::to_string(g.elems));
+  }
+}
+
+// A fresh per-block array: [batch, nbr, nbc], or [nbr, nbc] when batch is 1.
+py::array block_array(const k::BlockGrid& g, const py::dtype& dt) {
+  std::vector<py::ssize_t> shape{static_cast<py::ssize_t>(g.nbr), static_cast<py::ssize_t>(g.nbc)};
+  if (g.batch != 1) shape.insert(shape.begin(), static_cast<py::ssize_t>(g.batch));
+  return py::array(dt, shape);
+}
+
+k::OutType out_type(const std::string& s) {
+  if (s == "F32") return k::OutType::f32;
+  if (s == "BF16") return k::OutType::bf16;
+  throw py::value_error("out_dtype must be 'F32' or 'BF16'");
+}
+
+// A float32 scale buffer (any alignment: it is copied when needed) and an out
+// buffer of whole, aligned elements.
+void check_scale_out(const Bytes& s, const Bytes& o, size_t width, const std::string& out_dtype) {
+  if (s.size() % 4 != 0) {
+    throw py::value_error("scale holds " + std::to_string(s.size()) +
+                          " bytes, not a whole number of float32");
+  }
+  if (o.size() % width != 0 || reinterpret_cast<uintptr_t>(o.data()) % width != 0) {
+    throw py::value_error("out must be an array of " + out_dtype +
+                          " elements aligned to their size");
+  }
+}
+
+py::dtype count_dtype(int width) {
+  switch (width) {
+    case 1: return py::dtype::of<uint8_t>();
+    case 2: return py::dtype::of<uint16_t>();
+    case 4: return py::dtype::of<uint32_t>();
+    default: return py::dtype::of<uint64_t>();
   }
 }
 
@@ -400,6 +488,21 @@ k::FloatFormat float_format(std::string_view s) {
   if (s == "F16") return k::FloatFormat::f16;
   if (s == "F32") return k::FloatFormat::f32;
   throw py::value_error("not a float dtype: '" + std::string(s) + "' (expected BF16, F16 or F32)");
+}
+
+py::dict stats_dict(const k::Fp8Stats& s) {
+  py::dict d;
+  d["count"] = s.count;
+  d["nan"] = s.nan;
+  d["inf"] = s.inf;
+  d["zero"] = s.zero;
+  d["neg_zero"] = s.neg_zero;
+  d["subnormal"] = s.subnormal;
+  d["saturated"] = s.saturated;
+  d["negative"] = s.negative;
+  d["absmax_code"] = s.absmax_code;
+  d["absmax"] = s.absmax;
+  return d;
 }
 
 py::list implementations(bool supported_only) {
@@ -425,10 +528,25 @@ py::dict simd_info() {
   return d;
 }
 
+// data copied into a fresh uint8 array under the fault guard.
+py::array_t<uint8_t> copy_guarded(const py::object& data) {
+  Bytes b(data, false, "data");
+  py::array_t<uint8_t> out(static_cast<py::ssize_t>(b.size()));
+  uint8_t* o = out.mutable_data();
+  if (b.size() > 0) {
+    run_guarded([&] {
+      std::memcpy(o, b.data(), b.size());
+      return k::Status::ok;
+    });
+  }
+  return out;
+}
+
 }  // namespace kbind
 
 static void bind_kernels(py::module_& m) {
   namespace k = ckptscan::kernels;
+  using kbind::as_size;
   using kbind::Bytes;
   using kbind::check;
 
@@ -448,9 +566,11 @@ static void bind_kernels(py::module_& m) {
 
   m.def(
       "fp8_decode",
-      [](int code, const std::string& dtype) {
-        if (code < 0 || code > 255) throw py::value_error("code must be in 0..255");
-        return k::fp8_decode(static_cast<uint8_t>(code), kbind::fp8_format(dtype));
+      [](const py::object& code, const std::string& dtype) {
+        const k::Fp8Format f = kbind::fp8_format(dtype);
+        const size_t c = as_size(code, "code");
+        if (c > 255) throw py::value_error("code must be in 0..255, got " + std::to_string(c));
+        return k::fp8_decode(static_cast<uint8_t>(c), f);
       },
       py::arg("code"), py::arg("dtype"), "Exact value of one FP8 code (NaN / +-inf included).");
 
@@ -478,21 +598,8 @@ static void bind_kernels(py::module_& m) {
         const k::Fp8Format f = kbind::fp8_format(dtype);
         Bytes b(data, false, "data");
         k::Fp8Stats s;
-        k::Status st;
-        st = kbind::run_guarded([&] { return k::fp8_stats(b.data(), b.size(), f, &s); });
-        check(st);
-        py::dict d;
-        d["count"] = s.count;
-        d["nan"] = s.nan;
-        d["inf"] = s.inf;
-        d["zero"] = s.zero;
-        d["neg_zero"] = s.neg_zero;
-        d["subnormal"] = s.subnormal;
-        d["saturated"] = s.saturated;
-        d["negative"] = s.negative;
-        d["absmax_code"] = s.absmax_code;
-        d["absmax"] = s.absmax;
-        return d;
+        check(kbind::run_guarded([&] { return k::fp8_stats(b.data(), b.size(), f, &s); }));
+        return kbind::stats_dict(s);
       },
       py::arg("data"), py::arg("dtype"));
 
@@ -502,29 +609,29 @@ static void bind_kernels(py::module_& m) {
         Bytes b(data, false, "data");
         py::array_t<uint64_t> out(256);
         uint64_t* o = out.mutable_data();
-        k::Status st;
-        st = kbind::run_guarded([&] { return k::histogram(b.data(), b.size(), o); });
-        check(st);
+        check(kbind::run_guarded([&] { return k::histogram(b.data(), b.size(), o); }));
         return out;
       },
       py::arg("data"), "Counts of the 256 byte values (uint64[256]).");
 
   m.def(
       "fp8_block_absmax",
-      [](const py::object& data, size_t rows, size_t cols, size_t br, size_t bc,
-         const std::string& dtype) {
+      [](const py::object& data, const py::object& rows, const py::object& cols,
+         const py::object& block_rows, const py::object& block_cols, const std::string& dtype) {
         const k::Fp8Format f = kbind::fp8_format(dtype);
+        const k::BlockGrid g = kbind::grid(1, as_size(rows, "rows"), as_size(cols, "cols"),
+                                           as_size(block_rows, "block_rows"),
+                                           as_size(block_cols, "block_cols"));
         Bytes b(data, false, "data");
-        if (br == 0 || bc == 0) check(k::Status::bad_block);
-        const size_t nbr = (rows + br - 1) / br, nbc = (cols + bc - 1) / bc;
-        py::array_t<uint8_t> am({static_cast<py::ssize_t>(nbr), static_cast<py::ssize_t>(nbc)});
-        py::array_t<uint64_t> nn({static_cast<py::ssize_t>(nbr), static_cast<py::ssize_t>(nbc)});
-        uint8_t* pa = am.mutable_data();
-        uint64_t* pn = nn.mutable_data();
-        k::Status st;
-        st = kbind::run_guarded(
-            [&] { return k::fp8_block_absmax(b.data(), b.size(), rows, cols, br, bc, f, pa, pn); });
-        check(st);
+        kbind::check_length(g, b.size(), "data");
+        py::array am = kbind::block_array(g, py::dtype::of<uint8_t>());
+        py::array nn = kbind::block_array(g, py::dtype::of<uint64_t>());
+        auto* pa = static_cast<uint8_t*>(am.mutable_data());
+        auto* pn = static_cast<uint64_t*>(nn.mutable_data());
+        check(kbind::run_guarded([&] {
+          return k::fp8_block_absmax(b.data(), b.size(), g.rows, g.cols, g.br, g.bc, f, pa, pn,
+                                     g.blocks);
+        }));
         return py::make_tuple(am, nn);
       },
       py::arg("data"), py::arg("rows"), py::arg("cols"), py::arg("block_rows"),
@@ -533,52 +640,140 @@ static void bind_kernels(py::module_& m) {
       "block of a row-major [rows, cols] FP8 tensor; edge blocks are partial.");
 
   m.def(
-      "fp8_dequantize",
-      [](const py::object& data, size_t rows, size_t cols, const std::string& dtype,
-         const py::object& scale_inv, size_t srows, size_t scols, size_t br, size_t bc,
-         const py::object& out, const std::string& out_dtype) {
+      "fp8_block_stats",
+      [](const py::object& data, const py::object& rows, const py::object& cols,
+         const py::object& block_rows, const py::object& block_cols, const std::string& dtype,
+         const py::object& batch) {
         const k::Fp8Format f = kbind::fp8_format(dtype);
-        k::OutType ot;
-        size_t width;
-        if (out_dtype == "F32") {
-          ot = k::OutType::f32;
-          width = 4;
-        } else if (out_dtype == "BF16") {
-          ot = k::OutType::bf16;
-          width = 2;
-        } else {
-          throw py::value_error("out_dtype must be 'F32' or 'BF16'");
-        }
+        const k::BlockGrid g =
+            kbind::grid(as_size(batch, "batch"), as_size(rows, "rows"), as_size(cols, "cols"),
+                        as_size(block_rows, "block_rows"), as_size(block_cols, "block_cols"));
+        Bytes b(data, false, "data");
+        kbind::check_length(g, b.size(), "data");
+        const int width = k::count_width(g.block_elems);
+        const py::dtype cdt = kbind::count_dtype(width);
+        py::array am = kbind::block_array(g, py::dtype::of<uint8_t>());
+        py::array nn = kbind::block_array(g, cdt);
+        py::array ss = kbind::block_array(g, cdt);
+        const bool has_inf = k::fp8_traits(f).has_inf;
+        // formats without Inf get zeros that no kernel writes
+        py::array ii = has_inf ? kbind::block_array(g, cdt)
+                               : py::array(py::module_::import("numpy").attr("zeros")(
+                                     nn.attr("shape"), cdt));
+        k::Fp8BlockOut out;
+        out.absmax = static_cast<uint8_t*>(am.mutable_data());
+        out.nan = nn.mutable_data();
+        out.inf = has_inf ? ii.mutable_data() : nullptr;
+        out.saturated = ss.mutable_data();
+        out.width = width;
+        out.len = g.blocks;
+        k::Fp8Stats s;
+        check(kbind::run_guarded([&] {
+          return k::fp8_block_stats(b.data(), b.size(), g.batch, g.rows, g.cols, g.br, g.bc, f,
+                                    &s, out);
+        }));
+        return py::make_tuple(kbind::stats_dict(s), am, nn, ii, ss);
+      },
+      py::arg("data"), py::arg("rows"), py::arg("cols"), py::arg("block_rows"),
+      py::arg("block_cols"), py::arg("dtype"), py::arg("batch") = 1,
+      "One pass over a row-major [batch, rows, cols] FP8 tensor: (whole-tensor stats as "
+      "fp8_stats, absmax codes uint8, NaN, Inf and saturated counts) per block, arrays "
+      "[batch, nbr, nbc] ([nbr, nbc] when batch is 1); counts in the smallest unsigned dtype "
+      "that holds a block's element count.");
+
+  m.def(
+      "fp8_dequantize",
+      [](const py::object& data, const py::object& rows_, const py::object& cols_,
+         const std::string& dtype, const py::object& scale_inv, const py::object& scale_rows,
+         const py::object& scale_cols, const py::object& block_rows,
+         const py::object& block_cols, const py::object& out, const std::string& out_dtype,
+         const py::object& batch_) {
+        const k::Fp8Format f = kbind::fp8_format(dtype);
+        const k::OutType ot = kbind::out_type(out_dtype);
+        const size_t width = ot == k::OutType::f32 ? 4 : 2;
+        const size_t batch = as_size(batch_, "batch"), rows = as_size(rows_, "rows"),
+                     cols = as_size(cols_, "cols"), srows = as_size(scale_rows, "scale_rows"),
+                     scols = as_size(scale_cols, "scale_cols");
+        const k::BlockGrid g = kbind::grid(batch, rows, cols, as_size(block_rows, "block_rows"),
+                                           as_size(block_cols, "block_cols"));
         Bytes q(data, false, "data");
+        kbind::check_length(g, q.size(), "data");
         Bytes s(scale_inv, false, "scale_inv");
         Bytes o(out, true, "out");
-        if (s.size() != srows * scols * 4) {
-          throw py::value_error("scale_inv holds " + std::to_string(s.size()) +
-                                " bytes, expected srows * scols float32");
-        }
-        if (rows != 0 && cols > o.size() / width / rows) {
-          throw py::value_error("out is too small for rows * cols elements");
-        }
-        if (o.size() != rows * cols * width) {
-          throw py::value_error("out must hold exactly rows * cols elements");
-        }
-        if (reinterpret_cast<uintptr_t>(s.data()) % 4 != 0 ||
-            reinterpret_cast<uintptr_t>(o.data()) % width != 0) {
-          throw py::value_error("scale_inv and out must be aligned to their element size");
-        }
-        const float* sp = reinterpret_cast<const float*>(s.data());
+        kbind::check_scale_out(s, o, width, out_dtype);
+        // A scale at an offset not aligned to 4 (legal in safetensors) is read
+        // through an aligned copy, made under the fault guard like the rest.
+        const bool copy = reinterpret_cast<uintptr_t>(s.data()) % alignof(float) != 0;
+        std::vector<float> aligned(copy ? s.size() / 4 : 0);
+        float* ap = aligned.data();
         void* op = o.mutable_data();
-        k::Status st;
-        st = kbind::run_guarded([&] {
-          return k::fp8_dequantize(q.data(), q.size(), rows, cols, f, sp, srows, scols, br, bc, ot, op);
-        });
-        check(st);
+        check(kbind::run_guarded([&] {
+                if (copy) std::memcpy(ap, s.data(), s.size());
+                const float* sp = copy ? ap : reinterpret_cast<const float*>(s.data());
+                return k::fp8_dequantize(q.data(), q.size(), batch, rows, cols, f, sp, srows,
+                                         scols, s.size() / 4, g.br, g.bc, ot, op,
+                                         o.size() / width);
+              }),
+              "scale_inv [" + std::to_string(s.size() / 4) + " floats] as [" +
+                  std::to_string(batch) + ", " + std::to_string(srows) + ", " +
+                  std::to_string(scols) + "], out [" + std::to_string(o.size() / width) +
+                  " elements]");
       },
       py::arg("data"), py::arg("rows"), py::arg("cols"), py::arg("dtype"), py::arg("scale_inv"),
       py::arg("scale_rows"), py::arg("scale_cols"), py::arg("block_rows"), py::arg("block_cols"),
-      py::arg("out"), py::arg("out_dtype"),
-      "out[i, j] = decode(q[i, j]) * scale_inv[i // br, j // bc] (float32 product), written as "
-      "F32 or as BF16 bits (round to nearest even).");
+      py::arg("out"), py::arg("out_dtype"), py::arg("batch") = 1,
+      "out[b, i, j] = decode(q[b, i, j]) * scale_inv[b, i // br, j // bc] (float32 product), "
+      "written as F32 or as BF16 bits (round to nearest even).");
+
+  m.def(
+      "fp4_dequantize",
+      [](const py::object& data, const py::object& rows_, const py::object& cols_,
+         const py::object& scale, const py::object& scale_rows, const py::object& scale_cols,
+         const py::object& block_rows, const py::object& block_cols, const py::object& out,
+         const std::string& out_dtype, const py::object& batch_) {
+        const k::OutType ot = kbind::out_type(out_dtype);
+        const size_t width = ot == k::OutType::f32 ? 4 : 2;
+        const size_t batch = as_size(batch_, "batch"), rows = as_size(rows_, "rows"),
+                     cols = as_size(cols_, "cols"), srows = as_size(scale_rows, "scale_rows"),
+                     scols = as_size(scale_cols, "scale_cols");
+        const k::BlockGrid g = kbind::grid(batch, rows, cols, as_size(block_rows, "block_rows"),
+                                           as_size(block_cols, "block_cols"));
+        if (cols % 2 != 0) {
+          throw py::value_error("packed FP4 needs an even number of columns, got " +
+                                std::to_string(cols));
+        }
+        Bytes q(data, false, "data");
+        if (q.size() != g.elems / 2) {
+          throw py::value_error("data holds " + std::to_string(q.size()) +
+                                " bytes, expected batch * rows * cols / 2 = " +
+                                std::to_string(g.elems / 2));
+        }
+        Bytes s(scale, false, "scale");
+        Bytes o(out, true, "out");
+        kbind::check_scale_out(s, o, width, out_dtype);
+        const bool copy = reinterpret_cast<uintptr_t>(s.data()) % alignof(float) != 0;
+        std::vector<float> aligned(copy ? s.size() / 4 : 0);
+        float* ap = aligned.data();
+        void* op = o.mutable_data();
+        check(kbind::run_guarded([&] {
+                if (copy) std::memcpy(ap, s.data(), s.size());
+                const float* sp = copy ? ap : reinterpret_cast<const float*>(s.data());
+                return k::fp4_dequantize(q.data(), q.size(), batch, rows, cols, sp, srows, scols,
+                                         s.size() / 4, g.br, g.bc, ot, op, o.size() / width);
+              }),
+              "scale [" + std::to_string(s.size() / 4) + " floats] as [" + std::to_string(batch) +
+                  ", " + std::to_string(srows) + ", " + std::to_string(scols) + "], out [" +
+                  std::to_string(o.size() / width) + " elements]");
+      },
+      py::arg("data"), py::arg("rows"), py::arg("cols"), py::arg("scale"), py::arg("scale_rows"),
+      py::arg("scale_cols"), py::arg("block_rows"), py::arg("block_cols"), py::arg("out"),
+      py::arg("out_dtype"), py::arg("batch") = 1,
+      "Packed FP4 E2M1 (two per byte, low nibble first) [batch, rows, cols]: out = decode(q) * "
+      "scale[b, i // br, j // bc] (float32 product), written as F32 or BF16 bits.");
+
+  m.def("copy_guarded", &kbind::copy_guarded, py::arg("data"),
+        "A fresh uint8 copy of a buffer, read under the fault guard with the GIL released: a "
+        "mapping of a file that shrank raises OSError instead of killing the process.");
 
   m.def(
       "float_stats",
@@ -586,9 +781,7 @@ static void bind_kernels(py::module_& m) {
         const k::FloatFormat f = kbind::float_format(dtype);
         Bytes b(data, false, "data");
         k::FloatStats s;
-        k::Status st;
-        st = kbind::run_guarded([&] { return k::float_stats(b.data(), b.size(), f, &s); });
-        check(st);
+        check(kbind::run_guarded([&] { return k::float_stats(b.data(), b.size(), f, &s); }));
         py::dict d;
         d["count"] = s.count;
         d["nan"] = s.nan;
@@ -609,9 +802,7 @@ static void bind_kernels(py::module_& m) {
       [](const py::object& data) {
         Bytes b(data, false, "data");
         k::E8m0Stats s;
-        k::Status st;
-        st = kbind::run_guarded([&] { return k::e8m0_stats(b.data(), b.size(), &s); });
-        check(st);
+        check(kbind::run_guarded([&] { return k::e8m0_stats(b.data(), b.size(), &s); }));
         py::dict d;
         d["count"] = s.count;
         d["nan"] = s.nan;
@@ -626,12 +817,30 @@ static void bind_kernels(py::module_& m) {
       [](const py::object& data) {
         Bytes b(data, false, "data");
         uint64_t sum = 0;
-        k::Status st;
-        st = kbind::run_guarded([&] { return k::read_probe(b.data(), b.size(), &sum); });
-        check(st);
+        check(kbind::run_guarded([&] { return k::read_probe(b.data(), b.size(), &sum); }));
         return sum;
       },
       py::arg("data"), "Sum of the little-endian uint64 words (memory-read probe).");
+
+  m.def(
+      "digest128",
+      [](const py::object& data) {
+        Bytes b(data, false, "data");
+        ckptscan::Digest128 d{};
+        kbind::run_guarded([&] {
+          d = ckptscan::digest128(b.data(), b.size());
+          return k::Status::ok;
+        });
+        char out[16];
+        for (int i = 0; i < 8; ++i) {
+          out[i] = static_cast<char>(d.lo >> (8 * i));
+          out[8 + i] = static_cast<char>(d.hi >> (8 * i));
+        }
+        return py::bytes(out, 16);
+      },
+      py::arg("data"),
+      "A fast, non-cryptographic 128-bit digest of the bytes (16 bytes, little-endian "
+      "lo then hi word): the same bytes give the same digest everywhere.");
 }
 
 PYBIND11_MODULE(_core, m) {

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "header.h"
+#include "index_json.h"
 #include "mapped_file.h"
 
 namespace ckptscan {

@@ -16,6 +16,7 @@ fi
   -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
   -Wall -Wextra \
   -I "$root/csrc" -I "$here" \
-  "$here/fuzz_header.cc" "$root/csrc/header.cc" "$root/csrc/name_template.cc" "$root/csrc/column.cc" \
+  "$here/fuzz_header.cc" "$root/csrc/json_scan.cc" "$root/csrc/header.cc" "$root/csrc/index_json.cc" \
+  "$root/csrc/name_match.cc" "$root/csrc/name_template.cc" "$root/csrc/column.cc" \
   -o "$out"
 echo "built $out with $cxx"

@@ -8,6 +8,8 @@
 // After each parse the invariants of fuzz/invariants.h are checked; a valid
 // header must survive a canonical rewrite; and two parses of the same complete
 // header bytes must agree on everything but truncation / trailing bytes.
+// The input past its first 8 bytes is also read as an index.json and joined
+// with the header's table (fuzz/invariants.h: check_index).
 // Any violation prints a line and abort()s.
 #include <algorithm>
 #include <cstddef>
@@ -18,6 +20,7 @@
 #include <vector>
 
 #include "header.h"
+#include "index_json.h"
 #include "invariants.h"
 
 namespace {
@@ -47,44 +50,17 @@ bool reached_json(const uint8_t* prefix, size_t len, uint64_t file_size) {
 
 }  // namespace
 
-// The same bytes read as a model.safetensors.index.json, then joined with the
-// header parsed from them: every index and row the join returns is in range.
-void check_index(const uint8_t* data, size_t size, const ckptscan::ParsedHeader& header) {
-  const ckptscan::IndexTable x = ckptscan::parse_index_json(data, size);
-  auto fail = [](const char* what) {
-    std::fprintf(stderr, "INDEX INVARIANT VIOLATION: %s\n", what);
-    std::abort();
-  };
-  const size_t n = x.size();
-  if (x.name_start.size() != n + 1 || x.offset.size() != n) fail("column lengths");
-  if (x.name_start.back() != x.names.size()) fail("names buffer");
-  for (size_t e = 0; e < n; ++e) {
-    if (x.shard[e] >= x.shard_names.size()) fail("shard id out of range");
-    if (x.offset[e] >= size) fail("entry offset past the input");
-  }
-  std::vector<int64_t> pos(x.shard_names.size(), 0);  // every shard is "the" header
-  const ckptscan::NameMatch m = ckptscan::match_names(&x, {&header.table}, pos);
-  const int64_t rows = static_cast<int64_t>(header.table.size());
-  if (m.entry_row.size() != n || m.row_entry.size() != static_cast<size_t>(rows)) fail("match sizes");
-  for (size_t e = 0; e < n; ++e) {
-    const int64_t r = m.entry_row[e];
-    if (r < -1 || r >= rows) fail("entry_row out of range");
-    if (r >= 0 && header.table.name(static_cast<size_t>(r)) != x.name(e)) fail("entry matched to another name");
-  }
-  for (int64_t r = 0; r < rows; ++r) {
-    const int64_t e = m.row_entry[r];
-    if (e < -1 || e >= static_cast<int64_t>(n)) fail("row_entry out of range");
-    if (e >= 0 && x.name(static_cast<size_t>(e)) != header.table.name(static_cast<size_t>(r))) {
-      fail("row matched to another name");
-    }
-    if (m.dup_of[r] >= 0) fail("duplicate within one header");
-  }
-}
-
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const ckptscan::ParsedHeader whole = ckptscan::parse_header_bytes(data, size, size);
   check(whole, size, "whole-input");
-  if (size > 8) check_index(data + 8, size - 8, whole);
+  if (size > 8) {  // the same bytes as an index.json, joined with the header's table
+    const std::string err =
+        ckptscan_fuzz::check_index(ckptscan::parse_index_json(data + 8, size - 8), size - 8, whole);
+    if (!err.empty()) {
+      std::fprintf(stderr, "INDEX INVARIANT VIOLATION: %s\n", err.c_str());
+      std::abort();
+    }
+  }
   if (size < 8) return 0;
 
   const size_t plen = size - 8;

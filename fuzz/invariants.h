@@ -1,7 +1,7 @@
-// Invariants every ParsedHeader must satisfy, whatever the input. Shared by the
-// libFuzzer target (fuzz/fuzz_header.cc) and the sanitizer test driver
-// (tests/cpp/parser_driver.cc). Each check returns "" when everything holds,
-// else a description of the first violation.
+// Invariants every ParsedHeader and IndexTable must satisfy, whatever the
+// input. Shared by the libFuzzer target (fuzz/fuzz_header.cc) and the
+// sanitizer test driver (tests/cpp/parser_driver.cc). Each check returns ""
+// when everything holds, else a description of the first violation.
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -13,6 +13,8 @@
 #include "dtype.h"
 #include "errors.h"
 #include "header.h"
+#include "index_json.h"
+#include "name_match.h"
 #include "name_template.h"
 
 namespace ckptscan_fuzz {
@@ -48,6 +50,27 @@ inline bool is_coverage_code(ErrorCode c) {
   return c == ErrorCode::kTruncated || c == ErrorCode::kTrailingBytes;
 }
 
+// Codes in range, messages present, at most kMaxProblemsPerCode of a code
+// kept, and a code counted as suppressed only once that many are kept.
+inline std::string check_problems(const std::vector<ckptscan::Problem>& problems,
+                                  const ckptscan::SuppressedCounts& suppressed) {
+  std::vector<uint32_t> kept(ckptscan::kErrorCodeCount, 0);
+  for (const auto& p : problems) {
+    const int c = static_cast<int>(p.code);
+    if (c >= ckptscan::kErrorCodeCount) return "problem code out of range: " + std::to_string(c);
+    if (p.message.empty()) return "problem with an empty message";
+    if (++kept[c] > ckptscan::kMaxProblemsPerCode) {
+      return "more than kMaxProblemsPerCode problems of " + std::string(ckptscan::kErrorNames[c]);
+    }
+  }
+  for (int c = 0; c < ckptscan::kErrorCodeCount; ++c) {
+    if (suppressed[c] != 0 && kept[c] != ckptscan::kMaxProblemsPerCode) {
+      return std::string(ckptscan::kErrorNames[c]) + " problems suppressed before the cap was reached";
+    }
+  }
+  return {};
+}
+
 template <class V>
 std::string check_starts(const char* what, const V& starts, size_t n, size_t total) {
   if (starts.size() != n + 1) {
@@ -68,12 +91,8 @@ inline std::string check_header(const ParsedHeader& h, uint64_t file_size) {
   const size_t n = t.size();
   auto row = [](size_t i) { return " (row " + std::to_string(i) + ")"; };
 
-  for (const auto& p : h.problems) {
-    if (static_cast<int>(p.code) >= ckptscan::kErrorCodeCount) {
-      return "problem code out of range: " + std::to_string(static_cast<int>(p.code));
-    }
-    if (p.message.empty()) return "problem with an empty message";
-  }
+  std::string err = check_problems(h.problems, h.suppressed);
+  if (!err.empty()) return err;
   if (h.ok() != h.problems.empty()) return "ok() disagrees with problems";
   if (h.file_size != file_size) return "file_size not the one passed in";
 
@@ -82,7 +101,6 @@ inline std::string check_header(const ParsedHeader& h, uint64_t file_size) {
                            std::pair{t.numel.size(), "numel"}, std::pair{t.dtype.size(), "dtype"}}) {
     if (len != n) return std::string(what) + ".size() != n";
   }
-  std::string err;
   if (!(err = check_starts("name_start", t.name_start, n, t.names.size())).empty()) return err;
   if (!(err = check_starts("shape_start", t.shape_start, n, t.dims.size())).empty()) return err;
   const ckptscan::NameTemplates nt = ckptscan::name_templates(t);
@@ -101,6 +119,7 @@ inline std::string check_header(const ParsedHeader& h, uint64_t file_size) {
   for (size_t i = 0; i < n; ++i) {
     const std::string_view name = t.name(i);
     if (!names.insert(name).second) return "tensor name \"" + std::string(name) + "\" in the table twice";
+    if (name.size() > ckptscan::kMaxNameBytes) return "a name longer than kMaxNameBytes in the table" + row(i);
     if (t.dtype[i] >= ckptscan::kDtypeCount) return "dtype out of range" + row(i);
     if (t.begin[i] > t.end[i]) return "begin > end" + row(i);
     if (t.begin[i] < h.data_start) return "begin before data_start" + row(i);
@@ -178,6 +197,48 @@ inline std::string check_same_header(const ParsedHeader& a, const ParsedHeader& 
     if (!is_coverage_code(p.code)) pb.push_back(static_cast<int>(p.code));
   }
   if (pa != pb) return "non-coverage problems depend on the file size";
+  for (int c = 0; c < ckptscan::kErrorCodeCount; ++c) {
+    if (!is_coverage_code(static_cast<ErrorCode>(c)) && a.suppressed[c] != b.suppressed[c]) {
+      return "suppressed counts depend on the file size";
+    }
+  }
+  return {};
+}
+
+// ---- index.json and the name join --------------------------------------------
+
+// The same bytes read as a model.safetensors.index.json (`x`, parsed from
+// `size` bytes), then joined with a header's table (every index shard taken
+// as that header): columns agree, problems obey the cap, every index and row
+// the join returns is in range and names the same name.
+inline std::string check_index(const ckptscan::IndexTable& x, size_t size, const ParsedHeader& header) {
+  std::string err = check_problems(x.problems, x.suppressed);
+  if (!err.empty()) return "index: " + err;
+  const size_t n = x.size();
+  if (x.name_start.size() != n + 1 || x.offset.size() != n) return "index: column lengths";
+  if (x.name_start.back() != x.names.size()) return "index: names buffer";
+  for (size_t e = 0; e < n; ++e) {
+    if (x.shard[e] >= x.shard_names.size()) return "index: shard id out of range";
+    if (x.offset[e] >= size) return "index: entry offset past the input";
+    if (x.name(e).size() > ckptscan::kMaxNameBytes) return "index: a name longer than kMaxNameBytes";
+  }
+  const std::vector<int64_t> pos(x.shard_names.size(), 0);
+  const ckptscan::NameMatch m = ckptscan::match_names(&x, {&header.table}, pos);
+  const int64_t rows = static_cast<int64_t>(header.table.size());
+  if (m.entry_row.size() != n || m.row_entry.size() != static_cast<size_t>(rows)) return "match sizes";
+  for (size_t e = 0; e < n; ++e) {
+    const int64_t r = m.entry_row[e];
+    if (r < -1 || r >= rows) return "entry_row out of range";
+    if (r >= 0 && header.table.name(static_cast<size_t>(r)) != x.name(e)) return "entry matched to another name";
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t e = m.row_entry[r];
+    if (e < -1 || e >= static_cast<int64_t>(n)) return "row_entry out of range";
+    if (e >= 0 && x.name(static_cast<size_t>(e)) != header.table.name(static_cast<size_t>(r))) {
+      return "row matched to another name";
+    }
+    if (m.dup_of[r] >= 0) return "duplicate within one header";
+  }
   return {};
 }
 

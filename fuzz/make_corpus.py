@@ -124,10 +124,35 @@ def invalid_files() -> dict[str, bytes]:
     }
 
 
+def limit_files() -> dict[str, bytes]:
+    """The bounds on hostile input: names at and past the 4,096-byte limit (in
+    the writers' layout and escaped), and faults repeated past the 16 problems
+    of a code that are kept (the rest are counted)."""
+    e = '{"dtype":"U8","shape":[1],"data_offsets":[%d,%d]}'
+    at_limit = "1." * 2047 + "w."  # 4,096 bytes, 2,047 integers
+    past = "1." * 2048 + "w"  # 4,097 bytes
+    dup_meta = ",".join(['"k":"v"'] * 20)
+    dup_names = ",".join(f'"a":{e % (i, i + 1)}' for i in range(20))
+    overlaps = ",".join(f'"t{i}":{e % (0, 1)}' for i in range(20))
+    # An index.json (the fuzz target reads the input past its first 8 bytes as
+    # one): a name past the limit, then 20 values that are not file names.
+    wm = ",".join([f'"{past}":"m.safetensors"', '"ok":"m.safetensors"']
+                  + [f'"b{i}":{i}' for i in range(20)])
+    return {
+        "valid_name_at_limit": raw("{" + f'"{at_limit}":{e % (0, 1)}' + "}", b"x"),
+        "bad_name_too_long": raw("{" + f'"{past}":{e % (0, 1)},"b":{e % (1, 2)}' + "}", b"xy"),
+        "bad_name_too_long_escaped": raw('{"' + "\\u00e9" * 2048 + 'a":' + e % (0, 1) + "}", b"x"),
+        "bad_repeats_past_the_cap": raw('{"__metadata__":{' + dup_meta + "}," + dup_names + "}",
+                                        b"x" * 20),
+        "bad_overlaps_past_the_cap": raw("{" + overlaps + "}", b"x"),
+        "index_past_the_limits": b"\0" * 8 + ('{"weight_map":{' + wm + "}}").encode(),
+    }
+
+
 def main() -> None:
     out = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE / "corpus"
     out.mkdir(parents=True, exist_ok=True)
-    files = valid_files() | invalid_files()
+    files = valid_files() | invalid_files() | limit_files()
     for name, data in files.items():
         (out / name).write_bytes(data)
     total = sum(len(d) for d in files.values())

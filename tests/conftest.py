@@ -63,3 +63,24 @@ def s3_server():
 
     with S3Server() as s3:
         yield s3
+
+
+@pytest.fixture(scope="session")
+def ray_instance():
+    """A local Ray instance (2 CPUs, no dashboard) for the farm's Ray tests,
+    started on first use and stopped at the end of the session. Its workers
+    import this ckptscan (the source tree's when that is what the tests run)."""
+    import os
+
+    import ckptscan
+    import ray
+
+    env = {}
+    src = Path(__file__).resolve().parents[1] / "python"
+    if Path(ckptscan.__file__).resolve().is_relative_to(src.resolve()):
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src),
+                                                          os.environ.get("PYTHONPATH")]))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             configure_logging=False, runtime_env={"env_vars": env} if env else None)
+    yield ray
+    ray.shutdown()

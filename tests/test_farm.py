@@ -804,6 +804,20 @@ def test_dask_local_cluster_gives_the_same_store(farm: dict[str, Any], tmp_path:
     assert again.scanned == [] and again.shards_opened == 0
 
 
+def test_ray_local_instance_gives_the_same_store(farm: dict[str, Any], tmp_path: Path,
+                                                 ray_instance: Any) -> None:
+    root: Path = farm["root"]
+    local_db, ray_db = tmp_path / "local.db", tmp_path / "ray.db"
+    scan_farm([root], db=local_db)
+    before = tree_state(root)
+    result = scan_farm([root], db=ray_db, ray=True)
+    assert tree_state(root) == before
+    assert len(result.scanned) == len(farm["expected"])
+    assert db_dump(ray_db) == db_dump(local_db)
+    again = scan_farm([root], db=ray_db)
+    assert again.scanned == [] and again.shards_opened == 0
+
+
 def test_store_schema_version_is_checked(tmp_path: Path) -> None:
     db = tmp_path / "farm.db"
     Store(db).close()

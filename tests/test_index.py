@@ -181,3 +181,34 @@ def test_total_size_disagreement_is_info(tmp_path: Path) -> None:
     (found,) = scan(root).findings
     assert (found.code, str(found.severity), found.detail) == (
         "index-total-size", "info", {"declared": 999, "actual": 72})
+
+
+def test_a_million_entries_half_of_them_bad() -> None:
+    """10^6 entries, every other one not a file name: the 500,000 good ones
+    are read, the first MAX_PROBLEMS_PER_CODE bad ones reported, the rest counted."""
+    cap = _core.MAX_PROBLEMS_PER_CODE
+    names = [f"model.layers.{i // 1000}.mlp.experts.{i % 1000}.w1.weight" for i in range(1_000_000)]
+    files = [f"model-{i % 7 + 1:05d}-of-00007.safetensors" for i in range(7)]
+    members = [f'"{n}":"{files[i % 7]}"' if i % 2 == 0 else f'"{n}":7' for i, n in enumerate(names)]
+    text = '{"metadata":{"total_size":3},"weight_map":{' + ",".join(members) + "}}"
+    index = _core.parse_index(text.encode())
+    assert len(index) == 500_000 and index.total_size == 3
+    assert index.names() == names[::2]
+    assert [index.shard_names[s] for s in index.shard_ids[:14]] == [files[i % 7]
+                                                                    for i in range(0, 28, 2)]
+    assert [(p[0], p[2]) for p in index.problems] == [("not-an-object", names[i])
+                                                     for i in range(1, 2 * cap, 2)]
+    assert index.suppressed == {"not-an-object": 500_000 - cap}
+
+
+def test_index_names_past_the_limit() -> None:
+    limit = _core.MAX_NAME_BYTES
+    wm = {"a" * limit: "s1", "b" * (limit + 1): "s1", "c": "s2",
+          "\u00e9" * (limit // 2) + "d": "s2"}
+    for layout in ({}, {"ensure_ascii": False}):  # escaped (general path) or read in place
+        text = json.dumps({"weight_map": wm}, **layout)  # type: ignore[arg-type]
+        index = _core.parse_index(text.encode())
+        assert index.names() == ["a" * limit, "c"]
+        assert [(p[0], p[2]) for p in index.problems] == [
+            ("name-too-long", "b" * 100 + "..."), ("name-too-long", "\u00e9" * 50 + "...")]
+        assert index.suppressed == {}

@@ -1,5 +1,8 @@
-"""The kernels' C++ differential test (every SIMD path this CPU runs against the
-scalar reference) built with AddressSanitizer + UBSan, as CI runs it."""
+"""The kernels' C++ tests built with AddressSanitizer + UBSan, as CI runs them
+(tests/cpp/build.sh): the differential test (every SIMD path this CPU runs
+against the scalar reference, the blocks of 2**64 - 1 through the entry points)
+and the kernel fuzz checks (fuzz/kernel_fuzz.h) over the seed corpus, the
+regression inputs (tests/data/kernel_fuzz_regressions/) and generated inputs."""
 
 from __future__ import annotations
 
@@ -26,9 +29,13 @@ def test_kernels_under_asan_ubsan(tmp_path: Path) -> None:
                ASAN_OPTIONS="detect_leaks=0:abort_on_error=1",
                UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1")
     run = subprocess.run(
-        ["sh", str(ROOT / "tests/cpp/build.sh"), "-fsanitize=address,undefined",
+        ["sh", str(ROOT / "tests/cpp/build.sh"), "-O1", "-fsanitize=address,undefined",
          "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-4000:]
     assert "runtime error" not in output and "AddressSanitizer" not in output, output[-4000:]
+    assert "0 failures" in output, output[-4000:]
+    regressions = len(list((ROOT / "tests/data/kernel_fuzz_regressions").iterdir()))
+    corpus = len(list((ROOT / "fuzz/kernel_corpus").iterdir()))
+    assert f"kernel fuzz checks passed: {regressions + corpus} files" in output, output[-4000:]

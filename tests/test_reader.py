@@ -119,7 +119,12 @@ INVALID = [
     ("truncated", raw_file({"a": F32x2}, b"\0" * 5), "truncated"),
     ("trailing", raw_file({"a": F32x2}, b"\0" * 11), "trailing-bytes"),
     ("empty-header-trailing", raw_file("{}", b"\0"), "trailing-bytes"),
+    ("name-too-long", raw_file({"a" * 4097: F32x2}, b"\0" * 8), "name-too-long"),
 ]
+
+# Rejected on purpose where the reference accepts: a repeated name (the
+# reference keeps the last one) and a name past MAX_NAME_BYTES (no limit there).
+STRICTER_THAN_REFERENCE = {"duplicate-name", "name-too-long"}
 
 VALID = [
     ("empty", raw_file("{}")),
@@ -154,8 +159,10 @@ def test_invalid_input_table(case: str, data: bytes, code: str, tmp_path: Path) 
     assert err.value.code == code and err.value.path == str(path)
     assert isinstance(err.value, ValueError)
     # ckptscan rejects everything the reference rejects and more only where the
-    # reference is lax on purpose (duplicate names: last one wins there).
-    if case != "duplicate-name":
+    # reference is lax on purpose.
+    if case in STRICTER_THAN_REFERENCE:
+        assert reference_accepts(path), f"{case}: the reference rejects it too"
+    else:
         assert not reference_accepts(path), f"{case}: the reference accepts it"
 
 
@@ -280,9 +287,10 @@ def writer_text(entries: list[tuple[str, str, list[int], int, int]], spaced: boo
 @given(st.lists(st.sampled_from(["a", "b", "c", "d.0", "d.1", "e.10", "f\u00e9", "g"]),
                 min_size=1, max_size=40))
 def test_repeated_names_in_any_order(names: list[str]) -> None:
-    """Every repeat is reported once, at its second and later appearances, and
-    the table keeps the first: in sorted runs, across runs, past the few runs
-    compared in order (then hashed), in both layouts."""
+    """Every repeat is reported once (the first MAX_PROBLEMS_PER_CODE, then
+    counted), at its second and later appearances, and the table keeps the
+    first: in sorted runs, across runs, past the few runs compared in order
+    (then hashed), in both layouts."""
     entries = [(n, "U8", [2], 2 * i, 2 * i + 2) for i, n in enumerate(names)]
     first = {}
     for i, n in enumerate(names):
@@ -292,8 +300,9 @@ def test_repeated_names_in_any_order(names: list[str]) -> None:
         text = writer_text(entries, spaced)
         core = _core.parse_bytes(raw_file(text, b"\0" * (2 * len(names))))
         dups = [p for p in core.problems if p[0] == "duplicate-key"]
-        assert len(dups) == len(repeats)
-        assert [p[2] for p in dups] == [names[i] for i in repeats]
+        kept = repeats[:_core.MAX_PROBLEMS_PER_CODE]  # the rest are counted
+        assert [p[2] for p in dups] == [names[i] for i in kept]
+        assert core.suppressed.get("duplicate-key", 0) == len(repeats) - len(kept)
         assert core.names() == [n for i, n in enumerate(names) if first[n] == i]
         # The repeats' bytes are read as a gap: nothing else is wrong.
         assert {p[0] for p in core.problems} <= {"duplicate-key", "data-gap", "trailing-bytes"}
@@ -612,3 +621,119 @@ def test_fifo_named_like_a_shard_does_not_block(tmp_path: Path) -> None:
     ckpt = ckptscan.open_checkpoint(tmp_path)  # would hang on open() without O_NONBLOCK
     assert {p.code for p in ckpt.problems} == {"io-error", "config-invalid"}
     assert ckpt.num_tensors == 1
+
+
+# ---- bounded work on hostile headers -------------------------------------------
+# A few MB can repeat one fault a million times, or hold one name of 90 MB. The
+# parser keeps MAX_PROBLEMS_PER_CODE problems of each code (the first ones, in
+# file order) and counts the rest in `suppressed`; a name past MAX_NAME_BYTES
+# is one name-too-long problem and no row.
+
+CAP = _core.MAX_PROBLEMS_PER_CODE
+
+
+def shown(name: str) -> str:
+    """A long name as problems show it: its first 100 bytes, cut back to a
+    character boundary, then '...'."""
+    b = name.encode()
+    if len(b) <= 100:
+        return name
+    cut = 100
+    while cut and b[cut] & 0xC0 == 0x80:
+        cut -= 1
+    return b[:cut].decode() + "..."
+
+
+def test_error_descriptions_are_one_table() -> None:
+    assert list(_core.ERROR_DESCRIPTIONS) == list(_core.ERROR_CODES)
+    for code, text in _core.ERROR_DESCRIPTIONS.items():
+        assert text and text == text.strip() and "\n" not in text, code
+    assert f"{_core.MAX_NAME_BYTES:,}" in _core.ERROR_DESCRIPTIONS["name-too-long"]
+
+
+@pytest.mark.parametrize("spaced", [False, True])
+def test_problems_capped_per_code_in_file_order(spaced: bool) -> None:
+    """Two faults repeated 20 times each, interleaved: the first CAP of each
+    code are kept in file order, 20 - CAP of each counted."""
+    entries = []
+    for i in range(20):
+        entries.append((f"u{i:02d}", "F8_E4M3FN", [1], 9 * i, 9 * i + 1))  # unknown dtype
+        entries.append((f"s{i:02d}", "F32", [1], 9 * i + 1, 9 * i + 9))    # 8 bytes for 4
+    core = _core.parse_bytes(raw_file(writer_text(entries, spaced), b"\0" * 180))
+    want = []
+    for i in range(CAP):
+        want += [("unknown-dtype", f"u{i:02d}"), ("size-mismatch", f"s{i:02d}")]
+    assert [(p[0], p[2]) for p in core.problems] == want
+    assert core.suppressed == {"unknown-dtype": 20 - CAP, "size-mismatch": 20 - CAP}
+    assert core.names() == [f"s{i:02d}" for i in range(20)]
+
+
+def test_a_million_copies_of_one_metadata_key() -> None:
+    """14 MB of one repeated __metadata__ key: once 999,999 problems (1.5 GB
+    of memory, a 300 MB report)."""
+    prefix = b'{"__metadata__":{'
+    header = prefix + b",".join([b'"key":"value"'] * 1_000_000) + (
+        b'},"t":{"dtype":"U8","shape":[4],"data_offsets":[0,4]}}')
+    core = _core.parse_bytes(raw_file(header, b"\0" * 4))
+    assert [p[0] for p in core.problems] == ["duplicate-key"] * CAP
+    # The 2nd to the 17th copies, each 14 bytes after the previous one.
+    assert [p[1] for p in core.problems] == [8 + len(prefix) + 14 * k for k in range(1, CAP + 1)]
+    assert core.suppressed == {"duplicate-key": 1_000_000 - 1 - CAP}
+    assert core.metadata == {"key": "value"} and core.names() == ["t"]
+
+
+def test_100k_tensors_on_one_byte_range() -> None:
+    """safetensors' own abuse attempt: 100,000 [200, 200] F32 tensors all on
+    bytes [0, 160000)."""
+    n = 200 * 200 * 4
+    entry = f'{{"dtype":"F32","shape":[200,200],"data_offsets":[0,{n}]}}'
+    header = "{" + ",".join(f'"weight_{i}":{entry}' for i in range(100_000)) + "}"
+    core = _core.parse_bytes(raw_file(header, b"\0" * n))
+    assert len(core) == 100_000 and core.ends.tolist() == [8 + len(header) + n] * 100_000
+    assert [p[0] for p in core.problems] == ["data-overlap"] * CAP
+    assert core.suppressed == {"data-overlap": 100_000 - 1 - CAP}
+
+
+def test_a_90_mb_name_is_one_problem_and_no_row() -> None:
+    """One name of 45 M numeric parts: its template once took 65 s and 4.9 GB
+    downstream. Its entry's bytes stay claimed (no gap, no trailing bytes)."""
+    name = b"1." * 45_000_000 + b"w"
+    header = b'{"' + name + b'":{"dtype":"U8","shape":[4],"data_offsets":[0,4]}}'
+    data = b"".join([struct.pack("<Q", len(header)), header, b"\0" * 4])
+    core = _core.parse_bytes(data)
+    [(code, offset, tensor, message)] = core.problems
+    assert (code, offset, tensor) == ("name-too-long", 9, "1." * 50 + "...")
+    assert f"{len(name)} bytes" in message
+    assert len(core) == 0 and core.suppressed == {} and core.data_end == len(data)
+
+
+LIMIT = _core.MAX_NAME_BYTES
+# At the limit (in UTF-8 bytes, after unescaping), one byte past it.
+AT_LIMIT = ["a" * LIMIT, "\u00e9" * (LIMIT // 2), "1." * (LIMIT // 2 - 1) + "w."]
+PAST_LIMIT = ["a" * (LIMIT + 1), "\u00e9" * (LIMIT // 2) + "a", "1." * (LIMIT // 2) + "1"]
+
+
+@pytest.mark.parametrize("spaced", [False, True])
+def test_name_length_limit(spaced: bool) -> None:
+    """Names of MAX_NAME_BYTES are read (and templated by the rule, 2047
+    integers and all); one byte more is name-too-long, its bytes still
+    claimed. json.dumps escapes the non-ASCII names: the limit counts the
+    decoded bytes, not the JSON text."""
+    assert all(len(n.encode()) == LIMIT for n in AT_LIMIT)
+    assert all(len(n.encode()) == LIMIT + 1 for n in PAST_LIMIT)
+    names = [n for pair in zip(AT_LIMIT, PAST_LIMIT, strict=True) for n in pair]
+    entries = [(n, "U8", [1], i, i + 1) for i, n in enumerate(names)]
+    core = _core.parse_bytes(raw_file(writer_text(entries, spaced), b"\0" * len(names)))
+    assert [(p[0], p[2]) for p in core.problems] == [("name-too-long", shown(n))
+                                                     for n in PAST_LIMIT]
+    assert core.names() == AT_LIMIT and core.suppressed == {}
+    got = [(core.templates[t], tuple(core.ints[core.int_starts[r]:core.int_starts[r + 1]]))
+           for r, t in enumerate(core.template_ids)]
+    assert got == [template_by_rule(n) for n in AT_LIMIT]
+
+
+def test_not_utf8_forgets_the_counts() -> None:
+    """Invalid UTF-8 is the one problem of a header: counts found before it go too."""
+    header = b'{"__metadata__":{' + b",".join([b'"k":"v"'] * 40) + b'},"\xff":{}}'
+    core = _core.parse_bytes(raw_file(header))
+    assert [p[0] for p in core.problems] == ["header-not-utf8"] and core.suppressed == {}

@@ -1,8 +1,8 @@
 """The C++ header parser under AddressSanitizer + UndefinedBehaviorSanitizer.
 
-Builds ``tests/cpp/parser_driver.cc`` with the parser sources (``csrc/header.cc``,
-``name_template.cc``, ``column.cc``, ``shard.cc``, ``mapped_file.cc``) using g++
-``-fsanitize=address,undefined``
+Builds ``tests/cpp/parser_driver.cc`` with the parser sources (``csrc/json_scan.cc``,
+``header.cc``, ``index_json.cc``, ``name_match.cc``, ``name_template.cc``,
+``column.cc``, ``shard.cc``, ``mapped_file.cc``) using g++ ``-fsanitize=address,undefined``
 and runs it over the fuzz regressions (``tests/data/fuzz_regressions/``), the
 fuzz seed corpus (``fuzz/corpus/``), files written by the real ``safetensors``
 library and hand-made invalid headers covering every problem code. The driver
@@ -35,7 +35,10 @@ FUZZ = ROOT / "fuzz"
 DRIVER_SRC = ROOT / "tests" / "cpp" / "parser_driver.cc"
 REGRESSIONS = ROOT / "tests" / "data" / "fuzz_regressions"
 CORPUS = FUZZ / "corpus"
-SOURCES = [DRIVER_SRC, CSRC / "header.cc", CSRC / "name_template.cc", CSRC / "column.cc",
+# Every parser file: the JSON scanner, the header and index.json grammars, the
+# name join (the driver runs it on each input read as an index), templates.
+SOURCES = [DRIVER_SRC, CSRC / "json_scan.cc", CSRC / "header.cc", CSRC / "index_json.cc",
+           CSRC / "name_match.cc", CSRC / "name_template.cc", CSRC / "column.cc",
            CSRC / "shard.cc", CSRC / "mapped_file.cc"]
 FLAGS = ["-std=c++17", "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
          "-fno-omit-frame-pointer", "-Wall", "-Wextra"]
@@ -136,7 +139,8 @@ def reference_accepts(path: Path) -> bool:
 # hidden: each must be the only kind of problem in the file.
 #  duplicate-key: repeated tensor names (the reference keeps the last one) and
 #    repeated __metadata__ keys (the reference keeps the last one).
-STRICTER_ON_PURPOSE = {"duplicate-key"}
+#  name-too-long: a tensor name past 4,096 bytes (the reference has no limit).
+STRICTER_ON_PURPOSE = {"duplicate-key", "name-too-long"}
 COVERAGE_CODES = {"data-gap", "data-overlap", "truncated", "trailing-bytes"}
 
 
@@ -292,6 +296,11 @@ HAND_MADE: list[tuple[str, bytes, tuple[str, ...]]] = [
     ("truncated-no-data", one(E, b""), ("truncated",)),
     ("trailing-bytes", one(E, b"xyz"), ("trailing-bytes",)),
     ("trailing-after-empty", raw("{}", b"\0"), ("trailing-bytes",)),
+    ("name-too-long", raw(hdr(("a" * 4097, E)), b"x"), ("name-too-long",)),
+    ("name-too-long-escaped", raw(hdr(("\\u00e9" * 2048 + "a", E)), b"x"), ("name-too-long",)),
+    # At most 16 problems of a code are kept, the rest counted.
+    ("capped-metadata-duplicates",
+     raw(hdr(("__metadata__", "{" + ",".join(['"k":"v"'] * 20) + "}"))), ("duplicate-key",) * 16),
     # Valid, if unusual: the reference accepts all of these.
     ("ok-whitespace", raw(" \t\r\n" + hdr(("a", E)) + " \n\t\r", b"x"), ()),
     ("ok-metadata-null", raw(hdr(("__metadata__", "null"))), ()),
@@ -304,6 +313,7 @@ HAND_MADE: list[tuple[str, bytes, tuple[str, ...]]] = [
     ("ok-escaped-names", raw(hdr((r"\u0041\ud83d\ude00", E), (r"\u0000", U8_AT_1)), b"xy"), ()),
     ("ok-escaped-keys", one(r'{"\u0064type":"U\u0038","shape":[1],"data_offsets":[0,1]}'), ()),
     ("ok-empty-name", raw(hdr(("", E)), b"x"), ()),
+    ("ok-name-at-limit", raw(hdr(("1." * 2047 + "w.", E)), b"x"), ()),
     ("ok-zero-size-shared", raw(hdr(("a", EMPTY_AT_0), ("b", EMPTY_AT_0), ("c", E)), b"x"), ()),
     ("ok-zero-size-last", raw(hdr(("a", E), ("b", entry(shape=(0, 5), offsets=(1, 1)))), b"x"), ()),
     ("ok-scalar", one(entry("F64", (), (0, 8)), b"12345678"), ()),
@@ -322,7 +332,7 @@ ALL_CODES = [
     "header-not-utf8", "json-syntax", "json-too-deep", "header-padding", "not-an-object",
     "duplicate-key", "metadata-invalid", "missing-field", "unknown-dtype", "shape-invalid",
     "offsets-invalid", "number-invalid", "size-overflow", "not-byte-aligned", "size-mismatch",
-    "data-gap", "data-overlap", "truncated", "trailing-bytes",
+    "data-gap", "data-overlap", "truncated", "trailing-bytes", "name-too-long",
 ]
 
 

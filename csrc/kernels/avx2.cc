@@ -13,33 +13,7 @@
 namespace ckptscan::kernels::avx2 {
 namespace {
 
-// Compile-time facts per FP8 format (mirrors fp8_traits() in dispatch.cc).
-template <Fp8Format F>
-struct T;
-template <>
-struct T<Fp8Format::e4m3fn> {
-  static constexpr bool fnuz = false, inf = false;
-  static constexpr int man = 3, bias = 7, sat = 0x7E, sub_max = 0x07, neg_max = 0xFE;
-  static constexpr int nan_lo = 0x7F;
-};
-template <>
-struct T<Fp8Format::e5m2> {
-  static constexpr bool fnuz = false, inf = true;
-  static constexpr int man = 2, bias = 15, sat = 0x7B, sub_max = 0x03, neg_max = 0xFC;
-  static constexpr int nan_lo = 0x7D;
-};
-template <>
-struct T<Fp8Format::e4m3fnuz> {
-  static constexpr bool fnuz = true, inf = false;
-  static constexpr int man = 3, bias = 8, sat = 0x7F, sub_max = 0x07, neg_max = 0xFF;
-  static constexpr int nan_lo = 0x80;
-};
-template <>
-struct T<Fp8Format::e5m2fnuz> {
-  static constexpr bool fnuz = true, inf = false;
-  static constexpr int man = 2, bias = 16, sat = 0x7F, sub_max = 0x03, neg_max = 0xFF;
-  static constexpr int nan_lo = 0x80;
-};
+#include "kernels/per_isa.h"
 
 // Software prefetch for streaming kernels, at two distances: into L1 shortly
 // before use and into L2 four times further ahead, so that enough lines are in
@@ -81,7 +55,7 @@ inline uint8_t hmax_u8(__m256i v) {
 // both are corrected at the end.
 template <Fp8Format F>
 void fp8_stats_t(const uint8_t* p, size_t n, detail::Fp8Raw* out) {
-  using t = T<F>;
+  using t = Fmt<F>;
   const __m256i k7f = _mm256_set1_epi8(0x7F);
   const __m256i k80 = _mm256_set1_epi8(static_cast<char>(0x80));
   const __m256i kzero = _mm256_setzero_si256();
@@ -164,116 +138,189 @@ void fp8_stats_t(const uint8_t* p, size_t n, detail::Fp8Raw* out) {
 }
 
 void fp8_stats(const uint8_t* p, size_t n, Fp8Format f, detail::Fp8Raw* out) {
-  switch (f) {
-    case Fp8Format::e4m3fn: return fp8_stats_t<Fp8Format::e4m3fn>(p, n, out);
-    case Fp8Format::e5m2: return fp8_stats_t<Fp8Format::e5m2>(p, n, out);
-    case Fp8Format::e4m3fnuz: return fp8_stats_t<Fp8Format::e4m3fnuz>(p, n, out);
-    case Fp8Format::e5m2fnuz: return fp8_stats_t<Fp8Format::e5m2fnuz>(p, n, out);
-  }
+  with_format(f, [&](auto fmt) { fp8_stats_t<decltype(fmt)::value>(p, n, out); });
 }
 
-// ---- per-block absmax ------------------------------------------------------------
-// Scalar classification of one byte for tails: finite magnitude key and NaN.
+// ---- one pass of block statistics (per_isa.h's BlockStats) -------------------------
+// As avx512.cc with compare vectors instead of masks: a block's counts are
+// popcounts of movemasks; a partial vector goes through a zero-padded copy
+// (+0 codes: key 0, no NaN / Inf / saturated) whose padding is taken back out
+// of the zero counts at the end.
 template <Fp8Format F>
-inline void classify1(uint8_t b, uint8_t* key, bool* nan) {
-  using t = T<F>;
-  const uint8_t mag = static_cast<uint8_t>(b & 0x7F);
-  if constexpr (t::fnuz) {
-    *nan = b == 0x80;
-    *key = mag;
-  } else {
-    *nan = mag >= t::nan_lo;
-    const bool nonfinite = *nan || (t::inf && mag == 0x7C);
-    *key = nonfinite ? 0 : mag;
-  }
-}
+struct Fp8Lanes {
+  using f = Fmt<F>;
+  using V = __m256i;
+  static constexpr size_t kW = 32;
+  static constexpr bool kFlat = true;
 
-// Row-major streaming with one vector accumulator per block column of a group
-// (see avx512.cc); tails of segments shorter than a vector go through classify1.
-constexpr size_t kGroup = 64;
+  struct Tensor {
+    __m256i c_zero = _mm256_setzero_si256(), c_negz = c_zero, c_zs = c_zero, c_neg = c_zero;
+    unsigned steps = 0;
+    uint64_t zero = 0, negz = 0, zs = 0, neg = 0, pad = 0;
+    void flush() {
+      zero += hsum64(sad(c_zero));
+      negz += hsum64(sad(c_negz));
+      zs += hsum64(sad(c_zs));
+      neg += hsum64(sad(c_neg));
+      c_zero = c_negz = c_zs = c_neg = _mm256_setzero_si256();
+      steps = 0;
+    }
+    // "zs" counted mag <= sub_max, "neg" sign-set bytes up to neg_max (0x80 included).
+    void finish(detail::Fp8Raw& r) {
+      flush();
+      r.zero = zero - pad;
+      r.neg_zero = negz;
+      r.subnormal = zs - zero - (f::fnuz ? r.nan : 0);
+      r.negative = neg - (f::fnuz ? r.nan : negz);
+    }
+  };
 
-template <Fp8Format F>
-void block_absmax_t(const uint8_t* q, size_t rows, size_t cols, size_t br, size_t bc,
-                    uint8_t* absmax, uint64_t* nan_out) {
-  using t = T<F>;
-  const __m256i k7f = _mm256_set1_epi8(0x7F);
-  const __m256i k80 = _mm256_set1_epi8(static_cast<char>(0x80));
-  const __m256i knan = _mm256_set1_epi8(static_cast<char>(t::nan_lo == 0x80 ? 0x7F : t::nan_lo));
-  const __m256i kinf = _mm256_set1_epi8(0x7C);
-  const __m256i k7b = _mm256_set1_epi8(0x7B);
-  const size_t nbr = (rows + br - 1) / br, nbc = (cols + bc - 1) / bc;
-  __m256i acc[kGroup];
-  uint64_t nacc[kGroup];
-  uint8_t sacc[kGroup];
-  for (size_t bi = 0; bi < nbr; ++bi) {
-    const size_t r0 = bi * br, r1 = (r0 + br < rows) ? r0 + br : rows;
-    for (size_t g0 = 0; g0 < nbc; g0 += kGroup) {
-      const size_t g1 = (g0 + kGroup < nbc) ? g0 + kGroup : nbc;
-      for (size_t k = 0; k < g1 - g0; ++k) {
-        acc[k] = _mm256_setzero_si256();
-        nacc[k] = 0;
-        sacc[k] = 0;
-      }
-      for (size_t i = r0; i < r1; ++i) {
-        const uint8_t* row = q + i * cols;
-        for (size_t bj = g0; bj < g1; ++bj) {
-          const size_t j0 = bj * bc, j1 = (j0 + bc < cols) ? j0 + bc : cols;
-          __m256i a = acc[bj - g0];
-          uint64_t nans = 0;
-          size_t j = j0;
-          for (; j + 32 <= j1; j += 32) {
-            if ((j & 32) == 0) prefetch_stream(row + j);  // once per 64-byte line
-            const __m256i b = load(row + j);
-            const __m256i mag = _mm256_and_si256(b, k7f);
-            __m256i nan, key;
-            if constexpr (t::fnuz) {
-              nan = _mm256_cmpeq_epi8(b, k80);
-              key = mag;
-            } else if constexpr (t::inf) {
-              nan = _mm256_cmpgt_epi8(mag, kinf);
-              key = _mm256_andnot_si256(_mm256_cmpgt_epi8(mag, k7b), mag);
-            } else {
-              nan = _mm256_cmpeq_epi8(mag, knan);
-              key = _mm256_andnot_si256(nan, mag);
-            }
-            a = _mm256_max_epu8(a, key);
-            nans += static_cast<uint64_t>(
-                _mm_popcnt_u32(static_cast<unsigned>(_mm256_movemask_epi8(nan))));
-          }
-          uint8_t m = sacc[bj - g0];
-          for (; j < j1; ++j) {
-            uint8_t key;
-            bool isnan;
-            classify1<F>(row[j], &key, &isnan);
-            nans += isnan ? 1 : 0;
-            if (key > m) m = key;
-          }
-          sacc[bj - g0] = m;
-          acc[bj - g0] = a;
-          nacc[bj - g0] += nans;
-        }
-      }
-      for (size_t k = 0; k < g1 - g0; ++k) {
-        const uint8_t v = hmax_u8(acc[k]);
-        absmax[bi * nbc + g0 + k] = v > sacc[k] ? v : sacc[k];
-        if (nan_out) nan_out[bi * nbc + g0 + k] = nacc[k];
+  struct Cls {
+    __m256i key, nan, inf, sat;  // compare masks: 0xFF per byte
+  };
+
+  // S: also the whole-tensor counters and the saturated mask (block_absmax alone
+  // needs neither).
+  template <bool S>
+  static inline Cls classify(__m256i b, Tensor& t) {
+    const __m256i k7f = _mm256_set1_epi8(0x7F);
+    const __m256i k80 = _mm256_set1_epi8(static_cast<char>(0x80));
+    const __m256i kz = _mm256_setzero_si256();
+    const __m256i kinf = _mm256_set1_epi8(0x7C);
+    const __m256i mag = _mm256_and_si256(b, k7f);
+    __m256i nan, inf = kz, zero, key;
+    if constexpr (f::fnuz) {
+      nan = _mm256_cmpeq_epi8(b, k80);
+      zero = _mm256_cmpeq_epi8(b, kz);
+      key = mag;  // 0x80 (NaN) has magnitude 0
+    } else {
+      zero = _mm256_cmpeq_epi8(mag, kz);
+      if constexpr (S) t.c_negz = _mm256_sub_epi8(t.c_negz, _mm256_cmpeq_epi8(b, k80));
+      if constexpr (f::inf) {
+        nan = _mm256_cmpgt_epi8(mag, kinf);
+        inf = _mm256_cmpeq_epi8(mag, kinf);
+        key = _mm256_andnot_si256(_mm256_or_si256(nan, inf), mag);
+      } else {
+        nan = _mm256_cmpeq_epi8(mag, _mm256_set1_epi8(static_cast<char>(f::nan_lo)));
+        key = _mm256_andnot_si256(nan, mag);
       }
     }
+    if constexpr (!S) return {key, nan, inf, kz};
+    const __m256i ksub1 = _mm256_set1_epi8(static_cast<char>(f::sub_max + 1));
+    const __m256i kneg1 = _mm256_set1_epi8(static_cast<char>(f::neg_max + 1));  // signed bound
+    t.c_zero = _mm256_sub_epi8(t.c_zero, zero);
+    t.c_zs = _mm256_sub_epi8(t.c_zs, _mm256_cmpgt_epi8(ksub1, mag));
+    t.c_neg = _mm256_sub_epi8(t.c_neg, _mm256_cmpgt_epi8(kneg1, b));
+    if (++t.steps == 255) t.flush();
+    const __m256i sat = _mm256_cmpeq_epi8(mag, _mm256_set1_epi8(static_cast<char>(f::sat)));
+    return {key, nan, inf, sat};
   }
-}
+  template <bool S>
+  static inline Cls classify_full(const uint8_t* p, Tensor& t) {
+    if ((reinterpret_cast<uintptr_t>(p) & 32) == 0) prefetch_stream(p);  // once per line
+    return classify<S>(load(p), t);
+  }
+  template <bool S>
+  static inline Cls classify_part(const uint8_t* p, size_t k, Tensor& t) {
+    alignas(32) uint8_t buf[32] = {};
+    std::memcpy(buf, p, k);
+    t.pad += kW - k;
+    return classify<S>(load(buf), t);
+  }
+  static inline uint64_t count(__m256i m) {
+    return static_cast<uint64_t>(_mm_popcnt_u32(static_cast<uint32_t>(_mm256_movemask_epi8(m))));
+  }
+  static inline __m256i ones(__m256i m) { return _mm256_and_si256(m, _mm256_set1_epi8(1)); }
+  static inline __m256i zero() { return _mm256_setzero_si256(); }
+  static inline __m256i load(const uint8_t* p) {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  }
+  static inline __m256i max(__m256i a, __m256i b) { return _mm256_max_epu8(a, b); }
+  static inline __m256i key(const Cls& c) { return c.key; }
+  // A block's byte counters: NaN, saturated (and Inf for E5M2); measured
+  // faster here than movemask + popcount.
+  static constexpr bool kByteCounters = true;
+  struct Counters {
+    __m256i v[f::inf ? 3 : 2];
+  };
+  static inline Counters counters() {
+    Counters c;
+    for (__m256i& x : c.v) x = _mm256_setzero_si256();
+    return c;
+  }
+  static inline void count_into(Counters& c, const Cls& x) {
+    c.v[0] = _mm256_sub_epi8(c.v[0], x.nan);
+    c.v[1] = _mm256_sub_epi8(c.v[1], x.sat);
+    if constexpr (f::inf) c.v[2] = _mm256_sub_epi8(c.v[2], x.inf);
+  }
+  static inline void drain(Counters& c, uint64_t& nan, uint64_t& inf, uint64_t& sat) {
+    nan += hsum64(sad(c.v[0]));
+    sat += hsum64(sad(c.v[1]));
+    if constexpr (f::inf) inf += hsum64(sad(c.v[2]));
+    c = counters();
+  }
+  static inline __m256i max_key(__m256i a, const Cls& c) { return _mm256_max_epu8(a, c.key); }
+  static inline uint8_t hmax(__m256i v) { return hmax_u8(v); }
 
-void block_absmax(const uint8_t* q, size_t rows, size_t cols, size_t br, size_t bc,
-                  Fp8Format f, uint8_t* absmax, uint64_t* nan) {
-  switch (f) {
-    case Fp8Format::e4m3fn:
-      return block_absmax_t<Fp8Format::e4m3fn>(q, rows, cols, br, bc, absmax, nan);
-    case Fp8Format::e5m2:
-      return block_absmax_t<Fp8Format::e5m2>(q, rows, cols, br, bc, absmax, nan);
-    case Fp8Format::e4m3fnuz:
-      return block_absmax_t<Fp8Format::e4m3fnuz>(q, rows, cols, br, bc, absmax, nan);
-    case Fp8Format::e5m2fnuz:
-      return block_absmax_t<Fp8Format::e5m2fnuz>(q, rows, cols, br, bc, absmax, nan);
+  using V16 = __m128i;  // 16 blocks' results
+  static inline __m128i zero16() { return _mm_setzero_si128(); }
+  static inline __m128i max16(__m128i a, __m128i b) { return _mm_max_epu8(a, b); }
+  static inline void store16(uint8_t* p, __m128i x) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), x);
   }
+  static inline uint64_t sum16(__m128i x) {
+    const __m128i s = _mm_sad_epu8(x, _mm_setzero_si128());
+    return static_cast<uint64_t>(_mm_cvtsi128_si64(s)) +
+           static_cast<uint64_t>(_mm_extract_epi64(s, 1));
+  }
+  static inline uint8_t hmax16(__m128i x) {
+    x = _mm_max_epu8(x, _mm_srli_si128(x, 8));
+    x = _mm_max_epu8(x, _mm_srli_si128(x, 4));
+    x = _mm_max_epu8(x, _mm_srli_si128(x, 2));
+    x = _mm_max_epu8(x, _mm_srli_si128(x, 1));
+    return static_cast<uint8_t>(_mm_cvtsi128_si32(x) & 0xFF);
+  }
+
+  // Byte max (or sum) of each BC-byte block of G = 16 * BC / 32 vectors: the
+  // two halves of every block paired until each block is one dword, then
+  // within it; the 16 results, in block order: result[order[k]] at byte k.
+  template <size_t BC, bool IS_MAX>
+  static inline __m128i tree(__m256i* v, const uint8_t* order) {
+    auto op = [](__m256i a, __m256i b) {
+      return IS_MAX ? _mm256_max_epu8(a, b) : _mm256_add_epi8(a, b);
+    };
+    size_t n = 16 * BC / 32;
+    if constexpr (BC >= 32) {  // 32 -> 16: low vs high 128-bit lane of two vectors
+      for (size_t i = 0; i < n / 2; ++i) {
+        v[i] = op(_mm256_permute2x128_si256(v[2 * i], v[2 * i + 1], 0x20),
+                  _mm256_permute2x128_si256(v[2 * i], v[2 * i + 1], 0x31));
+      }
+      n /= 2;
+    }
+    for (size_t i = 0; i < n / 2; ++i) {  // 16 -> 8: low vs high qword of each lane
+      v[i] = op(_mm256_unpacklo_epi64(v[2 * i], v[2 * i + 1]),
+                _mm256_unpackhi_epi64(v[2 * i], v[2 * i + 1]));
+    }
+    __m256i x[2];
+    for (size_t i = 0; i < 2; ++i) {  // 8 -> 4: even vs odd dwords; then within each dword
+      const __m256 a = _mm256_castsi256_ps(v[2 * i]), b = _mm256_castsi256_ps(v[2 * i + 1]);
+      __m256i y = op(_mm256_castps_si256(_mm256_shuffle_ps(a, b, 0x88)),
+                     _mm256_castps_si256(_mm256_shuffle_ps(a, b, 0xDD)));
+      y = op(y, _mm256_srli_epi32(y, 16));
+      y = op(y, _mm256_srli_epi32(y, 8));
+      x[i] = _mm256_and_si256(y, _mm256_set1_epi32(0xFF));
+    }
+    // 16 dwords -> 16 bytes (lane-wise packs), then into block order
+    const __m256i w = _mm256_packus_epi32(x[0], x[1]);
+    const __m256i b8 = _mm256_permute4x64_epi64(_mm256_packus_epi16(w, w), 0x08);
+    const __m128i idx = _mm_loadu_si128(reinterpret_cast<const __m128i*>(order));
+    return _mm_shuffle_epi8(_mm256_castsi256_si128(b8), idx);
+  }
+};
+
+void block_stats(const detail::Matrix& m, Fp8Format f, detail::Fp8Raw* raw,
+                 const detail::BlockOut& o) {
+  with_format(f, [&](auto fmt) { block_stats_generic<Fp8Lanes<decltype(fmt)::value>>(m, raw, o); });
 }
 
 // ---- dequantization ----------------------------------------------------------------
@@ -284,7 +331,7 @@ void block_absmax(const uint8_t* q, size_t rows, size_t cols, size_t br, size_t 
 // ml_dtypes and scalar.cc).
 template <Fp8Format F>
 struct Decoder {
-  using t = T<F>;
+  using t = Fmt<F>;
   __m256i k7f = _mm256_set1_epi32(0x7F);
   __m256i kbias = _mm256_set1_epi32((127 - t::bias) << 23);
   __m256i ksubn = _mm256_set1_epi32(1 << t::man);
@@ -331,12 +378,18 @@ inline __m256i to_bf16(__m256 p) {
   return _mm256_blendv_epi8(r, q, isnan);
 }
 
+// x * s, except that a NaN code keeps its own NaN (as scalar.cc: with two NaN
+// operands the result would depend on the order the compiler picks).
+inline __m256 scaled(__m256 x, __m256 s) {
+  return _mm256_blendv_ps(_mm256_mul_ps(x, s), x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+}
+
 // Dequantizes 16 codes (from p, already in a readable 16-byte window) to out.
 template <Fp8Format F, OutType O>
 inline void dq16(const Decoder<F>& dec, const uint8_t* p, __m256 s, void* out) {
   const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  const __m256 a = _mm256_mul_ps(dec(_mm256_cvtepu8_epi32(bytes)), s);
-  const __m256 b = _mm256_mul_ps(dec(_mm256_cvtepu8_epi32(_mm_srli_si128(bytes, 8))), s);
+  const __m256 a = scaled(dec(_mm256_cvtepu8_epi32(bytes)), s);
+  const __m256 b = scaled(dec(_mm256_cvtepu8_epi32(_mm_srli_si128(bytes, 8))), s);
   if constexpr (O == OutType::f32) {
     float* o = static_cast<float*>(out);
     _mm256_storeu_ps(o, a);
@@ -352,15 +405,16 @@ template <Fp8Format F, OutType O>
 void dequantize_t(const detail::DequantArgs& a) {
   using Out = std::conditional_t<O == OutType::f32, float, uint16_t>;
   const Decoder<F> dec;
-  for (size_t i = 0; i < a.rows; ++i) {
-    const uint8_t* row = a.q + i * a.cols;
-    const float* srow = a.scale + (i / a.br) * a.scols;
-    Out* orow = static_cast<Out*>(a.out) + i * a.cols;
-    for (size_t j0 = 0; j0 < a.cols; j0 += a.bc) {
-      const size_t j1 = (j0 + a.bc < a.cols) ? j0 + a.bc : a.cols;
-      const __m256 s = _mm256_set1_ps(srow[j0 / a.bc]);
+  const detail::Matrix& g = a.m;
+  for (size_t i = 0; i < g.rows; ++i) {
+    const uint8_t* row = g.q + i * g.cols;
+    const float* srow = a.scale + (i / g.br) * g.nbc;
+    Out* orow = static_cast<Out*>(a.out) + i * g.cols;
+    for (size_t bj = 0; bj < g.nbc; ++bj) {
+      const size_t j0 = bj * g.bc, j1 = end_of(j0, g.bc, g.cols);
+      const __m256 s = _mm256_set1_ps(srow[bj]);
       size_t j = j0;
-      for (; j + 16 <= j1; j += 16) dq16<F, O>(dec, row + j, s, orow + j);
+      for (; j1 - j >= 16; j += 16) dq16<F, O>(dec, row + j, s, orow + j);
       if (j < j1) {  // tail: through zero-padded buffers, same arithmetic
         alignas(32) uint8_t in[16] = {};
         alignas(32) Out tmp[16];
@@ -373,21 +427,9 @@ void dequantize_t(const detail::DequantArgs& a) {
 }
 
 void dequantize(const detail::DequantArgs& a) {
-  const bool f32 = a.out_type == OutType::f32;
-  switch (a.fmt) {
-    case Fp8Format::e4m3fn:
-      return f32 ? dequantize_t<Fp8Format::e4m3fn, OutType::f32>(a)
-                 : dequantize_t<Fp8Format::e4m3fn, OutType::bf16>(a);
-    case Fp8Format::e5m2:
-      return f32 ? dequantize_t<Fp8Format::e5m2, OutType::f32>(a)
-                 : dequantize_t<Fp8Format::e5m2, OutType::bf16>(a);
-    case Fp8Format::e4m3fnuz:
-      return f32 ? dequantize_t<Fp8Format::e4m3fnuz, OutType::f32>(a)
-                 : dequantize_t<Fp8Format::e4m3fnuz, OutType::bf16>(a);
-    case Fp8Format::e5m2fnuz:
-      return f32 ? dequantize_t<Fp8Format::e5m2fnuz, OutType::f32>(a)
-                 : dequantize_t<Fp8Format::e5m2fnuz, OutType::bf16>(a);
-  }
+  with_format_out(a.fmt, a.out_type, [&](auto fmt, auto out) {
+    dequantize_t<decltype(fmt)::value, decltype(out)::value>(a);
+  });
 }
 
 // ---- BF16 / F16 / F32 statistics ------------------------------------------------
@@ -550,8 +592,9 @@ const detail::KernelTable table = {
     kAVX | kAVX2 | kBMI1 | kBMI2 | kFMA | kF16C | kPOPCNT | kOSYMM,
     &fp8_stats,
     &scalar::histogram,
-    &block_absmax,
+    &block_stats,
     &dequantize,
+    &scalar::fp4_dequantize,
     &float_stats,
     &scalar::e8m0_stats,
     &read_probe,

@@ -19,32 +19,7 @@
 namespace ckptscan::kernels::avx512 {
 namespace {
 
-template <Fp8Format F>
-struct T;
-template <>
-struct T<Fp8Format::e4m3fn> {
-  static constexpr bool fnuz = false, inf = false;
-  static constexpr int man = 3, bias = 7, sat = 0x7E, sub_max = 0x07, neg_max = 0xFE;
-  static constexpr int nan_lo = 0x7F;
-};
-template <>
-struct T<Fp8Format::e5m2> {
-  static constexpr bool fnuz = false, inf = true;
-  static constexpr int man = 2, bias = 15, sat = 0x7B, sub_max = 0x03, neg_max = 0xFC;
-  static constexpr int nan_lo = 0x7D;
-};
-template <>
-struct T<Fp8Format::e4m3fnuz> {
-  static constexpr bool fnuz = true, inf = false;
-  static constexpr int man = 3, bias = 8, sat = 0x7F, sub_max = 0x07, neg_max = 0xFF;
-  static constexpr int nan_lo = 0x80;
-};
-template <>
-struct T<Fp8Format::e5m2fnuz> {
-  static constexpr bool fnuz = true, inf = false;
-  static constexpr int man = 2, bias = 16, sat = 0x7F, sub_max = 0x03, neg_max = 0xFF;
-  static constexpr int nan_lo = 0x80;
-};
+#include "kernels/per_isa.h"
 
 inline __mmask64 tail_mask64(size_t k) {  // k < 64 low bits set
   return _cvtu64_mask64(_bzhi_u64(~uint64_t{0}, static_cast<unsigned>(k)));
@@ -87,7 +62,7 @@ inline __m512i sad(__m512i acc) { return _mm512_sad_epu8(acc, _mm512_setzero_si5
 // sign-set bytes up to neg_max including 0x80; corrected at the end (as avx2).
 template <Fp8Format F>
 void fp8_stats_t(const uint8_t* p, size_t n, detail::Fp8Raw* out) {
-  using t = T<F>;
+  using t = Fmt<F>;
   const __m512i k7f = _mm512_set1_epi8(0x7F);
   const __m512i k80 = _mm512_set1_epi8(static_cast<char>(0x80));
   const __m512i kz = _mm512_setzero_si512();
@@ -171,97 +146,178 @@ void fp8_stats_t(const uint8_t* p, size_t n, detail::Fp8Raw* out) {
 }
 
 void fp8_stats(const uint8_t* p, size_t n, Fp8Format f, detail::Fp8Raw* out) {
-  switch (f) {
-    case Fp8Format::e4m3fn: return fp8_stats_t<Fp8Format::e4m3fn>(p, n, out);
-    case Fp8Format::e5m2: return fp8_stats_t<Fp8Format::e5m2>(p, n, out);
-    case Fp8Format::e4m3fnuz: return fp8_stats_t<Fp8Format::e4m3fnuz>(p, n, out);
-    case Fp8Format::e5m2fnuz: return fp8_stats_t<Fp8Format::e5m2fnuz>(p, n, out);
-  }
+  with_format(f, [&](auto fmt) { fp8_stats_t<decltype(fmt)::value>(p, n, out); });
 }
 
-// ---- per-block absmax ------------------------------------------------------------
-// Row-major streaming: for each band of br rows and each group of up to kGroup
-// block columns, one vector accumulator per block column (max over lanes j % 64
-// of the block's columns) lives in L1 while the band's rows stream by; the
-// horizontal reduction happens once per block, not once per row.
-constexpr size_t kGroup = 64;
-
+// ---- one pass of block statistics (per_isa.h's BlockStats) -------------------------
+// Whole-tensor counters are byte counters under compare masks (acc - (-1)),
+// summed every 255 vectors; a block's NaN / Inf / saturated counts are popcounts
+// of the masks; partial vectors are masked loads.
 template <Fp8Format F>
-void block_absmax_t(const uint8_t* q, size_t rows, size_t cols, size_t br, size_t bc,
-                    uint8_t* absmax, uint64_t* nan_out) {
-  using t = T<F>;
-  const __m512i k7f = _mm512_set1_epi8(0x7F);
-  const __m512i k80 = _mm512_set1_epi8(static_cast<char>(0x80));
-  const __m512i knan = _mm512_set1_epi8(static_cast<char>(t::nan_lo == 0x80 ? 0x7F : t::nan_lo));
-  const __m512i kinf = _mm512_set1_epi8(0x7C);
-  const size_t nbr = (rows + br - 1) / br, nbc = (cols + bc - 1) / bc;
-  __m512i acc[kGroup];
-  uint64_t nacc[kGroup];
-  // max of the finite magnitudes of one (masked) vector into a, NaN count into nn
-  auto step = [&](__m512i b, __mmask64 m, __m512i& a, uint64_t& nn) {
-    const __m512i mag = _mm512_and_si512(b, k7f);
-    __mmask64 kn, kfin;
-    if constexpr (t::fnuz) {
-      kn = _mm512_mask_cmpeq_epi8_mask(m, b, k80);
-      kfin = m;
-    } else if constexpr (t::inf) {
-      kn = _mm512_mask_cmpgt_epu8_mask(m, mag, kinf);
-      kfin = _mm512_mask_cmplt_epu8_mask(m, mag, kinf);
-    } else {
-      kn = _mm512_mask_cmpeq_epi8_mask(m, mag, knan);
-      kfin = _kandn_mask64(kn, m);
-    }
-    a = _mm512_mask_max_epu8(a, kfin, a, mag);
-    nn += static_cast<uint64_t>(_mm_popcnt_u64(_cvtmask64_u64(kn)));
-  };
-  const __mmask64 all = ~__mmask64{0};
-  for (size_t bi = 0; bi < nbr; ++bi) {
-    const size_t r0 = bi * br, r1 = (r0 + br < rows) ? r0 + br : rows;
-    for (size_t g0 = 0; g0 < nbc; g0 += kGroup) {
-      const size_t g1 = (g0 + kGroup < nbc) ? g0 + kGroup : nbc;
-      for (size_t k = 0; k < g1 - g0; ++k) {
-        acc[k] = _mm512_setzero_si512();
-        nacc[k] = 0;
-      }
-      for (size_t i = r0; i < r1; ++i) {
-        const uint8_t* row = q + i * cols;
-        for (size_t bj = g0; bj < g1; ++bj) {
-          const size_t j0 = bj * bc, j1 = (j0 + bc < cols) ? j0 + bc : cols;
-          __m512i a = acc[bj - g0];
-          uint64_t nn = 0;
-          size_t j = j0;
-          for (; j + 64 <= j1; j += 64) {
-            prefetch_stream(row + j);
-            step(_mm512_loadu_si512(row + j), all, a, nn);
-          }
-          if (j < j1) {
-            const __mmask64 m = tail_mask64(j1 - j);
-            step(_mm512_maskz_loadu_epi8(m, row + j), m, a, nn);
-          }
-          acc[bj - g0] = a;
-          nacc[bj - g0] += nn;
-        }
-      }
-      for (size_t k = 0; k < g1 - g0; ++k) {
-        absmax[bi * nbc + g0 + k] = hmax_u8(acc[k]);
-        if (nan_out) nan_out[bi * nbc + g0 + k] = nacc[k];
-      }
-    }
-  }
-}
+struct Fp8Lanes {
+  using f = Fmt<F>;
+  using V = __m512i;
+  static constexpr size_t kW = 64;
+  static constexpr bool kFlat = true;
 
-void block_absmax(const uint8_t* q, size_t rows, size_t cols, size_t br, size_t bc,
-                  Fp8Format f, uint8_t* absmax, uint64_t* nan) {
-  switch (f) {
-    case Fp8Format::e4m3fn:
-      return block_absmax_t<Fp8Format::e4m3fn>(q, rows, cols, br, bc, absmax, nan);
-    case Fp8Format::e5m2:
-      return block_absmax_t<Fp8Format::e5m2>(q, rows, cols, br, bc, absmax, nan);
-    case Fp8Format::e4m3fnuz:
-      return block_absmax_t<Fp8Format::e4m3fnuz>(q, rows, cols, br, bc, absmax, nan);
-    case Fp8Format::e5m2fnuz:
-      return block_absmax_t<Fp8Format::e5m2fnuz>(q, rows, cols, br, bc, absmax, nan);
+  struct Tensor {
+    __m512i c_zero = _mm512_setzero_si512(), c_negz = c_zero, c_zs = c_zero, c_neg = c_zero;
+    unsigned steps = 0;
+    uint64_t zero = 0, negz = 0, zs = 0, neg = 0;
+    void flush() {
+      zero += hsum64(sad(c_zero));
+      negz += hsum64(sad(c_negz));
+      zs += hsum64(sad(c_zs));
+      neg += hsum64(sad(c_neg));
+      c_zero = c_negz = c_zs = c_neg = _mm512_setzero_si512();
+      steps = 0;
+    }
+    // "zs" counted mag <= sub_max, "neg" sign-set bytes up to neg_max (0x80 included).
+    void finish(detail::Fp8Raw& r) {
+      flush();
+      r.zero = zero;
+      r.neg_zero = negz;
+      r.subnormal = zs - zero - (f::fnuz ? r.nan : 0);
+      r.negative = neg - (f::fnuz ? r.nan : negz);
+    }
+  };
+
+  struct Cls {
+    __m512i mag;
+    __mmask64 fin, nan, inf, sat;  // fin: finite (the magnitude counts for the max)
+  };
+
+  // S: also the whole-tensor counters and the saturated mask (block_absmax alone
+  // needs neither).
+  template <bool S>
+  static inline Cls classify(__m512i b, __mmask64 m, Tensor& t) {
+    const __m512i k7f = _mm512_set1_epi8(0x7F);
+    const __m512i k80 = _mm512_set1_epi8(static_cast<char>(0x80));
+    const __m512i kz = _mm512_setzero_si512();
+    const __m512i km1 = _mm512_set1_epi8(-1);
+    const __m512i kinf = _mm512_set1_epi8(0x7C);
+    const __m512i mag = _mm512_and_si512(b, k7f);
+    __mmask64 kn, ki = 0, kzr, kfin;
+    if constexpr (f::fnuz) {
+      kn = _mm512_mask_cmpeq_epi8_mask(m, b, k80);
+      kzr = _mm512_mask_cmpeq_epi8_mask(m, b, kz);
+      kfin = m;  // 0x80 (NaN) has magnitude 0
+    } else {
+      kzr = _mm512_mask_cmpeq_epi8_mask(m, mag, kz);
+      if constexpr (S) {
+        const __mmask64 knz = _mm512_mask_cmpeq_epi8_mask(m, b, k80);
+        t.c_negz = _mm512_mask_sub_epi8(t.c_negz, knz, t.c_negz, km1);
+      }
+      if constexpr (f::inf) {
+        kn = _mm512_mask_cmpgt_epu8_mask(m, mag, kinf);
+        ki = _mm512_mask_cmpeq_epi8_mask(m, mag, kinf);
+        kfin = _mm512_mask_cmplt_epu8_mask(m, mag, kinf);
+      } else {
+        kn = _mm512_mask_cmpeq_epi8_mask(m, mag, _mm512_set1_epi8(static_cast<char>(f::nan_lo)));
+        kfin = _kandn_mask64(kn, m);
+      }
+    }
+    if constexpr (!S) return {mag, kfin, kn, ki, 0};
+    const __mmask64 kzs =
+        _mm512_mask_cmple_epu8_mask(m, mag, _mm512_set1_epi8(static_cast<char>(f::sub_max)));
+    const __mmask64 kneg =
+        _mm512_mask_cmple_epi8_mask(m, b, _mm512_set1_epi8(static_cast<char>(f::neg_max)));
+    const __mmask64 ksat =
+        _mm512_mask_cmpeq_epi8_mask(m, mag, _mm512_set1_epi8(static_cast<char>(f::sat)));
+    t.c_zero = _mm512_mask_sub_epi8(t.c_zero, kzr, t.c_zero, km1);
+    t.c_zs = _mm512_mask_sub_epi8(t.c_zs, kzs, t.c_zs, km1);
+    t.c_neg = _mm512_mask_sub_epi8(t.c_neg, kneg, t.c_neg, km1);
+    if (++t.steps == 255) t.flush();
+    return {mag, kfin, kn, ki, ksat};
   }
+  template <bool S>
+  static inline Cls classify_full(const uint8_t* p, Tensor& t) {
+    prefetch_stream(p);
+    return classify<S>(_mm512_loadu_si512(p), ~__mmask64{0}, t);
+  }
+  template <bool S>
+  static inline Cls classify_part(const uint8_t* p, size_t k, Tensor& t) {
+    const __mmask64 m = tail_mask64(k);
+    return classify<S>(_mm512_maskz_loadu_epi8(m, p), m, t);
+  }
+  static inline uint64_t count(__mmask64 m) {
+    return static_cast<uint64_t>(_mm_popcnt_u64(_cvtmask64_u64(m)));
+  }
+  static inline __m512i ones(__mmask64 m) { return _mm512_maskz_mov_epi8(m, _mm512_set1_epi8(1)); }
+  static inline __m512i key(const Cls& c) { return _mm512_maskz_mov_epi8(c.fin, c.mag); }
+  // A block's counts are popcounts of its masks (count()): the compares keep
+  // the vector ports busy, the scalar ones are free.
+  static constexpr bool kByteCounters = false;
+  struct Counters {};
+  static inline Counters counters() { return {}; }
+  static inline __m512i max_key(__m512i a, const Cls& c) {
+    return _mm512_mask_max_epu8(a, c.fin, a, c.mag);
+  }
+  static inline __m512i zero() { return _mm512_setzero_si512(); }
+  static inline __m512i load(const uint8_t* p) { return _mm512_loadu_si512(p); }
+  static inline __m512i max(__m512i a, __m512i b) { return _mm512_max_epu8(a, b); }
+  static inline uint8_t hmax(__m512i v) { return hmax_u8(v); }
+
+  using V16 = __m128i;  // 16 blocks' results
+  static inline __m128i zero16() { return _mm_setzero_si128(); }
+  static inline __m128i max16(__m128i a, __m128i b) { return _mm_max_epu8(a, b); }
+  static inline void store16(uint8_t* p, __m128i x) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), x);
+  }
+  static inline uint64_t sum16(__m128i x) {
+    const __m128i s = _mm_sad_epu8(x, _mm_setzero_si128());
+    return static_cast<uint64_t>(_mm_cvtsi128_si64(s)) +
+           static_cast<uint64_t>(_mm_extract_epi64(s, 1));
+  }
+  static inline uint8_t hmax16(__m128i x) {
+    x = _mm_max_epu8(x, _mm_srli_si128(x, 8));
+    x = _mm_max_epu8(x, _mm_srli_si128(x, 4));
+    x = _mm_max_epu8(x, _mm_srli_si128(x, 2));
+    x = _mm_max_epu8(x, _mm_srli_si128(x, 1));
+    return static_cast<uint8_t>(_mm_cvtsi128_si32(x) & 0xFF);
+  }
+
+  // Byte max (or sum) of each BC-byte block of G = 16 * BC / 64 vectors: the
+  // two halves of every block paired until each block is one dword, then
+  // within it; the 16 results, in block order: result[order[k]] at byte k.
+  template <size_t BC, bool IS_MAX>
+  static inline __m128i tree(__m512i* v, const uint8_t* order) {
+    auto op = [](__m512i a, __m512i b) {
+      return IS_MAX ? _mm512_max_epu8(a, b) : _mm512_add_epi8(a, b);
+    };
+    size_t n = 16 * BC / 64;
+    if constexpr (BC >= 64) {  // 64 -> 32: 128-bit lanes {0,1} vs {2,3} of two vectors
+      for (size_t i = 0; i < n / 2; ++i) {
+        v[i] = op(_mm512_shuffle_i64x2(v[2 * i], v[2 * i + 1], 0x44),
+                  _mm512_shuffle_i64x2(v[2 * i], v[2 * i + 1], 0xEE));
+      }
+      n /= 2;
+    }
+    if constexpr (BC >= 32) {  // 32 -> 16: lanes {0,2} vs {1,3}
+      for (size_t i = 0; i < n / 2; ++i) {
+        v[i] = op(_mm512_shuffle_i64x2(v[2 * i], v[2 * i + 1], 0x88),
+                  _mm512_shuffle_i64x2(v[2 * i], v[2 * i + 1], 0xDD));
+      }
+      n /= 2;
+    }
+    for (size_t i = 0; i < n / 2; ++i) {  // 16 -> 8: low vs high qword of each lane
+      v[i] = op(_mm512_unpacklo_epi64(v[2 * i], v[2 * i + 1]),
+                _mm512_unpackhi_epi64(v[2 * i], v[2 * i + 1]));
+    }
+    // 8 -> 4: even vs odd dwords; then the 4 bytes of each dword
+    const __m512 a = _mm512_castsi512_ps(v[0]), b = _mm512_castsi512_ps(v[1]);
+    __m512i x = op(_mm512_castps_si512(_mm512_shuffle_ps(a, b, 0x88)),
+                   _mm512_castps_si512(_mm512_shuffle_ps(a, b, 0xDD)));
+    x = op(x, _mm512_srli_epi32(x, 16));
+    x = op(x, _mm512_srli_epi32(x, 8));
+    const __m128i idx = _mm_loadu_si128(reinterpret_cast<const __m128i*>(order));
+    return _mm_shuffle_epi8(_mm512_cvtepi32_epi8(x), idx);
+  }
+};
+
+void block_stats(const detail::Matrix& m, Fp8Format f, detail::Fp8Raw* raw,
+                 const detail::BlockOut& o) {
+  with_format(f, [&](auto fmt) { block_stats_generic<Fp8Lanes<decltype(fmt)::value>>(m, raw, o); });
 }
 
 // ---- dequantization ----------------------------------------------------------------
@@ -274,7 +330,7 @@ void block_absmax(const uint8_t* q, size_t rows, size_t cols, size_t br, size_t 
 // (F8_*FNUZ's 0x80: 0xFFC00000), as scalar.cc, avx2.cc and ml_dtypes.
 template <Fp8Format F>
 struct LutDecoder {
-  using t = T<F>;
+  using t = Fmt<F>;
   __m512i lo0, lo1, hi0, hi1, spread, odd80, k7f;
   explicit LutDecoder() {
     alignas(64) uint8_t lo[128], hi[128], sp[64], o80[64];
@@ -321,46 +377,52 @@ struct LutDecoder {
   }
 };
 
+// float32 -> bf16 bits (round to nearest even, NaN -> 0x7FC0 | sign), left in
+// the high half of each 32-bit lane.
+inline __m512i bf16_high(__m512 p) {
+  const __m512i u = _mm512_castps_si512(p);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+  const __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7FFF)));
+  const __m512i q = _mm512_ternarylogic_epi32(u, _mm512_set1_epi32(static_cast<int>(0x80000000u)),
+                                              _mm512_set1_epi32(0x7FC00000), 0xEA);  // (u & sign) | qnan
+  return _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(p, p, _CMP_UNORD_Q), q);
+}
+
+// x * s, except that a NaN code keeps its own NaN (as scalar.cc: with two NaN
+// operands the result would depend on the order the compiler picks).
+inline __m512 scaled(__m512 x, __m512 s) {
+  return _mm512_mask_mov_ps(_mm512_mul_ps(x, s), _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), x);
+}
+
 template <Fp8Format F, OutType O>
 void dequantize_t(const detail::DequantArgs& a) {
   using Out = std::conditional_t<O == OutType::f32, float, uint16_t>;
   const LutDecoder<F> dec;
   const __m512i kz = _mm512_setzero_si512();
-  const __m512i k7fff = _mm512_set1_epi32(0x7FFF);
-  const __m512i kone = _mm512_set1_epi32(1);
-  const __m512i ksign = _mm512_set1_epi32(static_cast<int>(0x80000000u));
-  const __m512i kqnan = _mm512_set1_epi32(0x7FC00000);
   alignas(64) uint16_t hw[32];
   for (int k = 0; k < 32; ++k) hw[k] = static_cast<uint16_t>(k < 16 ? 2 * k + 1 : 32 + 2 * (k - 16) + 1);
   const __m512i khigh = _mm512_load_si512(hw);
-  // float32 -> bf16 bits (RNE, NaN -> 0x7FC0 | sign) left in the high word
-  auto round = [&](__m512 p) {
-    const __m512i u = _mm512_castps_si512(p);
-    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), kone);
-    const __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(lsb, k7fff));
-    const __m512i q = _mm512_ternarylogic_epi32(u, ksign, kqnan, 0xEA);  // (u & sign) | qnan
-    return _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(p, p, _CMP_UNORD_Q), q);
-  };
-  for (size_t i = 0; i < a.rows; ++i) {
-    const uint8_t* row = a.q + i * a.cols;
-    const float* srow = a.scale + (i / a.br) * a.scols;
-    Out* orow = static_cast<Out*>(a.out) + i * a.cols;
-    for (size_t j0 = 0; j0 < a.cols; j0 += a.bc) {
-      const size_t j1 = (j0 + a.bc < a.cols) ? j0 + a.bc : a.cols;
-      const __m512 s = _mm512_set1_ps(srow[j0 / a.bc]);
+  const detail::Matrix& g = a.m;
+  for (size_t i = 0; i < g.rows; ++i) {
+    const uint8_t* row = g.q + i * g.cols;
+    const float* srow = a.scale + (i / g.br) * g.nbc;
+    Out* orow = static_cast<Out*>(a.out) + i * g.cols;
+    for (size_t bj = 0; bj < g.nbc; ++bj) {
+      const size_t j0 = bj * g.bc, j1 = end_of(j0, g.bc, g.cols);
+      const __m512 s = _mm512_set1_ps(srow[bj]);
       for (size_t j = j0; j < j1; j += 32) {
         const size_t k = j1 - j;
         const __mmask32 m = k >= 32 ? __mmask32(0xFFFFFFFFu) : _bzhi_u32(~0u, unsigned(k));
         if ((j & 32) == 0) prefetch_stream(row + j);  // once per 64-byte line
         const __m256i bytes = _mm256_maskz_loadu_epi8(m, row + j);
         const __m512i w = dec(_mm512_castsi256_si512(bytes));
-        const __m512 p0 = _mm512_mul_ps(_mm512_castsi512_ps(_mm512_unpacklo_epi16(kz, w)), s);
-        const __m512 p1 = _mm512_mul_ps(_mm512_castsi512_ps(_mm512_unpackhi_epi16(kz, w)), s);
+        const __m512 p0 = scaled(_mm512_castsi512_ps(_mm512_unpacklo_epi16(kz, w)), s);
+        const __m512 p1 = scaled(_mm512_castsi512_ps(_mm512_unpackhi_epi16(kz, w)), s);
         if constexpr (O == OutType::f32) {
           _mm512_mask_storeu_ps(orow + j, static_cast<__mmask16>(m), p0);
           _mm512_mask_storeu_ps(orow + j + 16, static_cast<__mmask16>(m >> 16), p1);
         } else {
-          const __m512i packed = _mm512_permutex2var_epi16(round(p0), khigh, round(p1));
+          const __m512i packed = _mm512_permutex2var_epi16(bf16_high(p0), khigh, bf16_high(p1));
           _mm512_mask_storeu_epi16(orow + j, m, packed);
         }
       }
@@ -369,21 +431,62 @@ void dequantize_t(const detail::DequantArgs& a) {
 }
 
 void dequantize(const detail::DequantArgs& a) {
-  const bool f32 = a.out_type == OutType::f32;
-  switch (a.fmt) {
-    case Fp8Format::e4m3fn:
-      return f32 ? dequantize_t<Fp8Format::e4m3fn, OutType::f32>(a)
-                 : dequantize_t<Fp8Format::e4m3fn, OutType::bf16>(a);
-    case Fp8Format::e5m2:
-      return f32 ? dequantize_t<Fp8Format::e5m2, OutType::f32>(a)
-                 : dequantize_t<Fp8Format::e5m2, OutType::bf16>(a);
-    case Fp8Format::e4m3fnuz:
-      return f32 ? dequantize_t<Fp8Format::e4m3fnuz, OutType::f32>(a)
-                 : dequantize_t<Fp8Format::e4m3fnuz, OutType::bf16>(a);
-    case Fp8Format::e5m2fnuz:
-      return f32 ? dequantize_t<Fp8Format::e5m2fnuz, OutType::f32>(a)
-                 : dequantize_t<Fp8Format::e5m2fnuz, OutType::bf16>(a);
+  with_format_out(a.fmt, a.out_type, [&](auto fmt, auto out) {
+    dequantize_t<decltype(fmt)::value, decltype(out)::value>(a);
+  });
+}
+
+// Packed FP4 E2M1, 16 values (8 bytes) a step when every block column is a
+// multiple of 16 wide (groups of 16 / 32): the bytes doubled and shifted by
+// 0 / 4 give the codes in dwords, low nibble first; vpermps looks them up in
+// the 16 values; one scale per step. Row tails and other block widths: scalar.
+template <OutType O>
+void fp4_dequantize_t(const detail::DequantArgs& a) {
+  using Out = std::conditional_t<O == OutType::f32, float, uint16_t>;
+  const detail::Matrix& g = a.m;
+  if (g.bc % 16 != 0) return scalar::fp4_dequantize(a);
+  alignas(64) float lut[16];
+  alignas(64) uint32_t sh[16];
+  for (int c = 0; c < 16; ++c) {
+    lut[c] = fp4_decode(static_cast<uint8_t>(c));
+    sh[c] = (c & 1) ? 4 : 0;
   }
+  const __m512 table = _mm512_load_ps(lut);
+  const __m512i shift = _mm512_load_si512(sh);
+  const __m512i k0f = _mm512_set1_epi32(0xF);
+  for (size_t i = 0; i < g.rows; ++i) {
+    const uint8_t* row = g.q + i * (g.cols / 2);
+    const float* srow = a.scale + (i / g.br) * g.nbc;
+    Out* orow = static_cast<Out*>(a.out) + i * g.cols;
+    size_t j = 0;
+    for (; g.cols - j >= 16; j += 16) {
+      if ((j & 127) == 0) prefetch_stream(row + j / 2);  // once per 64-byte line
+      const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + j / 2));
+      const __m512i c = _mm512_and_si512(
+          _mm512_srlv_epi32(_mm512_cvtepu8_epi32(_mm_unpacklo_epi8(b, b)), shift), k0f);
+      const __m512 p = _mm512_mul_ps(_mm512_permutexvar_ps(c, table), _mm512_set1_ps(srow[j / g.bc]));
+      if constexpr (O == OutType::f32) {
+        _mm512_storeu_ps(orow + j, p);
+      } else {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(orow + j),
+                            _mm512_cvtepi32_epi16(_mm512_srli_epi32(bf16_high(p), 16)));
+      }
+    }
+    for (; j < g.cols; ++j) {  // the last (fewer than 16) values of the row, as scalar.cc
+      const float x = lut[(row[j / 2] >> (4 * (j & 1))) & 0xF] * srow[j / g.bc];
+      if constexpr (O == OutType::f32) {
+        orow[j] = x;
+      } else {
+        const __m512i h = bf16_high(_mm512_set1_ps(x));
+        orow[j] = static_cast<uint16_t>(static_cast<uint32_t>(_mm512_cvtsi512_si32(h)) >> 16);
+      }
+    }
+  }
+}
+
+void fp4_dequantize(const detail::DequantArgs& a) {
+  if (a.out_type == OutType::f32) fp4_dequantize_t<OutType::f32>(a);
+  else fp4_dequantize_t<OutType::bf16>(a);
 }
 
 // ---- BF16 / F16 / F32 statistics ------------------------------------------------
@@ -547,8 +650,9 @@ const detail::KernelTable table = {
         kAVX512VL | kAVX512DQ | kAVX512VBMI | kOSZMM,
     &fp8_stats,
     &scalar::histogram,
-    &block_absmax,
+    &block_stats,
     &dequantize,
+    &fp4_dequantize,
     &float_stats,
     &scalar::e8m0_stats,
     &read_probe,

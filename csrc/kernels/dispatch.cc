@@ -1,7 +1,9 @@
 // Format facts, CPU detection, the implementation registry and the checked
 // entry points. Compiled without any ISA flag: nothing here may execute an
 // instruction the baseline target lacks.
+#include <algorithm>
 #include <atomic>
+#include <cstddef>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -28,6 +30,8 @@ const char* status_name(Status s) {
     case Status::bad_block: return "bad_block";
     case Status::bad_scale_shape: return "bad_scale_shape";
     case Status::bad_format: return "bad_format";
+    case Status::too_large: return "too_large";
+    case Status::bad_buffer: return "bad_buffer";
   }
   return "unknown_status";
 }
@@ -41,22 +45,18 @@ const char* status_message(Status s) {
     case Status::bad_length: return "byte length does not match the shape and element size";
     case Status::bad_block: return "block size must be at least 1 x 1";
     case Status::bad_scale_shape:
-      return "scale shape must be [ceil(rows / block_rows), ceil(cols / block_cols)]";
+      return "scale shape must be [batch,] ceil(rows / block_rows), ceil(cols / block_cols)";
     case Status::bad_format: return "unknown format";
+    case Status::too_large:
+      return "the shape and block size give a count or size that overflows";
+    case Status::bad_buffer:
+      return "an output buffer's length does not match the shape and block size";
   }
   return "unknown status";
 }
 
 // ---- formats -----------------------------------------------------------------
 namespace {
-constexpr Fp8Traits kTraits[4] = {
-    // exp man bias sat  sub   neg_max fnuz  inf    nan_mag_lo max
-    {4, 3, 7, 0x7E, 0x07, 0xFE, false, false, 0x7F, 448.0},       // e4m3fn
-    {5, 2, 15, 0x7B, 0x03, 0xFC, false, true, 0x7D, 57344.0},     // e5m2
-    {4, 3, 8, 0x7F, 0x07, 0xFF, true, false, 0x80, 240.0},        // e4m3fnuz
-    {5, 2, 16, 0x7F, 0x03, 0xFF, true, false, 0x80, 57344.0},     // e5m2fnuz
-};
-
 bool valid(Fp8Format f) {
   const int v = static_cast<int>(f);
   return v >= 0 && v < 4;
@@ -68,7 +68,7 @@ bool valid(FloatFormat f) {
 }  // namespace
 
 const Fp8Traits& fp8_traits(Fp8Format f) {
-  return kTraits[valid(f) ? static_cast<int>(f) : 0];
+  return kFp8Traits[valid(f) ? static_cast<int>(f) : 0];
 }
 
 double fp8_decode(uint8_t code, Fp8Format f) {
@@ -232,6 +232,42 @@ bool mul_ok(size_t a, size_t b, size_t* r) {
   return true;
 }
 
+// ceil(a / b) for b >= 1, without computing a + b - 1.
+size_t ceil_div(size_t a, size_t b) { return a / b + (a % b != 0 ? 1 : 0); }
+
+// Calls fn(matrix, first block, first element) for the grid's matrices over q
+// (elements of `bits` bits: 8, or 4 for packed FP4 with even cols): one call
+// when blocks tile the rows (rows % br == 0: the batch folds into the rows), one
+// per matrix otherwise. Nothing for a grid without elements.
+template <class Fn>
+void for_each_matrix(const uint8_t* q, const BlockGrid& g, size_t bits, Fn&& fn) {
+  if (g.elems == 0) return;
+  if (g.batch == 1 || g.rows % g.br == 0) {
+    fn(detail::Matrix{q, g.batch * g.rows, g.cols, g.br, g.bc, g.batch * g.nbr, g.nbc}, 0, 0);
+    return;
+  }
+  const size_t plane = g.rows * g.cols, bplane = g.nbr * g.nbc;
+  for (size_t b = 0; b < g.batch; ++b) {
+    fn(detail::Matrix{q + b * plane * bits / 8, g.rows, g.cols, g.br, g.bc, g.nbr, g.nbc},
+       b * bplane, b * plane);
+  }
+}
+
+Fp8Stats to_stats(const detail::Fp8Raw& r, size_t n, Fp8Format f) {
+  Fp8Stats s;
+  s.count = n;
+  s.nan = r.nan;
+  s.inf = r.inf;
+  s.zero = r.zero;
+  s.neg_zero = r.neg_zero;
+  s.subnormal = r.subnormal;
+  s.saturated = r.saturated;
+  s.negative = r.negative;
+  s.absmax_code = r.absmax_code;
+  s.absmax = fp8_decode(r.absmax_code, f);
+  return s;
+}
+
 uint32_t key_to_bits(uint32_t key, uint32_t sign, uint32_t all) {
   return (key & sign) ? (key & ~sign) : (~key & all);
 }
@@ -262,6 +298,38 @@ double bits_to_double(uint32_t bits, FloatFormat f) {
 }
 
 }  // namespace
+
+Status block_grid(size_t batch, size_t rows, size_t cols, size_t br, size_t bc, BlockGrid* out) {
+  if (br == 0 || bc == 0) return Status::bad_block;
+  BlockGrid g;
+  g.batch = batch;
+  g.rows = rows;
+  g.cols = cols;
+  g.br = br;
+  g.bc = bc;
+  g.nbr = ceil_div(rows, br);
+  g.nbc = ceil_div(cols, bc);
+  size_t plane = 0, bplane = 0;
+  if (!mul_ok(rows, cols, &plane) || !mul_ok(plane, batch, &g.elems) ||
+      !mul_ok(g.nbr, g.nbc, &bplane) || !mul_ok(bplane, batch, &g.blocks)) {
+    return Status::too_large;
+  }
+  constexpr size_t kMax = static_cast<size_t>(std::numeric_limits<std::ptrdiff_t>::max());
+  for (size_t v : {batch, rows, cols, g.nbr, g.nbc, g.elems, g.blocks}) {
+    if (v > kMax) return Status::too_large;
+  }
+  // <= rows * cols; a tensor without elements has no block (batch 0 included)
+  g.block_elems = g.elems == 0 ? 0 : std::min(br, rows) * std::min(bc, cols);
+  *out = g;
+  return Status::ok;
+}
+
+int count_width(size_t block_elems) {
+  if (block_elems <= 0xFF) return 1;
+  if (block_elems <= 0xFFFF) return 2;
+  if (block_elems <= 0xFFFFFFFFu) return 4;
+  return 8;
+}
 
 const char* feature_name(int bit) {
   return bit >= 0 && bit < kFeatureCount ? kFeatureNames[bit] : "";
@@ -326,18 +394,7 @@ Status fp8_stats(const uint8_t* data, size_t n, Fp8Format f, Fp8Stats* out) {
   if (Status st = active_table(&t); st != Status::ok) return st;
   detail::Fp8Raw r{};
   if (n > 0) t->fp8_stats(data, n, f, &r);
-  Fp8Stats s;
-  s.count = n;
-  s.nan = r.nan;
-  s.inf = r.inf;
-  s.zero = r.zero;
-  s.neg_zero = r.neg_zero;
-  s.subnormal = r.subnormal;
-  s.saturated = r.saturated;
-  s.negative = r.negative;
-  s.absmax_code = r.absmax_code;
-  s.absmax = fp8_decode(r.absmax_code, f);
-  *out = s;
+  *out = to_stats(r, n, f);
   return Status::ok;
 }
 
@@ -353,35 +410,93 @@ Status histogram(const uint8_t* data, size_t n, uint64_t* out) {
 }
 
 Status fp8_block_absmax(const uint8_t* q, size_t n, size_t rows, size_t cols, size_t br,
-                        size_t bc, Fp8Format f, uint8_t* absmax, uint64_t* nan) {
+                        size_t bc, Fp8Format f, uint8_t* absmax, uint64_t* nan, size_t out_len) {
   if (!valid(f)) return Status::bad_format;
-  size_t total = 0;
-  if (!mul_ok(rows, cols, &total) || total != n) return Status::bad_length;
-  if (br == 0 || bc == 0) return Status::bad_block;
+  BlockGrid g;
+  if (Status st = block_grid(1, rows, cols, br, bc, &g); st != Status::ok) return st;
+  if (g.elems != n) return Status::bad_length;
+  if (out_len != g.blocks) return Status::bad_buffer;
   const detail::KernelTable* t = nullptr;
   if (Status st = active_table(&t); st != Status::ok) return st;
-  if (rows == 0 || cols == 0) return Status::ok;  // no blocks
-  t->block_absmax(q, rows, cols, br, bc, f, absmax, nan);
+  for_each_matrix(q, g, 8, [&](const detail::Matrix& m, size_t k0, size_t) {
+    // no whole-tensor statistics: the lean pass
+    t->block_stats(m, f, nullptr,
+                   {absmax ? absmax + k0 : nullptr, nan ? nan + k0 : nullptr, nullptr, nullptr, 8});
+  });
   return Status::ok;
 }
 
-Status fp8_dequantize(const uint8_t* q, size_t n, size_t rows, size_t cols, Fp8Format f,
-                      const float* scale_inv, size_t srows, size_t scols, size_t br, size_t bc,
-                      OutType out_type, void* out) {
+Status fp8_block_stats(const uint8_t* q, size_t n, size_t batch, size_t rows, size_t cols,
+                       size_t br, size_t bc, Fp8Format f, Fp8Stats* stats,
+                       const Fp8BlockOut& out) {
   if (!valid(f)) return Status::bad_format;
-  if (out_type != OutType::f32 && out_type != OutType::bf16) return Status::bad_format;
-  size_t total = 0;
-  if (!mul_ok(rows, cols, &total) || total != n) return Status::bad_length;
-  if (br == 0 || bc == 0) return Status::bad_block;
-  if (srows != (rows + br - 1) / br || scols != (cols + bc - 1) / bc) {
-    return Status::bad_scale_shape;
+  BlockGrid g;
+  if (Status st = block_grid(batch, rows, cols, br, bc, &g); st != Status::ok) return st;
+  if (g.elems != n) return Status::bad_length;
+  const bool counts = out.nan != nullptr || out.inf != nullptr || out.saturated != nullptr;
+  if (out.len != g.blocks || (counts && out.width != 1 && out.width != 2 && out.width != 4 &&
+                              out.width != 8)) {
+    return Status::bad_buffer;
   }
+  if (counts && out.width < count_width(g.block_elems)) return Status::bad_buffer;
   const detail::KernelTable* t = nullptr;
   if (Status st = active_table(&t); st != Status::ok) return st;
-  if (total == 0) return Status::ok;
-  detail::DequantArgs a{q, rows, cols, f, scale_inv, scols, br, bc, out_type, out};
-  t->dequantize(a);
+  detail::Fp8Raw r{};
+  const size_t w = static_cast<size_t>(out.width);
+  for_each_matrix(q, g, 8, [&](const detail::Matrix& m, size_t k0, size_t) {
+    auto at = [&](void* p) { return p ? static_cast<uint8_t*>(p) + k0 * w : nullptr; };
+    const detail::BlockOut o{out.absmax ? out.absmax + k0 : nullptr, at(out.nan), at(out.inf),
+                             at(out.saturated), out.width};
+    t->block_stats(m, f, &r, o);
+  });
+  *stats = to_stats(r, n, f);
   return Status::ok;
+}
+
+Status fp8_dequantize(const uint8_t* q, size_t n, size_t batch, size_t rows, size_t cols,
+                      Fp8Format f, const float* scale_inv, size_t srows, size_t scols,
+                      size_t scale_len, size_t br, size_t bc, OutType out_type, void* out,
+                      size_t out_len) {
+  if (!valid(f)) return Status::bad_format;
+  if (out_type != OutType::f32 && out_type != OutType::bf16) return Status::bad_format;
+  BlockGrid g;
+  if (Status st = block_grid(batch, rows, cols, br, bc, &g); st != Status::ok) return st;
+  if (g.elems != n) return Status::bad_length;
+  if (srows != g.nbr || scols != g.nbc || scale_len != g.blocks) return Status::bad_scale_shape;
+  if (out_len != g.elems) return Status::bad_buffer;
+  const detail::KernelTable* t = nullptr;
+  if (Status st = active_table(&t); st != Status::ok) return st;
+  const size_t width = out_type == OutType::f32 ? 4 : 2;
+  for_each_matrix(q, g, 8, [&](const detail::Matrix& m, size_t k0, size_t e0) {
+    t->dequantize(detail::DequantArgs{m, f, scale_inv + k0, out_type,
+                                      static_cast<uint8_t*>(out) + e0 * width});
+  });
+  return Status::ok;
+}
+
+Status fp4_dequantize(const uint8_t* q, size_t n, size_t batch, size_t rows, size_t cols,
+                      const float* scale, size_t srows, size_t scols, size_t scale_len,
+                      size_t br, size_t bc, OutType out_type, void* out, size_t out_len) {
+  if (out_type != OutType::f32 && out_type != OutType::bf16) return Status::bad_format;
+  BlockGrid g;
+  if (Status st = block_grid(batch, rows, cols, br, bc, &g); st != Status::ok) return st;
+  if (cols % 2 != 0 || g.elems / 2 != n) return Status::bad_length;
+  if (srows != g.nbr || scols != g.nbc || scale_len != g.blocks) return Status::bad_scale_shape;
+  if (out_len != g.elems) return Status::bad_buffer;
+  const detail::KernelTable* t = nullptr;
+  if (Status st = active_table(&t); st != Status::ok) return st;
+  const size_t width = out_type == OutType::f32 ? 4 : 2;
+  for_each_matrix(q, g, 4, [&](const detail::Matrix& m, size_t k0, size_t e0) {
+    t->fp4_dequantize(detail::DequantArgs{m, Fp8Format::e4m3fn, scale + k0, out_type,
+                                          static_cast<uint8_t*>(out) + e0 * width});
+  });
+  return Status::ok;
+}
+
+float fp4_decode(uint8_t code) {
+  static constexpr float kMag[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
+  const float v = kMag[code & 7];
+  return (code & 8) ? -v : v;
 }
 
 Status float_stats(const uint8_t* data, size_t nbytes, FloatFormat f, FloatStats* out) {

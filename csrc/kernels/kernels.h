@@ -7,7 +7,9 @@
 // bit-identical results; scalar.cc is the reference.
 //
 // Entry points never throw and never allocate in hot loops; they return a
-// Status (ok, or why the arguments or the SIMD selection are unusable).
+// Status (ok, or why the arguments or the SIMD selection are unusable). Every
+// size derived from a shape and a block size is computed once, overflow-checked,
+// by block_grid(); no loop ever sees a shape that did not pass it.
 #pragma once
 
 #include <cstddef>
@@ -23,8 +25,10 @@ enum class Status : int {
   simd_unsupported,   // the named implementation needs features this CPU/OS lacks
   bad_length,         // byte length does not match shape / element size
   bad_block,          // block size with a zero dimension
-  bad_scale_shape,    // scale_inv shape != [ceil(rows/br), ceil(cols/bc)]
+  bad_scale_shape,    // scale_inv shape != [batch,] [ceil(rows/br), ceil(cols/bc)]
   bad_format,         // unknown format enum value
+  too_large,          // a size computed from the shape and block overflows
+  bad_buffer,         // an output buffer's length does not match the shape and block
 };
 const char* status_name(Status s);     // "ok", "simd_unknown", ...
 const char* status_message(Status s);  // one sentence
@@ -35,7 +39,7 @@ enum class Fp8Format : int { e4m3fn = 0, e5m2 = 1, e4m3fnuz = 2, e5m2fnuz = 3 };
 enum class FloatFormat : int { bf16 = 0, f16 = 1, f32 = 2 };
 enum class OutType : int { f32 = 0, bf16 = 1 };
 
-// Facts per FP8 format. Classification of a byte b, mag = b & 0x7F:
+// Facts per FP8 format (kFp8Traits below is the one table). Classification of a byte b, mag = b & 0x7F:
 //   NaN       e4m3fn: mag == 0x7F; e5m2: mag >= 0x7D; fnuz: b == 0x80
 //   Inf       e5m2 only: mag == 0x7C (+Inf 0x7C, -Inf 0xFC)
 //   zero      sign-magnitude formats: mag == 0 (+0 0x00, -0 0x80); fnuz: b == 0x00
@@ -53,7 +57,38 @@ struct Fp8Traits {
   uint8_t nan_mag_lo;  // sign-magnitude formats: NaN iff mag >= this (0x80 = never)
   double max_finite;
 };
+
+// Indexed by Fp8Format. Plain constant data (no code), so ISA files may read it
+// at compile time.
+inline constexpr Fp8Traits kFp8Traits[4] = {
+    // exp man bias sat  sub   neg_max fnuz  inf    nan_mag_lo max
+    {4, 3, 7, 0x7E, 0x07, 0xFE, false, false, 0x7F, 448.0},    // e4m3fn
+    {5, 2, 15, 0x7B, 0x03, 0xFC, false, true, 0x7D, 57344.0},  // e5m2
+    {4, 3, 8, 0x7F, 0x07, 0xFF, true, false, 0x80, 240.0},     // e4m3fnuz
+    {5, 2, 16, 0x7F, 0x03, 0xFF, true, false, 0x80, 57344.0},  // e5m2fnuz
+};
 const Fp8Traits& fp8_traits(Fp8Format f);
+
+// ---- block geometry ----------------------------------------------------------
+// A [batch, rows, cols] tensor cut into (br, bc) blocks; blocks never straddle
+// two matrices of the batch, edge blocks are partial, and a block larger than
+// the tensor is one partial block. Built only by block_grid(), which checks
+// every count and product: all of them fit in ptrdiff_t (so they are valid
+// numpy dimensions and pointer offsets).
+struct BlockGrid {
+  size_t batch = 0, rows = 0, cols = 0;
+  size_t br = 1, bc = 1;
+  size_t nbr = 0, nbc = 0;     // blocks per matrix: ceil(rows / br), ceil(cols / bc)
+  size_t elems = 0;            // batch * rows * cols
+  size_t blocks = 0;           // batch * nbr * nbc
+  size_t block_elems = 0;      // elements of the largest block: min(br, rows) * min(bc, cols),
+                               // 0 when there are no elements
+};
+// bad_block for a zero block dimension, too_large when a count overflows.
+Status block_grid(size_t batch, size_t rows, size_t cols, size_t br, size_t bc, BlockGrid* out);
+
+// Bytes per per-block count that always hold `block_elems`: 1, 2, 4 or 8.
+int count_width(size_t block_elems);
 
 // Exact decoding of one code (reference; NaN for NaN codes, +/-Inf for Inf).
 double fp8_decode(uint8_t code, Fp8Format f);
@@ -94,6 +129,18 @@ struct E8m0Stats {
   uint8_t max_code = 0x00;
 };
 
+// Per-block results of fp8_block_stats for the grid's `blocks` blocks, in
+// [batch, nbr, nbc] order. Any pointer may be null (not wanted); counts are
+// unsigned integers of `width` bytes (at least count_width(block_elems)).
+struct Fp8BlockOut {
+  uint8_t* absmax = nullptr;   // largest finite magnitude code (b & 0x7F; 0 if none)
+  void* nan = nullptr;         // NaN codes
+  void* inf = nullptr;         // Inf codes (F8_E5M2; 0 elsewhere)
+  void* saturated = nullptr;   // codes of magnitude sat_code, either sign
+  int width = 8;
+  size_t len = 0;              // entries of each array: must equal the grid's blocks
+};
+
 // ---- entry points (dispatching) ---------------------------------------------
 Status fp8_stats(const uint8_t* data, size_t n, Fp8Format f, Fp8Stats* out);
 
@@ -101,20 +148,38 @@ Status fp8_stats(const uint8_t* data, size_t n, Fp8Format f, Fp8Stats* out);
 Status histogram(const uint8_t* data, size_t n, uint64_t* out);
 
 // q is a row-major [rows, cols] FP8 tensor (n == rows * cols bytes). For block
-// (bi, bj) of size (br, bc) (edge blocks partial), writes the largest finite
+// (bi, bj) of size (br, bc) (see BlockGrid), writes the largest finite
 // magnitude code (b & 0x7F; NaN/Inf excluded; 0 for an empty, all-zero or
-// all-NaN block) to absmax[bi * nbc + bj] and its NaN count to nan[...];
-// nbr = ceil(rows / br), nbc = ceil(cols / bc). nan may be null.
+// all-NaN block) to absmax[bi * nbc + bj] and its NaN count to nan[...].
+// Both arrays hold out_len == nbr * nbc entries; nan may be null.
 Status fp8_block_absmax(const uint8_t* q, size_t n, size_t rows, size_t cols, size_t br,
-                        size_t bc, Fp8Format f, uint8_t* absmax, uint64_t* nan);
+                        size_t bc, Fp8Format f, uint8_t* absmax, uint64_t* nan, size_t out_len);
 
-// w[i, j] = decode(q[i, j]) * scale_inv[i / br, j / bc], product in float32;
-// written as float32 or as bfloat16 bits (round to nearest even, NaN -> quiet
-// NaN with its sign). scale_inv is row-major [srows, scols] and must equal
-// [ceil(rows/br), ceil(cols/bc)]. out holds rows * cols elements.
-Status fp8_dequantize(const uint8_t* q, size_t n, size_t rows, size_t cols, Fp8Format f,
-                      const float* scale_inv, size_t srows, size_t scols, size_t br, size_t bc,
-                      OutType out_type, void* out);
+// One pass over a row-major [batch, rows, cols] FP8 tensor (n == batch * rows *
+// cols bytes): the whole tensor's Fp8Stats and, per (br, bc) block, what
+// Fp8BlockOut holds.
+Status fp8_block_stats(const uint8_t* q, size_t n, size_t batch, size_t rows, size_t cols,
+                       size_t br, size_t bc, Fp8Format f, Fp8Stats* stats, const Fp8BlockOut& out);
+
+// w[b, i, j] = decode(q[b, i, j]) * scale_inv[b, i / br, j / bc], product in
+// float32; written as float32 or as bfloat16 bits (round to nearest even, NaN ->
+// quiet NaN with its sign). scale_inv is row-major [batch, srows, scols] with
+// scale_len floats; [srows, scols] must be [ceil(rows/br), ceil(cols/bc)]. out
+// holds out_len == batch * rows * cols elements.
+Status fp8_dequantize(const uint8_t* q, size_t n, size_t batch, size_t rows, size_t cols,
+                      Fp8Format f, const float* scale_inv, size_t srows, size_t scols,
+                      size_t scale_len, size_t br, size_t bc, OutType out_type, void* out,
+                      size_t out_len);
+
+// Packed FP4 E2M1 (two codes per byte, low nibble first; code c is
+// (-1)^(c >> 3) * {0, 0.5, 1, 1.5, 2, 3, 4, 6}[c & 7]): q holds n == batch * rows
+// * cols / 2 bytes, cols even (rows of whole bytes). w[b, i, j] = decode(q[b, i,
+// j]) * scale[b, i / br, j / bc], product in float32 (a global multiplier is
+// folded into the scale by the caller); scale, block, out as fp8_dequantize.
+Status fp4_dequantize(const uint8_t* q, size_t n, size_t batch, size_t rows, size_t cols,
+                      const float* scale, size_t srows, size_t scols, size_t scale_len,
+                      size_t br, size_t bc, OutType out_type, void* out, size_t out_len);
+float fp4_decode(uint8_t code);  // of the low nibble
 
 // data holds nbytes of bf16/f16/f32 little-endian elements.
 Status float_stats(const uint8_t* data, size_t nbytes, FloatFormat f, FloatStats* out);
@@ -179,15 +244,30 @@ struct FloatRaw {
   uint32_t absmax_bits, min_key, max_key;
 };
 
-struct DequantArgs {
+// One [rows, cols] matrix of a checked BlockGrid, with rows, cols >= 1: dispatch
+// folds the batch into the rows when blocks tile them (rows % br == 0) and
+// otherwise calls a kernel once per matrix. Kernels take it as given.
+struct Matrix {
   const uint8_t* q;
-  size_t rows, cols;
-  Fp8Format fmt;
-  const float* scale;
-  size_t scols;  // row stride of scale
-  size_t br, bc;
+  size_t rows, cols, br, bc;
+  size_t nbr, nbc;
+};
+
+// Per-block outputs of one Matrix (pointers at its first block); null = not wanted.
+struct BlockOut {
+  uint8_t* absmax;
+  void* nan;
+  void* inf;
+  void* saturated;
+  int width;  // bytes per count
+};
+
+struct DequantArgs {
+  Matrix m;            // for FP4: rows of cols / 2 bytes
+  Fp8Format fmt;       // (FP8 only)
+  const float* scale;  // [m.nbr, m.nbc], 4-byte aligned
   OutType out_type;
-  void* out;
+  void* out;           // [m.rows, m.cols], aligned to its element
 };
 
 struct KernelTable {
@@ -195,9 +275,11 @@ struct KernelTable {
   uint32_t requires_features;
   void (*fp8_stats)(const uint8_t*, size_t, Fp8Format, Fp8Raw*);
   void (*histogram)(const uint8_t*, size_t, uint64_t*);
-  void (*block_absmax)(const uint8_t*, size_t rows, size_t cols, size_t br, size_t bc,
-                       Fp8Format, uint8_t*, uint64_t*);
+  // Adds the matrix's counts to *raw (absmax_code: max) and writes its blocks.
+  // raw == nullptr: absmax and NaN outputs only (inf, saturated null).
+  void (*block_stats)(const Matrix&, Fp8Format, Fp8Raw* raw, const BlockOut&);
   void (*dequantize)(const DequantArgs&);
+  void (*fp4_dequantize)(const DequantArgs&);
   void (*float_stats)(const uint8_t*, size_t count, FloatFormat, FloatRaw*);
   void (*e8m0_stats)(const uint8_t*, size_t, E8m0Stats*);
   uint64_t (*read_probe)(const uint8_t*, size_t);
@@ -211,9 +293,9 @@ extern const detail::KernelTable table;
 // specialise.
 void fp8_stats(const uint8_t*, size_t, Fp8Format, detail::Fp8Raw*);
 void histogram(const uint8_t*, size_t, uint64_t*);
-void block_absmax(const uint8_t*, size_t, size_t, size_t, size_t, Fp8Format, uint8_t*,
-                  uint64_t*);
+void block_stats(const detail::Matrix&, Fp8Format, detail::Fp8Raw*, const detail::BlockOut&);
 void dequantize(const detail::DequantArgs&);
+void fp4_dequantize(const detail::DequantArgs&);
 void float_stats(const uint8_t*, size_t, FloatFormat, detail::FloatRaw*);
 void e8m0_stats(const uint8_t*, size_t, E8m0Stats*);
 uint64_t read_probe(const uint8_t*, size_t);

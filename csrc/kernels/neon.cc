@@ -1,7 +1,12 @@
 // AArch64 Advanced SIMD (NEON) implementation. NEON is mandatory on AArch64, so
 // this table needs no feature bit beyond kNEON. It specialises the byte
-// kernels (FP8 statistics, per-block absmax, the read probe) and reuses the
+// kernels (FP8 statistics, block statistics, the read probe) and reuses the
 // scalar reference for the rest. Same results as scalar.cc, bit for bit.
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
 #include "kernels/kernels.h"
 
 #if defined(__aarch64__)
@@ -10,34 +15,13 @@
 namespace ckptscan::kernels::neon {
 namespace {
 
-template <Fp8Format F>
-struct T;
-template <>
-struct T<Fp8Format::e4m3fn> {
-  static constexpr bool fnuz = false, inf = false;
-  static constexpr uint8_t sat = 0x7E, sub_max = 0x07, neg_max = 0xFE, nan_lo = 0x7F;
-};
-template <>
-struct T<Fp8Format::e5m2> {
-  static constexpr bool fnuz = false, inf = true;
-  static constexpr uint8_t sat = 0x7B, sub_max = 0x03, neg_max = 0xFC, nan_lo = 0x7D;
-};
-template <>
-struct T<Fp8Format::e4m3fnuz> {
-  static constexpr bool fnuz = true, inf = false;
-  static constexpr uint8_t sat = 0x7F, sub_max = 0x07, neg_max = 0xFF, nan_lo = 0x80;
-};
-template <>
-struct T<Fp8Format::e5m2fnuz> {
-  static constexpr bool fnuz = true, inf = false;
-  static constexpr uint8_t sat = 0x7F, sub_max = 0x03, neg_max = 0xFF, nan_lo = 0x80;
-};
+#include "kernels/per_isa.h"
 
 // NaN mask and finite-magnitude key of 16 codes.
 template <Fp8Format F>
 inline void classify(uint8x16_t b, uint8x16_t mag, uint8x16_t* nan, uint8x16_t* inf,
                      uint8x16_t* key) {
-  using t = T<F>;
+  using t = Fmt<F>;
   if constexpr (t::fnuz) {
     *nan = vceqq_u8(b, vdupq_n_u8(0x80));
     *inf = vdupq_n_u8(0);
@@ -56,7 +40,7 @@ inline void classify(uint8x16_t b, uint8x16_t mag, uint8x16_t* nan, uint8x16_t* 
 // Byte counters (masks are 0xFF, so c - mask counts), summed every 255 vectors.
 template <Fp8Format F>
 void fp8_stats_t(const uint8_t* p, size_t n, detail::Fp8Raw* out) {
-  using t = T<F>;
+  using t = Fmt<F>;
   uint64_t nan = 0, inf = 0, zero = 0, negz = 0, zs = 0, sat = 0, neg = 0;
   uint8x16_t amax = vdupq_n_u8(0);
   const size_t nvec = n / 16;
@@ -116,67 +100,104 @@ void fp8_stats_t(const uint8_t* p, size_t n, detail::Fp8Raw* out) {
 }
 
 void fp8_stats(const uint8_t* p, size_t n, Fp8Format f, detail::Fp8Raw* out) {
-  switch (f) {
-    case Fp8Format::e4m3fn: return fp8_stats_t<Fp8Format::e4m3fn>(p, n, out);
-    case Fp8Format::e5m2: return fp8_stats_t<Fp8Format::e5m2>(p, n, out);
-    case Fp8Format::e4m3fnuz: return fp8_stats_t<Fp8Format::e4m3fnuz>(p, n, out);
-    case Fp8Format::e5m2fnuz: return fp8_stats_t<Fp8Format::e5m2fnuz>(p, n, out);
-  }
+  with_format(f, [&](auto fmt) { fp8_stats_t<decltype(fmt)::value>(p, n, out); });
 }
 
+// ---- one pass of block statistics (per_isa.h's BlockStats) -------------------------
+// As avx2.cc (a block's counts in byte counters, drained with vaddlvq), without
+// the packed path for small blocks: vmaxvq reduces a block in one instruction.
 template <Fp8Format F>
-void block_absmax_t(const uint8_t* q, size_t rows, size_t cols, size_t br, size_t bc,
-                    uint8_t* absmax, uint64_t* nan_out) {
-  const size_t nbr = (rows + br - 1) / br, nbc = (cols + bc - 1) / bc;
-  for (size_t k = 0; k < nbr * nbc; ++k) {
-    absmax[k] = 0;
-    if (nan_out) nan_out[k] = 0;
-  }
-  for (size_t i = 0; i < rows; ++i) {
-    const uint8_t* row = q + i * cols;
-    uint8_t* am = absmax + (i / br) * nbc;
-    uint64_t* nn = nan_out ? nan_out + (i / br) * nbc : nullptr;
-    for (size_t bj = 0; bj < nbc; ++bj) {
-      const size_t j0 = bj * bc, j1 = (j0 + bc < cols) ? j0 + bc : cols;
-      size_t j = j0;
-      uint8x16_t amax = vdupq_n_u8(0);
-      uint64_t nans = 0;
-      for (; j + 16 <= j1; j += 16) {
-        const uint8x16_t b = vld1q_u8(row + j);
-        uint8x16_t mn, mi, key;
-        classify<F>(b, vandq_u8(b, vdupq_n_u8(0x7F)), &mn, &mi, &key);
-        amax = vmaxq_u8(amax, key);
-        nans += vaddvq_u8(vandq_u8(mn, vdupq_n_u8(1)));
-      }
-      uint8_t m = vmaxvq_u8(amax);
-      if (j < j1) {  // tail through a zero-padded copy; padding is +0 (no NaN, key 0)
-        uint8_t buf[16] = {0};
-        for (size_t k = 0; k < j1 - j; ++k) buf[k] = row[j + k];
-        const uint8x16_t b = vld1q_u8(buf);
-        uint8x16_t mn, mi, key;
-        classify<F>(b, vandq_u8(b, vdupq_n_u8(0x7F)), &mn, &mi, &key);
-        const uint8_t mt = vmaxvq_u8(key);
-        if (mt > m) m = mt;
-        nans += vaddvq_u8(vandq_u8(mn, vdupq_n_u8(1)));
-      }
-      if (m > am[bj]) am[bj] = m;
-      if (nn) nn[bj] += nans;
-    }
-  }
-}
+struct Fp8Lanes {
+  using f = Fmt<F>;
+  using V = uint8x16_t;
+  static constexpr size_t kW = 16;
+  static constexpr bool kFlat = false;
 
-void block_absmax(const uint8_t* q, size_t rows, size_t cols, size_t br, size_t bc,
-                  Fp8Format f, uint8_t* absmax, uint64_t* nan) {
-  switch (f) {
-    case Fp8Format::e4m3fn:
-      return block_absmax_t<Fp8Format::e4m3fn>(q, rows, cols, br, bc, absmax, nan);
-    case Fp8Format::e5m2:
-      return block_absmax_t<Fp8Format::e5m2>(q, rows, cols, br, bc, absmax, nan);
-    case Fp8Format::e4m3fnuz:
-      return block_absmax_t<Fp8Format::e4m3fnuz>(q, rows, cols, br, bc, absmax, nan);
-    case Fp8Format::e5m2fnuz:
-      return block_absmax_t<Fp8Format::e5m2fnuz>(q, rows, cols, br, bc, absmax, nan);
+  struct Tensor {
+    uint8x16_t c_zero = vdupq_n_u8(0), c_negz = c_zero, c_zs = c_zero, c_neg = c_zero;
+    unsigned steps = 0;
+    uint64_t zero = 0, negz = 0, zs = 0, neg = 0, pad = 0;
+    void flush() {
+      zero += vaddlvq_u8(c_zero);
+      negz += vaddlvq_u8(c_negz);
+      zs += vaddlvq_u8(c_zs);
+      neg += vaddlvq_u8(c_neg);
+      c_zero = c_negz = c_zs = c_neg = vdupq_n_u8(0);
+      steps = 0;
+    }
+    // "zs" counted mag <= sub_max, "neg" sign-set bytes up to neg_max (0x80 included).
+    void finish(detail::Fp8Raw& r) {
+      flush();
+      r.zero = zero - pad;
+      r.neg_zero = negz;
+      r.subnormal = zs - zero - (f::fnuz ? r.nan : 0);
+      r.negative = neg - (f::fnuz ? r.nan : negz);
+    }
+  };
+
+  struct Cls {
+    uint8x16_t key, nan, inf, sat;  // compare masks: 0xFF per byte
+  };
+
+  // S: also the whole-tensor counters and the saturated mask (block_absmax alone
+  // needs neither).
+  template <bool S>
+  static inline Cls classify(uint8x16_t b, Tensor& t) {
+    const uint8x16_t mag = vandq_u8(b, vdupq_n_u8(0x7F));
+    uint8x16_t nan, inf, key;
+    neon::classify<F>(b, mag, &nan, &inf, &key);
+    if constexpr (!S) return {key, nan, inf, vdupq_n_u8(0)};
+    const uint8x16_t zero = f::fnuz ? vceqq_u8(b, vdupq_n_u8(0)) : vceqq_u8(mag, vdupq_n_u8(0));
+    if constexpr (!f::fnuz) t.c_negz = vsubq_u8(t.c_negz, vceqq_u8(b, vdupq_n_u8(0x80)));
+    t.c_zero = vsubq_u8(t.c_zero, zero);
+    t.c_zs = vsubq_u8(t.c_zs, vcleq_u8(mag, vdupq_n_u8(f::sub_max)));
+    t.c_neg = vsubq_u8(t.c_neg, vandq_u8(vcgeq_u8(b, vdupq_n_u8(0x80)),
+                                         vcleq_u8(b, vdupq_n_u8(f::neg_max))));
+    if (++t.steps == 255) t.flush();
+    return {key, nan, inf, vceqq_u8(mag, vdupq_n_u8(f::sat))};
   }
+  template <bool S>
+  static inline Cls classify_full(const uint8_t* p, Tensor& t) {
+    return classify<S>(vld1q_u8(p), t);
+  }
+  template <bool S>
+  static inline Cls classify_part(const uint8_t* p, size_t k, Tensor& t) {
+    uint8_t buf[16] = {0};
+    std::memcpy(buf, p, k);
+    t.pad += kW - k;
+    return classify<S>(vld1q_u8(buf), t);
+  }
+  static constexpr bool kByteCounters = true;
+  struct Counters {
+    uint8x16_t v[f::inf ? 3 : 2];
+  };
+  static inline Counters counters() {
+    Counters c;
+    for (uint8x16_t& x : c.v) x = vdupq_n_u8(0);
+    return c;
+  }
+  static inline void count_into(Counters& c, const Cls& x) {
+    c.v[0] = vsubq_u8(c.v[0], x.nan);
+    c.v[1] = vsubq_u8(c.v[1], x.sat);
+    if constexpr (f::inf) c.v[2] = vsubq_u8(c.v[2], x.inf);
+  }
+  static inline void drain(Counters& c, uint64_t& nan, uint64_t& inf, uint64_t& sat) {
+    nan += vaddlvq_u8(c.v[0]);
+    sat += vaddlvq_u8(c.v[1]);
+    if constexpr (f::inf) inf += vaddlvq_u8(c.v[2]);
+    c = counters();
+  }
+  static inline uint8x16_t zero() { return vdupq_n_u8(0); }
+  static inline uint8x16_t load(const uint8_t* p) { return vld1q_u8(p); }
+  static inline uint8x16_t max(uint8x16_t a, uint8x16_t b) { return vmaxq_u8(a, b); }
+  static inline uint8x16_t key(const Cls& c) { return c.key; }
+  static inline uint8x16_t max_key(uint8x16_t a, const Cls& c) { return vmaxq_u8(a, c.key); }
+  static inline uint8_t hmax(uint8x16_t v) { return vmaxvq_u8(v); }
+};
+
+void block_stats(const detail::Matrix& m, Fp8Format f, detail::Fp8Raw* raw,
+                 const detail::BlockOut& o) {
+  with_format(f, [&](auto fmt) { block_stats_generic<Fp8Lanes<decltype(fmt)::value>>(m, raw, o); });
 }
 
 uint64_t read_probe(const uint8_t* p, size_t n) {
@@ -199,8 +220,9 @@ const detail::KernelTable table = {
     kNEON,
     &fp8_stats,
     &scalar::histogram,
-    &block_absmax,
+    &block_stats,
     &scalar::dequantize,
+    &scalar::fp4_dequantize,
     &scalar::float_stats,
     &scalar::e8m0_stats,
     &read_probe,

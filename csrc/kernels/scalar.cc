@@ -1,12 +1,17 @@
 // Portable reference implementation: the oracle every SIMD path must match
 // bit for bit. Written for obviousness first; fast enough to be the fallback.
 #include <cmath>
+#include <cstddef>
+#include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "kernels/kernels.h"
 
 namespace ckptscan::kernels::scalar {
 namespace {
+
+#include "kernels/per_isa.h"
 
 // One code's class, straight from the definitions in kernels.h.
 struct CodeClass {
@@ -78,6 +83,10 @@ float decode_f32(uint8_t code, Fp8Format f) {
   return x;
 }
 
+// x * s, except that a NaN code keeps its own NaN: with two NaN operands the
+// hardware returns the first, and compilers order a commutative product freely.
+float scaled(float x, float s) { return x != x ? x : x * s; }
+
 uint16_t f32_to_bf16(float x) {
   uint32_t u;
   std::memcpy(&u, &x, 4);
@@ -129,39 +138,74 @@ void fp8_stats(const uint8_t* p, size_t n, Fp8Format f, detail::Fp8Raw* out) {
 
 void histogram(const uint8_t* p, size_t n, uint64_t* out) { histogram_impl(p, n, out); }
 
-void block_absmax(const uint8_t* q, size_t rows, size_t cols, size_t br, size_t bc,
-                  Fp8Format f, uint8_t* absmax, uint64_t* nan) {
+// Block by block, element by element, through the classes of the 256 codes.
+void block_stats(const detail::Matrix& m, Fp8Format f, detail::Fp8Raw* raw,
+                 const detail::BlockOut& o) {
   const Fp8Traits& t = fp8_traits(f);
-  const size_t nbr = (rows + br - 1) / br, nbc = (cols + bc - 1) / bc;
-  for (size_t k = 0; k < nbr * nbc; ++k) {
-    absmax[k] = 0;
-    if (nan) nan[k] = 0;
-  }
-  for (size_t i = 0; i < rows; ++i) {
-    const uint8_t* row = q + i * cols;
-    uint8_t* am = absmax + (i / br) * nbc;
-    uint64_t* nn = nan ? nan + (i / br) * nbc : nullptr;
-    for (size_t j = 0; j < cols; ++j) {
-      const CodeClass c = classify(row[j], t);
-      const size_t bj = j / bc;
-      if (c.nan && nn) ++nn[bj];
-      if (c.finite && c.mag > am[bj]) am[bj] = c.mag;
+  CodeClass cls[256];
+  for (int v = 0; v < 256; ++v) cls[v] = classify(static_cast<uint8_t>(v), t);
+  detail::Fp8Raw r{};
+  for (size_t bi = 0; bi < m.nbr; ++bi) {
+    const size_t r0 = bi * m.br, r1 = end_of(r0, m.br, m.rows);
+    for (size_t bj = 0; bj < m.nbc; ++bj) {
+      const size_t j0 = bj * m.bc, j1 = end_of(j0, m.bc, m.cols);
+      uint8_t amax = 0;
+      uint64_t nan = 0, inf = 0, sat = 0;
+      for (size_t i = r0; i < r1; ++i) {
+        for (size_t j = j0; j < j1; ++j) {
+          const CodeClass& c = cls[m.q[i * m.cols + j]];
+          nan += c.nan;
+          inf += c.inf;
+          sat += c.saturated;
+          r.zero += c.zero;
+          r.neg_zero += c.neg_zero;
+          r.subnormal += c.subnormal;
+          r.negative += c.negative;
+          if (c.finite && c.mag > amax) amax = c.mag;
+        }
+      }
+      const size_t k = bi * m.nbc + bj;
+      if (o.absmax) o.absmax[k] = amax;
+      if (o.nan) store_count(o.nan, k, nan, o.width);
+      if (o.inf) store_count(o.inf, k, inf, o.width);
+      if (o.saturated) store_count(o.saturated, k, sat, o.width);
+      r.nan += nan;
+      r.inf += inf;
+      r.saturated += sat;
+      if (amax > r.absmax_code) r.absmax_code = amax;
     }
   }
+  if (raw) add_raw(*raw, r);
 }
 
 void dequantize(const detail::DequantArgs& a) {
   float lut[256];
   for (int v = 0; v < 256; ++v) lut[v] = decode_f32(static_cast<uint8_t>(v), a.fmt);
-  for (size_t i = 0; i < a.rows; ++i) {
-    const uint8_t* row = a.q + i * a.cols;
-    const float* srow = a.scale + (i / a.br) * a.scols;
+  const detail::Matrix& g = a.m;
+  for (size_t i = 0; i < g.rows; ++i) {
+    const uint8_t* row = g.q + i * g.cols;
+    const float* srow = a.scale + (i / g.br) * g.nbc;
     if (a.out_type == OutType::f32) {
-      float* o = static_cast<float*>(a.out) + i * a.cols;
-      for (size_t j = 0; j < a.cols; ++j) o[j] = lut[row[j]] * srow[j / a.bc];
+      float* o = static_cast<float*>(a.out) + i * g.cols;
+      for (size_t j = 0; j < g.cols; ++j) o[j] = scaled(lut[row[j]], srow[j / g.bc]);
     } else {
-      uint16_t* o = static_cast<uint16_t*>(a.out) + i * a.cols;
-      for (size_t j = 0; j < a.cols; ++j) o[j] = f32_to_bf16(lut[row[j]] * srow[j / a.bc]);
+      uint16_t* o = static_cast<uint16_t*>(a.out) + i * g.cols;
+      for (size_t j = 0; j < g.cols; ++j) o[j] = f32_to_bf16(scaled(lut[row[j]], srow[j / g.bc]));
+    }
+  }
+}
+
+void fp4_dequantize(const detail::DequantArgs& a) {
+  float lut[16];
+  for (int c = 0; c < 16; ++c) lut[c] = fp4_decode(static_cast<uint8_t>(c));
+  const detail::Matrix& g = a.m;
+  for (size_t i = 0; i < g.rows; ++i) {
+    const uint8_t* row = g.q + i * (g.cols / 2);
+    const float* srow = a.scale + (i / g.br) * g.nbc;
+    for (size_t j = 0; j < g.cols; ++j) {
+      const float x = lut[(row[j / 2] >> (4 * (j & 1))) & 0xF] * srow[j / g.bc];
+      if (a.out_type == OutType::f32) static_cast<float*>(a.out)[i * g.cols + j] = x;
+      else static_cast<uint16_t*>(a.out)[i * g.cols + j] = f32_to_bf16(x);
     }
   }
 }
@@ -238,8 +282,8 @@ uint64_t read_probe(const uint8_t* p, size_t n) {
 }
 
 const detail::KernelTable table = {
-    "scalar",     0u,           &fp8_stats,  &histogram, &block_absmax,
-    &dequantize,  &float_stats, &e8m0_stats, &read_probe,
+    "scalar",        0u,           &fp8_stats,  &histogram,  &block_stats, &dequantize,
+    &fp4_dequantize, &float_stats, &e8m0_stats, &read_probe,
 };
 
 }  // namespace ckptscan::kernels::scalar

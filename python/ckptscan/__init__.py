@@ -1,8 +1,9 @@
 """ckptscan: what is inside a safetensors checkpoint, without loading it.
 
 Public API (imported lazily so that ``ckptscan --help`` starts instantly):
-`open_shard`, `open_checkpoint`, `scan`, `scan_all`, `scan_farm`, `simd_info`, `Shard`,
-`TensorInfo`, `Checkpoint`, `Report`, and the exceptions `CkptScanError`, `HeaderError`,
+`open_shard`, `open_checkpoint`, `scan`, `scan_all`, `scan_farm`, `compare` (two
+checkpoints -> `Diff`), `simd_info`, `Shard`, `TensorInfo`, `Checkpoint`, `TensorTable`,
+`Report`, `Baseline`, and the exceptions `CkptScanError`, `HeaderError`,
 `ShardIOError`.
 """
 
@@ -30,23 +31,30 @@ _EXPORTS = {
     "Report": "result",
     "scan_farm": "farm",
     "simd_info": "kernels",
+    "compare": "diff",
+    "Diff": "diff",
+    "Baseline": "selection",
+    "TensorTable": "table",
 }
 
 __all__ = [
-    "Checkpoint", "CkptScanError", "Finding", "HeaderError", "Problem", "Report", "Severity",
-    "Shard", "ShardIOError", "TensorInfo", "open_checkpoint", "open_shard", "scan", "scan_all",
-    "scan_farm", "simd_info",
+    "Baseline", "Checkpoint", "CkptScanError", "Diff", "Finding", "HeaderError", "Problem",
+    "Report", "Severity", "Shard", "ShardIOError", "TensorInfo", "TensorTable", "compare",
+    "open_checkpoint", "open_shard", "scan", "scan_all", "scan_farm", "simd_info",
 ]
 
 if TYPE_CHECKING:
     from .checkpoint import Checkpoint, open_checkpoint
+    from .diff import Diff, compare
     from .errors import CkptScanError, HeaderError, Problem, ShardIOError
     from .farm import scan_farm
     from .findings import Finding, Severity
     from .kernels import simd_info
     from .pipeline import scan, scan_all
     from .result import Report
+    from .selection import Baseline
     from .shard import Shard, TensorInfo, open_shard
+    from .table import TensorTable
 
 
 def __getattr__(name: str) -> Any:

@@ -11,8 +11,12 @@ DTYPES: tuple[tuple[str, int], ...]
 ERROR_CODES: tuple[str, ...]
 """Every problem code the parser can report."""
 ERROR_DESCRIPTIONS: dict[str, str]
-"""Each problem code with its one-sentence description."""
+"""One sentence per code in ERROR_CODES: what the problem means."""
 MAX_HEADER_LEN: int
+MAX_NAME_BYTES: int
+"""The longest tensor name read; a longer one is a name-too-long problem."""
+MAX_PROBLEMS_PER_CODE: int
+"""Problems kept per code in one shard or index; the rest are only counted (`suppressed`)."""
 
 # (code, byte offset in the file or None, tensor or None, message)
 ProblemTuple = tuple[str, int | None, str | None, str]
@@ -34,6 +38,9 @@ class Shard:
     def data_end(self) -> int: ...
     @property
     def problems(self) -> list[ProblemTuple]: ...
+    @property
+    def suppressed(self) -> dict[str, int]:
+        """Per code, the problems beyond the MAX_PROBLEMS_PER_CODE kept in `problems`."""
     @property
     def metadata(self) -> dict[str, str] | None: ...
     def __len__(self) -> int: ...
@@ -83,6 +90,9 @@ class Index:
     def total_size(self) -> int | None: ...
     @property
     def problems(self) -> list[ProblemTuple]: ...
+    @property
+    def suppressed(self) -> dict[str, int]:
+        """Per code, the problems beyond the MAX_PROBLEMS_PER_CODE kept in `problems`."""
 
 def open_shard(path: str | bytes) -> Shard: ...
 def open_shards(paths: list[str] | list[bytes]) -> list[Shard]:
@@ -101,7 +111,10 @@ def name_template(name: str) -> tuple[str, tuple[int, ...]]: ...
 # Buffers: any C-contiguous buffer (numpy array, bytes, memoryview); the GIL is
 # released during every kernel. FP8 dtypes: "F8_E4M3", "F8_E5M2", "F8_E4M3FNUZ",
 # "F8_E5M2FNUZ"; float dtypes: "BF16", "F16", "F32". Argument errors raise
-# ValueError; a CKPTSCAN_SIMD naming an unknown/unsupported path raises
+# ValueError (sizes: any Python or numpy integer in 0 .. 2**64 - 1; a zero
+# block, a shape whose counts overflow or a buffer of the wrong length is
+# refused before any byte is read); a file that shrinks under a mapping being
+# read raises OSError; a CKPTSCAN_SIMD naming an unknown/unsupported path raises
 # RuntimeError on every kernel call until set_simd() succeeds.
 from typing import Any as _Any  # noqa: E402
 
@@ -110,19 +123,41 @@ _Buffer = _Any  # collections.abc.Buffer from Python 3.12
 def simd_info() -> dict[str, _Any]:
     """{"features": [...], "compiled": [...], "available": [...], "active": str, "error": str}"""
 def set_simd(name: str) -> str: ...
-def fp8_decode(code: int, dtype: str) -> float: ...
+_Size = int | np.integer[_Any]
+
+def fp8_decode(code: _Size, dtype: str) -> float: ...
 def fp8_traits(dtype: str) -> dict[str, _Any]: ...
 def fp8_stats(data: _Buffer, dtype: str) -> dict[str, _Any]:
     """count nan inf zero neg_zero subnormal saturated negative absmax_code (int), absmax (float)"""
 def histogram(data: _Buffer) -> npt.NDArray[np.uint64]: ...
 def fp8_block_absmax(
-    data: _Buffer, rows: int, cols: int, block_rows: int, block_cols: int, dtype: str
+    data: _Buffer, rows: _Size, cols: _Size, block_rows: _Size, block_cols: _Size, dtype: str
 ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint64]]: ...
+def fp8_block_stats(
+    data: _Buffer, rows: _Size, cols: _Size, block_rows: _Size, block_cols: _Size, dtype: str,
+    batch: _Size = 1,
+) -> tuple[dict[str, _Any], npt.NDArray[np.uint8], npt.NDArray[np.unsignedinteger[_Any]],
+           npt.NDArray[np.unsignedinteger[_Any]], npt.NDArray[np.unsignedinteger[_Any]]]:
+    """One pass over [batch, rows, cols]: (stats as fp8_stats, absmax codes, nan, inf,
+    saturated) per block, [batch, nbr, nbc] ([nbr, nbc] when batch is 1); counts in the
+    smallest unsigned dtype holding a block's element count."""
 def fp8_dequantize(
-    data: _Buffer, rows: int, cols: int, dtype: str, scale_inv: _Buffer, scale_rows: int,
-    scale_cols: int, block_rows: int, block_cols: int, out: _Buffer, out_dtype: str
+    data: _Buffer, rows: _Size, cols: _Size, dtype: str, scale_inv: _Buffer,
+    scale_rows: _Size, scale_cols: _Size, block_rows: _Size, block_cols: _Size, out: _Buffer,
+    out_dtype: str, batch: _Size = 1,
 ) -> None: ...
+def fp4_dequantize(
+    data: _Buffer, rows: _Size, cols: _Size, scale: _Buffer, scale_rows: _Size,
+    scale_cols: _Size, block_rows: _Size, block_cols: _Size, out: _Buffer, out_dtype: str,
+    batch: _Size = 1,
+) -> None:
+    """Packed FP4 E2M1 (two per byte, low nibble first) [batch, rows, cols] times a
+    float32 block scale [batch, scale_rows, scale_cols]."""
+def copy_guarded(data: _Buffer) -> npt.NDArray[np.uint8]:
+    """A fresh copy read under the fault guard (OSError if the file shrank)."""
 def float_stats(data: _Buffer, dtype: str) -> dict[str, _Any]:
     """count nan pos_inf neg_inf zero subnormal finite (int), absmax min max (float)"""
 def e8m0_stats(data: _Buffer) -> dict[str, int]: ...
 def read_probe(data: _Buffer) -> int: ...
+def digest128(data: _Buffer) -> bytes:
+    """Fast non-cryptographic 128-bit digest (csrc/digest.cc): 16 bytes, lo word then hi."""

@@ -10,13 +10,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from . import _core
+from .config import MAX_CONFIG_BYTES
 from .errors import Problem, ShardIOError
 from .shard import Shard, load_shard
+
+if TYPE_CHECKING:
+    from .table import TensorTable
 
 INDEX_NAME = "model.safetensors.index.json"
 CONFIG_NAME = "config.json"
@@ -161,25 +165,75 @@ class Checkpoint:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def table(self) -> TensorTable:
+        """One row per tensor of the readable shards: name, dtype, shape, role,
+        component, layer, expert, shard, begin, end, numel, nbytes, scheme; as
+        numpy columns, `to_arrow()`, `to_pandas()`, `to_polars()` (see
+        `ckptscan.table`)."""
+        from .table import checkpoint_table
+
+        return checkpoint_table(self)
+
     def __repr__(self) -> str:
-        return f"<Checkpoint {str(self.path)!r} {len(self.shards)} shards>"
+        open_ = [s for s in self.shards if s._core is not None]
+        tensors = sum(len(s) for s in open_)
+        size = sum(s.file_size for s in open_)
+        broken = sum(1 for s in self.shards if s._core is not None and s.problems)
+        state = f", {broken} with problems" if broken else ""
+        if len(open_) < len(self.shards):
+            state += f", {len(self.shards) - len(open_)} closed"
+        return (f"<Checkpoint {str(self.path)!r}: {len(self.shards)} shard"
+                f"{'s' * (len(self.shards) != 1)}{state}, {tensors:,} tensors, "
+                f"{_size(size)}>")
 
 
-def _regular_bytes(path: Path, code: str, problems: list[Problem]) -> bytes | None:
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def _regular_bytes(path: Path, code: str, problems: list[Problem],
+                   limit: int) -> bytes | None:
+    """The file's bytes, read only when it is a regular file within `limit` bytes."""
     try:
-        if not stat.S_ISREG(path.stat().st_mode):  # a FIFO would block the read
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):  # a FIFO would block the read
             problems.append(Problem(code, "not a regular file", str(path)))
             return None
-        return path.read_bytes()
+        if st.st_size > limit:
+            problems.append(Problem("limit-exceeded", f"{path.name} is {st.st_size:,} bytes, "
+                                    f"beyond the {limit:,}-byte limit: not read", str(path)))
+            return None
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
     except OSError as exc:
         problems.append(Problem(code, f"cannot read: {exc.strerror or exc}", str(path)))
         return None
+    if len(data) > limit:  # it grew since the stat
+        problems.append(Problem("limit-exceeded", f"{path.name} is beyond the {limit:,}-byte "
+                                "limit: not read", str(path)))
+        return None
+    return data
 
 
-def read_json(path: Path, code: str, problems: list[Problem]) -> dict[str, Any] | None:
-    """config.json and the like: a JSON object, or None with a problem recorded."""
-    data = _regular_bytes(path, code, problems)
-    if data is None:
+def read_json(path: Path, code: str, problems: list[Problem],
+              limit: int = MAX_CONFIG_BYTES) -> dict[str, Any] | None:
+    """config.json and the like: a JSON object within `limit` bytes, or None with a
+    problem recorded."""
+    data = _regular_bytes(path, code, problems, limit)
+    return None if data is None else json_object(data, path, code, problems, limit)
+
+
+def json_object(data: bytes, path: Path, code: str, problems: list[Problem],
+                limit: int = MAX_CONFIG_BYTES) -> dict[str, Any] | None:
+    """A JSON object from a file's bytes (read from disk or fetched), or None with
+    a problem recorded."""
+    if len(data) > limit:
+        problems.append(Problem("limit-exceeded", f"{path.name} is beyond the {limit:,}-byte "
+                                "limit: not read", str(path)))
         return None
     try:
         obj = orjson.loads(data)
@@ -201,7 +255,13 @@ def read_index(path: Path, code: str, problems: list[Problem]) -> Index | None:
     """index.json through the C++ parser. None when it is unusable (unreadable,
     not JSON, no weight_map, beyond the limits); its other problems are recorded
     either way."""
-    core = _core.read_index(os.fsencode(path))
+    return index_from_core(_core.read_index(os.fsencode(path)), path, code, problems)
+
+
+def index_from_core(core: Any, path: Path, code: str, problems: list[Problem]) -> Index | None:
+    """An index the core parsed (from a file or from bytes fetched remotely):
+    None when unusable (not JSON, no weight_map, beyond the limits); its
+    problems are recorded either way."""
     found = core.problems
     unreadable = [msg for kind, _, _, msg in found if kind == "io-error"]
     if unreadable:
@@ -209,6 +269,9 @@ def read_index(path: Path, code: str, problems: list[Problem]) -> Index | None:
         return None
     for kind, offset, tensor, msg in found:
         problems.append(Problem(code, f"{kind}: {msg}", str(path), offset, tensor))
+    for kind, n in core.suppressed.items():
+        problems.append(Problem(code, f"{kind}: {n:,} more problems of this kind (counted, not "
+                                "listed)", str(path)))
     fatal = {"json-syntax", "json-too-deep", "header-not-utf8", "missing-field"}
     if any(kind in fatal for kind, *_ in found) or (
             any(kind == "not-an-object" and tensor is None for kind, _, tensor, _ in found)):
@@ -290,12 +353,20 @@ def _shard_files(directory: Path) -> list[str]:
 
 
 def open_checkpoint(path: str | os.PathLike[str], jobs: int | None = None) -> Checkpoint:
-    """Opens every shard of a checkpoint directory (or a single .safetensors file).
+    """Opens every shard of a checkpoint directory (or a single .safetensors
+    file, or a URL: headers fetched, tensor bytes read on demand by `raw()`).
 
     Nothing stops at a broken shard: its problems are recorded and the other
     shards are read. index.json is read when first needed (`Checkpoint.index`,
     `.problems`). Raises `ShardIOError` only when `path` itself is unusable.
     """
+    if isinstance(path, str) and "://" in path:  # (no import for a plain path)
+        from .layout import is_url
+
+        if is_url(path):
+            from .remote.scan import open_remote_checkpoint
+
+            return open_remote_checkpoint(path)
     root = Path(path)
     problems: list[Problem] = []
     index_path = config = None

@@ -70,6 +70,31 @@ def _register_all() -> None:
     # refuse. The descriptions are the core's own.
     for code, text in _core.ERROR_DESCRIPTIONS.items():
         register(code, E, "file", text, root=True)
+    # Remote files (hf://, http(s)://, s3:// ...) that could not be had: each is a
+    # root cause (a 404 is shard-missing, a changed object file-changed).
+    for code, text in (
+        ("remote-denied", "a remote file the server refused to give (401/403: credentials "
+                          "missing or without access)"),
+        ("remote-unreachable", "a remote file that could not be read: connection failed, "
+                               "reset or timed out, or the server kept failing (after retries)"),
+        ("remote-rate-limited", "a remote file still throttled (429) when the time allowed "
+                                "for waiting ran out"),
+        ("remote-error", "a remote file the server answered wrongly (an unexpected status, a "
+                         "broken response, a range it would not serve)"),
+    ):
+        register(code, E, "file", text, root=True)
+    register("remote-range-ignored", W, "file", "a server that ignored Range and sent the "
+             "whole object: read as far as needed, then stopped")
+    # --against: a local copy compared with the Hub's file sizes and hashes
+    for code, text in (
+        ("copy-missing", "--against: a file of the reference that the local copy lacks"),
+        ("copy-truncated", "--against: a local file shorter than the reference's (an "
+                           "interrupted download?)"),
+        ("copy-corrupt", "--against: a local file whose size or SHA-256 differs from the "
+                         "reference's"),
+    ):
+        register(code, E, "file", text, root=True)
+    register("copy-extra", W, "file", "--against: a local file the reference does not have")
     register("no-shards", E, "file", "no safetensors file was found")
     register("index-invalid", E, "file", "index.json is unreadable, not JSON, or has no "
              "weight_map", root=True)

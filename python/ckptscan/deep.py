@@ -32,9 +32,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import kernels, schemes
+from . import _core, kernels, schemes
 from .checks import data
 from .context import ScanContext
+from .deepmap import DeepMaps, sample_histogram
 from .errors import CkptScanError
 from .quantmap import WeightSet
 from .result import DeepSummary
@@ -64,6 +65,11 @@ class Cancelled(CkptScanError):
     """The deep scan was stopped (Ctrl-C)."""
 
 
+class ReadBudgetExceeded(CkptScanError):
+    """A deep scan would read more bytes than allowed (`max_bytes`): refused
+    before anything was read."""
+
+
 def check_environment() -> None:
     """A CKPTSCAN_SIMD the CPU or build cannot honour is the user's setting to fix,
     not a finding about any checkpoint."""
@@ -80,6 +86,7 @@ class _Measured:
     weight: data.Fp8WeightMeasure | None = None
     packed: data.PackedMeasure | None = None
     fp8: kernels.Fp8Stats | None = None
+    hist: np.ndarray | None = None  # FP8: sampled code histogram (deepmap)
     floats: kernels.FloatStats | None = None
     scale: np.ndarray | None = None
     e8m0: np.ndarray | None = None  # E8M0 exponent codes (F8_E8M0 or U8), copied
@@ -96,8 +103,9 @@ class _Task:
 
 
 def _copy(shard: Shard, name: str) -> np.ndarray:
-    """A tensor's bytes as a fresh array (what the scale checks inspect)."""
-    return np.array(shard.raw(name), copy=True)
+    """A tensor's bytes as a fresh array (what the scale checks inspect), copied
+    under the fault guard: a file that shrank is an OSError, not SIGBUS."""
+    return kernels.copy_tensor(shard, name).data
 
 
 def _scale_f32(raw: np.ndarray, dtype: str) -> np.ndarray | None:
@@ -135,7 +143,7 @@ def _f64_stats(shard: Shard, name: str) -> kernels.FloatStats:
     lo, hi, amax = np.inf, -np.inf, 0.0
     tiny = np.finfo(np.float64).tiny
     for start in range(0, raw.size, _F64_PIECE):
-        v = np.array(raw[start:start + _F64_PIECE]).view(np.float64)
+        v = _core.copy_guarded(raw[start:start + _F64_PIECE]).view(np.float64)
         isnan = np.isnan(v)
         nan += int(isnan.sum())
         pinf += int((v == np.inf).sum())
@@ -187,8 +195,12 @@ def _tasks(ctx: ScanContext) -> list[_Task]:
 
 def deep_scan(ctx: ScanContext, jobs: int | None = None,
               progress: Callable[[DeepProgress], None] | None = None,
-              cancel: threading.Event | None = None) -> DeepSummary:
-    """Reads every tensor of the readable shards; findings go to ``ctx.findings``."""
+              cancel: threading.Event | None = None,
+              max_bytes: int | None = None) -> DeepSummary:
+    """Reads every tensor of the readable shards; findings go to ``ctx.findings``.
+    Shards read through a source (remote) are fetched ahead in large ranges
+    (`ckptscan.remote.deep`). `max_bytes`: refuse, before reading, a scan that
+    would read more."""
     check_environment()
     frame = ctx.frame
     qm = ctx.quant_map
@@ -197,6 +209,18 @@ def deep_scan(ctx: ScanContext, jobs: int | None = None,
     cancel = cancel or threading.Event()
     ckind = qm.companion_kinds()
     e8m0 = qm.e8m0_templates()
+    feed = None
+    if any(s.remote for s in shards):
+        from .remote.deep import feed_for
+
+        feed = feed_for(shards, tasks, frame)
+    planned = feed.planned if feed is not None else sum(t.nbytes for t in tasks)
+    if max_bytes is not None and planned > max_bytes:
+        if feed is not None:
+            feed.close()
+        raise ReadBudgetExceeded(
+            f"--deep would read {planned:,} bytes of tensor data ({len(tasks):,} tensors), "
+            f"more than --max-bytes {max_bytes:,}: nothing was read")
 
     def run(task: _Task) -> _Measured:
         """Reads one tensor (in a worker thread)."""
@@ -209,7 +233,8 @@ def deep_scan(ctx: ScanContext, jobs: int | None = None,
             if task.weight is not None:
                 return _weight(ctx, task)
             if dtype in kernels.FP8_DTYPES:
-                return _Measured(i, fp8=kernels.fp8_stats(shard, name))
+                return _Measured(i, fp8=kernels.fp8_stats(shard, name),
+                                 hist=sample_histogram(shard.raw(name)))
             kind = ckind.get(int(frame.template[i]))
             if dtype in FLOAT_DTYPES:
                 fl = _f64_stats(shard, name) if dtype == "F64" else kernels.float_stats(
@@ -227,27 +252,39 @@ def deep_scan(ctx: ScanContext, jobs: int | None = None,
             return _Measured(i, failed=str(exc))
 
     summary = DeepSummary(simd=str(kernels.simd_info().get("active", "")))
+    maps = DeepMaps(frame)
 
     def judge(m: _Measured) -> None:
         """Measurements to findings, on the caller's thread, in file order."""
         if m.weight is not None:
-            summary.fp8_nan_codes += m.weight.stats.nan
-            data.fp8_weight(ctx, m.weight, summary)
+            w = m.weight
+            summary.fp8_nan_codes += w.stats.nan
+            classes = data.fp8_weight(ctx, w, summary)
+            # the maps count the blocks of weights read with their block scale
+            maps.fp8(m.row, w.stats, m.hist, classes if w.scale_row >= 0 else None)
+            if w.scale is not None:
+                maps.scales(w.scale_row, w.scale)
         elif m.packed is not None:
             data.packed_weight(ctx, m.packed)
+            if m.packed.scale is not None:
+                maps.scales(m.packed.scale_row, m.packed.scale)
         elif m.fp8 is not None:
             summary.fp8_nan_codes += m.fp8.nan
             data.fp8_tensor(ctx, m.row, m.fp8, summary)
+            maps.fp8(m.row, m.fp8, m.hist, None)
         elif m.floats is not None:
             summary.float_nan += m.floats.nan
             summary.float_inf += m.floats.pos_inf + m.floats.neg_inf
             if m.scale is not None:  # a scale's NaN/Inf is a bad scale: one finding
                 if m.row not in ctx.scales_read:
                     data.scale_values(ctx, m.row, m.scale)
+                maps.scales(m.row, m.scale)
             else:
                 data.float_tensor(ctx, m.row, m.floats)
+                maps.floats(m.row, m.floats)
         elif m.e8m0 is not None:
             data.e8m0_codes(ctx, m.row, m.e8m0)
+            maps.e8m0(m.row, data.e8m0_stats(m.e8m0))
         elif m.ints is not None:
             data.zero_points(ctx, m.row, m.ints)
         elif m.failed is not None:
@@ -274,6 +311,8 @@ def deep_scan(ctx: ScanContext, jobs: int | None = None,
         while pending:
             task, fut = pending.popleft()
             judge(fut.result())
+            if feed is not None:
+                feed.done(task.row)
             done += 1
             done_bytes += task.nbytes
             if progress is not None:
@@ -288,7 +327,10 @@ def deep_scan(ctx: ScanContext, jobs: int | None = None,
         # On Ctrl-C the queued tensors are cancelled and the ones in flight (one
         # per worker) finish: no thread is left inside a kernel at exit.
         pool.shutdown(wait=True, cancel_futures=True)
+        if feed is not None:
+            feed.close()
     summary.tensors = len(tasks) - summary.unreadable
+    summary.maps, summary.histograms = maps.finish()
     summary.bytes = total_bytes
     summary.seconds = time.perf_counter() - started
     return summary
@@ -305,7 +347,6 @@ def _weight(ctx: ScanContext, task: _Task) -> _Measured:
     i, s = task.row, task.scale_row
     shard = frame.shards[int(frame.shard_of[i])]
     name = frame.name(i)
-    shape = frame.shape(i)
     logical = ws.logical[int(ws.shape_of[ws.position(i)])]
     if logical is None or len(logical) < 1:
         return _Measured(i, fp8=kernels.fp8_stats(shard, name)) if data.fp8_weight_set(ws) \
@@ -316,83 +357,17 @@ def _weight(ctx: ScanContext, task: _Task) -> _Measured:
         raw_scale = _copy(frame.shards[int(frame.shard_of[s])], frame.name(s))
         sdtype = frame.dtype_name(s)
     if data.fp8_weight_set(ws):
-        m = _fp8_blocks(shard, name, ws.dtype, shape, tile)
-        scale = _grid(raw_scale, sdtype, m.codes.shape,
+        m = kernels.fp8_block_stats(shard, name, tile)
+        scale = _grid(raw_scale, sdtype, m.absmax_codes.shape,
                       ws.layout.granularity.kind == "tensor")
         return _Measured(i, weight=data.Fp8WeightMeasure(
-            i, s, m.stats, tile, m.codes, m.nan, m.saturated, m.elements, scale,
-            raw_scale if sdtype in ("F8_E8M0", "U8") else None, ws.layout))
+            i, s, m.stats, tile, m.absmax_codes, m.nan, m.saturated, m.elements, scale,
+            raw_scale if sdtype in ("F8_E8M0", "U8") else None, ws.layout),
+            hist=sample_histogram(shard.raw(name)))
     groups = _packed_groups(shard, name, ws.layout, logical, tile[1], ws.dtype)
     scale = _grid(raw_scale, sdtype, groups.zero.shape)
     return _Measured(i, packed=data.PackedMeasure(i, s, ws.layout, groups, scale, raw_scale,
                                                   sdtype))
-
-
-@dataclass
-class _Blocks:
-    stats: kernels.Fp8Stats
-    codes: np.ndarray
-    nan: np.ndarray
-    saturated: np.ndarray
-    elements: np.ndarray
-
-
-def _fp8_blocks(shard: Shard, name: str, dtype: str, shape: tuple[int, ...],
-                tile: tuple[int, int]) -> _Blocks:
-    """Per block of ``tile``: largest finite code, NaN count, saturated count (codes
-    at +-max); a stack [E, R, C] expert by expert. The saturated counts are taken
-    from a copy of each block row here (pending the core's fused
-    ``fp8_block_stats``, which counts them in its one pass)."""
-    stats = kernels.fp8_stats(shard, name)
-    raw = shard.raw(name)
-    if len(shape) == 3:
-        batch, rows, cols = shape
-    else:
-        batch, (rows, cols) = 1, (shape if len(shape) == 2 else (1, math.prod(shape)))
-    br, bc = tile
-    maxmag = data.max_code(dtype)
-    per = rows * cols
-    codes, nans, sats = [], [], []
-    for e in range(batch):
-        t = kernels.RawTensor(raw[e * per:(e + 1) * per], dtype, (rows, cols))
-        ba = kernels.block_absmax(t, block=(br, bc))
-        codes.append(ba.codes)
-        nans.append(ba.nan)
-        sats.append(_saturated(raw[e * per:(e + 1) * per], rows, cols, br, bc, maxmag))
-    elements = np.outer(_pieces(rows, br), _pieces(cols, bc))
-    if batch == 1 and len(shape) != 3:
-        return _Blocks(stats, codes[0], nans[0], sats[0], elements)
-    return _Blocks(stats, np.stack(codes), np.stack(nans), np.stack(sats),
-                   np.broadcast_to(elements, (batch, *elements.shape)))
-
-
-def _pieces(n: int, b: int) -> np.ndarray:
-    """Lengths of the ceil(n / b) pieces of n in blocks of b."""
-    k = -(-n // b)
-    out = np.full(k, min(b, n), np.int64)
-    if k:
-        out[-1] = n - (k - 1) * b
-    return out
-
-
-def _saturated(raw: np.ndarray, rows: int, cols: int, br: int, bc: int,
-               maxmag: int) -> np.ndarray:
-    """Codes at the largest finite magnitude per (br, bc) block, from copies of
-    one block row at a time."""
-    nbr, nbc = -(-rows // br), -(-cols // bc)
-    out = np.zeros((nbr, nbc), dtype=np.int64)
-    step = max(br, (4 << 20) // max(cols, 1) // br * br)
-    pad = nbc * bc - cols
-    for r0 in range(0, rows, step):
-        r1 = min(rows, r0 + step)
-        part = np.array(raw[r0 * cols:r1 * cols], copy=True).reshape(r1 - r0, cols)
-        hit = (part & 0x7F) == maxmag
-        if pad:
-            hit = np.pad(hit, ((0, 0), (0, pad)))
-        per_col = hit.reshape(r1 - r0, nbc, bc).sum(axis=2)
-        starts = np.arange(0, r1 - r0, br)
-        out[r0 // br:r0 // br + len(starts)] += np.add.reduceat(per_col, starts, axis=0)
-    return out
 
 
 def _grid(raw: np.ndarray | None, dtype: str | None, grid: tuple[int, ...],
@@ -454,4 +429,5 @@ def _packed_groups(shard: Shard, name: str, lay: schemes.Layout, logical: tuple[
     return data.GroupStats(zeros, sats, np.broadcast_to(parts[0].elements[0], zeros.shape))
 
 
-__all__ = ["Cancelled", "DeepProgress", "check_environment", "deep_scan", "scale_values"]
+__all__ = ["Cancelled", "DeepProgress", "ReadBudgetExceeded", "check_environment", "deep_scan",
+           "scale_values"]

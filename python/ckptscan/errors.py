@@ -35,17 +35,20 @@ class CkptScanError(Exception):
 class HeaderError(CkptScanError, ValueError):
     """A shard whose header breaks the safetensors format.
 
-    The first problem gives `.code`, `.offset` and `.tensor`; `.problems` holds all.
+    The first problem gives `.code`, `.offset` and `.tensor`; `.problems` holds the
+    ones kept (a few per code), `.suppressed` counts the others.
     """
 
-    def __init__(self, path: str, problems: list[Problem]) -> None:
+    def __init__(self, path: str, problems: list[Problem], suppressed: int = 0) -> None:
         self.path = path
         self.problems = problems
+        self.suppressed = suppressed  # problems counted beyond those in `problems`
         first = problems[0]
         self.code = first.code
         self.offset = first.offset
         self.tensor = first.tensor
-        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+        n = len(problems) - 1 + suppressed
+        more = f" (and {n:,} more problems)" if n else ""
         super().__init__(f"{first}{more}")
 
 

@@ -1,5 +1,6 @@
 """FP8 and float kernels on tensor bytes: statistics, histograms, per-block
-absmax, block dequantization, and the data checks of one FP8 weight + scale.
+absmax, one-pass FP8 block statistics, block dequantization, guarded copies of
+small tensors, and the data checks of one FP8 weight + scale.
 
 Every function takes a *tensor source*, one of:
 
@@ -59,6 +60,7 @@ of its 3-bit mantissa range, or its scale belongs to another (larger) block.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -79,6 +81,7 @@ __all__ = [
     "FloatStats",
     "E8m0Stats",
     "BlockAbsmax",
+    "Fp8BlockStats",
     "Fp8WeightSummary",
     "Fp8WeightCheck",
     "simd_info",
@@ -91,11 +94,16 @@ __all__ = [
     "fp8_stats",
     "fp8_histogram",
     "block_absmax",
+    "fp8_block_stats",
+    "copy_tensor",
     "float_stats",
     "e8m0_stats",
     "tensor_stats",
     "dequantize",
     "dequantize_array",
+    "dequantize_fp4",
+    "FP4_CODES",
+    "SCALE_DTYPES",
     "check_fp8_weight",
     "read_probe",
     "VLLM_UNFILLED_SCALE",
@@ -130,6 +138,7 @@ _FROM_NUMPY = {
     "float16": "F16", "float32": "F32",
 }
 _WIDTH = {"BF16": 2, "F16": 2, "F32": 4}
+_FP8_COUNTS = ("nan", "inf", "zero", "neg_zero", "subnormal", "saturated", "negative")
 
 
 # ---- SIMD selection ---------------------------------------------------------------
@@ -275,9 +284,34 @@ def fp8_decode(code: int, dtype: str = "F8_E4M3") -> float:
     return float(_core.fp8_decode(int(code), dtype))
 
 
+_DECODE_TABLES: dict[str, np.ndarray] = {}
+_F32_TABLES: dict[str, np.ndarray] = {}
+
+
 def fp8_decode_table(dtype: str = "F8_E4M3") -> np.ndarray:
-    """float64[256]: the value of every code."""
-    return np.array([_core.fp8_decode(c, dtype) for c in range(256)], dtype=np.float64)
+    """float64[256]: the value of every code. Built once per format and shared:
+    the array is read-only."""
+    table = _DECODE_TABLES.get(dtype)
+    if table is None:
+        table = np.array([_core.fp8_decode(c, dtype) for c in range(256)], dtype=np.float64)
+        table.setflags(write=False)
+        _DECODE_TABLES[dtype] = table
+    return table
+
+
+def _fp8_f32_table(dtype: str) -> np.ndarray:
+    """float32[256]: every code as the dequantization kernels decode it (NaN codes:
+    the quiet NaN 0x7FC00000 with the code's sign, as ml_dtypes)."""
+    table = _F32_TABLES.get(dtype)
+    if table is None:
+        values = fp8_decode_table(dtype)
+        bits = values.astype(np.float32).view(np.uint32)
+        codes = np.arange(256, dtype=np.uint32)
+        bits = np.where(np.isnan(values), 0x7FC00000 | ((codes & 0x80) << 24), bits)
+        table = bits.astype(np.uint32).view(np.float32)
+        table.setflags(write=False)
+        _F32_TABLES[dtype] = table
+    return table
 
 
 def fp8_stats(source: Any, name: str | None = None, *, dtype: str | None = None,
@@ -287,9 +321,7 @@ def fp8_stats(source: Any, name: str | None = None, *, dtype: str | None = None,
     t = raw_tensor(source, name, dtype=dtype)
     fmt = _fp8(t)
     parts = _map(lambda d: _core.fp8_stats(d, fmt), _chunks(t.data, threads))
-    total = {k: sum(int(p[k]) for p in parts)
-             for k in ("count", "nan", "inf", "zero", "neg_zero", "subnormal", "saturated",
-                       "negative")}
+    total = {k: sum(int(p[k]) for p in parts) for k in ("count", *_FP8_COUNTS)}
     code = max(int(p["absmax_code"]) for p in parts)
     return Fp8Stats(dtype=fmt, absmax_code=code, absmax=fp8_decode(code, fmt), **total)
 
@@ -333,15 +365,121 @@ class BlockAbsmax:
         return out
 
 
+def _block(block: Sequence[int]) -> tuple[Any, Any]:
+    """The two block dimensions as given: the core checks them (ValueError for a
+    zero, a negative, a non-integer or a value past 2**64 - 1)."""
+    if len(block) != 2:
+        raise ValueError(f"block must be (block_rows, block_cols), got {block!r}")
+    return block[0], block[1]
+
+
 def block_absmax(source: Any, name: str | None = None, block: tuple[int, int] = (128, 128), *,
                  dtype: str | None = None) -> BlockAbsmax:
     """Largest finite magnitude code and NaN count of every (br, bc) block."""
     t = raw_tensor(source, name, dtype=dtype)
     fmt = _fp8(t)
     rows, cols = _matrix(t)
-    br, bc = int(block[0]), int(block[1])
+    br, bc = _block(block)
     codes, nan = _core.fp8_block_absmax(t.data, rows, cols, br, bc, fmt)
-    return BlockAbsmax(fmt, (rows, cols), (br, bc), codes, nan)
+    return BlockAbsmax(fmt, (rows, cols), (operator.index(br), operator.index(bc)), codes, nan)
+
+
+def _batched(t: RawTensor) -> tuple[int, int, int]:
+    """(batch, rows, cols) of a weight: [E, rows, cols] (fused MoE experts), a
+    matrix, a vector (one row) or a scalar."""
+    if len(t.shape) == 3:
+        return t.shape[0], t.shape[1], t.shape[2]
+    return (1, *_matrix(t))
+
+
+def _logical(t: RawTensor, shape: tuple[int, ...]) -> RawTensor:
+    return RawTensor(t.data, t.dtype, shape)
+
+
+@dataclass(frozen=True)
+class Fp8BlockStats:
+    """What one pass over an FP8 weight measures (`fp8_block_stats`).
+
+    ``stats`` covers the whole tensor. Per block, in arrays shaped [batch, nbr, nbc]
+    for a 3-D weight [batch, rows, cols] (blocks never straddle two matrices) and
+    [nbr, nbc] otherwise, nbr = ceil(rows / br), nbc = ceil(cols / bc):
+
+    - ``absmax_codes`` (uint8): the largest finite magnitude code (``b & 0x7F``),
+      0 when the block has none;
+    - ``nan``, ``inf`` (F8_E5M2 only, zeros elsewhere) and ``saturated`` (codes
+      of magnitude the format max, either sign): counts, in the smallest unsigned
+      dtype that holds a block's element count (uint8 for 1 x 32 groups, uint16
+      for 128 x 128 blocks).
+    """
+
+    dtype: str
+    shape: tuple[int, ...]
+    block: tuple[int, int]
+    stats: Fp8Stats
+    absmax_codes: np.ndarray
+    nan: np.ndarray
+    inf: np.ndarray
+    saturated: np.ndarray
+
+    @property
+    def absmax(self) -> np.ndarray:
+        """float64 value of each block's absmax code."""
+        out: np.ndarray = fp8_decode_table(self.dtype)[self.absmax_codes]
+        return out
+
+    @property
+    def elements(self) -> np.ndarray:
+        """int64 element count of each block (edge blocks are partial)."""
+        batch, rows, cols = _batched(RawTensor(np.empty(0, np.uint8), self.dtype, self.shape))
+        br, bc = self.block
+        per_row = _block_sizes(rows, br)
+        per_col = _block_sizes(cols, bc)
+        out: np.ndarray = np.broadcast_to(np.outer(per_row, per_col), self.nan.shape)
+        return out
+
+    @property
+    def saturated_share(self) -> np.ndarray:
+        """float64 share of each block's codes at +/- the format max."""
+        out: np.ndarray = self.saturated / self.elements
+        return out
+
+
+def _block_sizes(n: int, b: int) -> np.ndarray:
+    """Lengths of the ceil(n / b) pieces of n in blocks of b: all b but the last."""
+    k = -(-n // b)
+    out = np.full(k, min(b, n), np.int64)
+    if k:
+        out[-1] = n - (k - 1) * b
+    return out
+
+
+def fp8_block_stats(source: Any, name: str | None = None, block: tuple[int, int] = (128, 128),
+                    *, dtype: str | None = None) -> Fp8BlockStats:
+    """Whole-tensor `Fp8Stats` and, per (br, bc) block, the largest finite code and
+    the NaN, Inf and saturated counts of an FP8 weight, in one pass over its bytes.
+
+    A 3-D weight [E, rows, cols] (fused MoE experts) is E matrices cut into blocks
+    separately. A block larger than the tensor is one partial block. Measurements
+    only: what they mean is the checks' business."""
+    t = raw_tensor(source, name, dtype=dtype)
+    fmt = _fp8(t)
+    batch, rows, cols = _batched(t)
+    br, bc = _block(block)
+    d, codes, nan, inf, sat = _core.fp8_block_stats(t.data, rows, cols, br, bc, fmt, batch)
+    if len(t.shape) == 3 and batch == 1:  # the core drops a batch of 1
+        codes, nan, inf, sat = (a.reshape(1, *a.shape) for a in (codes, nan, inf, sat))
+    stats = Fp8Stats(dtype=fmt, absmax=float(d["absmax"]),
+                     **{k: int(d[k]) for k in _FP8_COUNTS + ("count", "absmax_code")})
+    return Fp8BlockStats(fmt, tuple(t.shape), (operator.index(br), operator.index(bc)), stats,
+                         codes, nan, inf, sat)
+
+
+def copy_tensor(source: Any, name: str | None = None, *, dtype: str | None = None) -> RawTensor:
+    """A tensor source's bytes copied into a fresh array under the fault guard:
+    OSError, not a crash, when the file shrank under its mapping. For the small
+    tensors (scales) that numpy then reads directly."""
+    t = raw_tensor(source, name, dtype=dtype)
+    return RawTensor(_core.copy_guarded(t.data), t.dtype, t.shape)
 
 
 # ---- BF16 / F16 / F32 / E8M0 ------------------------------------------------------
@@ -439,20 +577,33 @@ def _out_kind(dtype: str) -> str:
     raise ValueError(f"dequantize dtype must be 'bfloat16' or 'float32', not {dtype!r}")
 
 
+SCALE_DTYPES: tuple[str, ...] = ("F32", "BF16", "F16", "F8_E8M0", "F8_E4M3")
+
+
 def _scale_f32(t: RawTensor) -> np.ndarray:
-    """A scale tensor as float32 values in its shape (F32, BF16, F16 or F8_E8M0)."""
+    """A scale tensor as a fresh, aligned float32 array in its shape (F32, BF16, F16,
+    F8_E8M0 = 2^(code - 127) with 0xFF NaN, or F8_E4M3 as NVFP4 stores it). Its
+    bytes are copied under the fault guard first: a scale may sit at any offset of
+    a file that may shrink."""
+    if t.dtype not in SCALE_DTYPES:
+        raise ValueError(f"cannot use a {t.dtype} tensor as scale "
+                         f"(expected one of {', '.join(SCALE_DTYPES)})")
+    raw = _core.copy_guarded(t.data)
     if t.dtype == "F32":
-        vals = t.data.view(np.float32)
+        vals = raw.view(np.float32)
     elif t.dtype == "BF16":
-        vals = (t.data.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+        vals = (raw.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
     elif t.dtype == "F16":
-        vals = t.data.view(np.float16).astype(np.float32)
-    elif t.dtype == "F8_E8M0":
-        vals = np.ldexp(np.float32(1.0), t.data.astype(np.int32) - 127).astype(np.float32)
-        vals[t.data == 0xFF] = np.nan
-    else:
-        raise ValueError(f"cannot use a {t.dtype} tensor as scale")
-    return vals.reshape(t.shape)
+        vals = raw.view(np.float16).astype(np.float32)
+    elif t.dtype == "F8_E4M3":
+        vals = _fp8_f32_table("F8_E4M3")[raw]
+    else:  # 2^(c - 127) is float32 exponent field c; c = 0 is the subnormal 2^-127
+        bits = raw.astype(np.uint32) << 23
+        bits[raw == 0] = 0x00400000
+        bits[raw == 0xFF] = 0x7FC00000
+        vals = bits.view(np.float32)
+    out: np.ndarray = vals.reshape(t.shape)
+    return out
 
 
 def dequantize_array(q: Any, scale_inv: Any, block: tuple[int, int] = (128, 128),
@@ -462,9 +613,11 @@ def dequantize_array(q: Any, scale_inv: Any, block: tuple[int, int] = (128, 128)
 
     ``q`` is an FP8 tensor source (ml_dtypes array, or uint8 bytes with ``fp8_dtype``
     and a 2-D shape), ``scale_inv`` a float32 array (or any tensor source of F32,
-    BF16, F16 or F8_E8M0). ``dtype="float32"`` returns float32; ``"bfloat16"``
-    rounds the float32 product to nearest even (NaN stays a quiet NaN) and returns
-    ``ml_dtypes.bfloat16`` when ml_dtypes is importable, else the raw bits as uint16.
+    BF16, F16 or F8_E8M0). A 3-D ``q`` [E, rows, cols] (fused MoE experts) takes a
+    scale [E, ceil(rows / br), ceil(cols / bc)]. ``dtype="float32"`` returns
+    float32; ``"bfloat16"`` rounds the float32 product to nearest even (NaN stays a
+    quiet NaN) and returns ``ml_dtypes.bfloat16`` when ml_dtypes is importable, else
+    the raw bits as uint16. A NaN code gives its own NaN whatever the scale.
     """
     qt = raw_tensor(q, dtype=fp8_dtype)
     st = raw_tensor(scale_inv)
@@ -474,23 +627,22 @@ def dequantize_array(q: Any, scale_inv: Any, block: tuple[int, int] = (128, 128)
 def _dequantize(qt: RawTensor, st: RawTensor, block: tuple[int, int], dtype: str,
                 out: np.ndarray | None) -> np.ndarray:
     fmt = _fp8(qt)
-    rows, cols = _matrix(qt)
+    batch, rows, cols = _batched(qt)
     kind = _out_kind(dtype)
-    scale = np.ascontiguousarray(_scale_f32(st), dtype=np.float32)
-    if scale.ndim != 2:
-        scale = scale.reshape(1, -1) if scale.ndim <= 1 else scale
-    if scale.ndim != 2:
-        raise ValueError(f"scale must be 2-D, got shape {list(st.shape)}")
+    br, bc = _block(block)
+    scale = _scale_f32(st)
+    srows, scols = (1, scale.size) if scale.ndim <= 1 else scale.shape[-2:]
+    shape = (batch, rows, cols) if len(qt.shape) == 3 else (rows, cols)
     out_np = np.float32 if kind == "F32" else np.uint16
     if out is None:
-        out = np.empty((rows, cols), dtype=out_np)
+        out = np.empty(shape, dtype=out_np)
         target = out
     else:
         target = out.view(out_np) if out.dtype != out_np else out
-        if target.shape != (rows, cols) or not target.flags.c_contiguous:
-            raise ValueError(f"out must be a C-contiguous [{rows}, {cols}] array")
-    _core.fp8_dequantize(qt.data, rows, cols, fmt, scale, scale.shape[0], scale.shape[1],
-                         int(block[0]), int(block[1]), target, kind)
+        if target.shape != shape or not target.flags.c_contiguous:
+            raise ValueError(f"out must be a C-contiguous {list(shape)} array")
+    _core.fp8_dequantize(qt.data, rows, cols, fmt, scale, srows, scols, br, bc, target, kind,
+                         batch)
     if kind == "BF16" and out is target:
         try:
             import ml_dtypes
@@ -509,6 +661,58 @@ def dequantize(source: Any, weight_name: str, scale_name: str,
     qt = raw_tensor(source, weight_name)
     st = raw_tensor(source if scale_source is None else scale_source, scale_name)
     return _dequantize(qt, st, block, dtype, out)
+
+
+FP4_CODES = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0,
+                      -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0], np.float32)
+
+
+def dequantize_fp4(packed: Any, scale: Any, block: tuple[int, int] = (1, 32),
+                   dtype: str = "float32", *, global_scale: float | None = None,
+                   out: np.ndarray | None = None) -> np.ndarray:
+    """Packed FP4 E2M1 weights (two codes per byte, low nibble first; code c is
+    ``FP4_CODES[c]``) times a per-block scale: ``w[i, j] = decode(q[i, j]) *
+    s[i // br, j // bc]`` in float32, with ``s = float32(scale) * global_scale``.
+
+    ``packed`` is a uint8 / int8 array [..., cols / 2] (or a `RawTensor` of dtype U8,
+    I8, or F4 with the logical shape); 3-D [E, rows, cols / 2] is a batch of
+    experts with a scale [E, ...]. ``scale`` is any tensor source of F8_E4M3
+    (NVFP4, groups of 16 with ``block=(1, 16)`` and the F32 global scale), F8_E8M0
+    (MXFP4, groups of 32), F32, BF16 or F16. ``dtype``: "float32" or "bfloat16"
+    (as `dequantize_array`)."""
+    if isinstance(packed, np.ndarray) and packed.dtype in (np.uint8, np.int8):
+        t = raw_tensor(packed, dtype="U8")
+    else:
+        t = raw_tensor(packed)
+    if t.dtype in ("U8", "I8"):
+        if not t.shape:
+            raise ValueError("packed FP4 needs at least one dimension")
+        t = _logical(t, (*t.shape[:-1], 2 * t.shape[-1]))
+    elif t.dtype != "F4":
+        raise ValueError(f"not packed FP4: {t.dtype} (expected U8, I8 or F4)")
+    batch, rows, cols = _batched(t)
+    kind = _out_kind(dtype)
+    br, bc = _block(block)
+    s = _scale_f32(raw_tensor(scale))
+    if global_scale is not None:
+        s = (s * np.float32(global_scale)).astype(np.float32)
+    srows, scols = (1, s.size) if s.ndim <= 1 else s.shape[-2:]
+    shape = (batch, rows, cols) if len(t.shape) == 3 else (rows, cols)
+    out_np = np.float32 if kind == "F32" else np.uint16
+    if out is None:
+        out = np.empty(shape, dtype=out_np)
+    target = out.view(out_np) if out.dtype != out_np else out
+    if target.shape != shape or not target.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous {list(shape)} array")
+    _core.fp4_dequantize(t.data, rows, cols, np.ascontiguousarray(s), srows, scols, br, bc,
+                         target, kind, batch)
+    if kind == "BF16" and out.dtype == np.uint16:
+        try:
+            import ml_dtypes
+        except ImportError:
+            return out
+        return out.view(ml_dtypes.bfloat16)
+    return out
 
 
 # ---- checks ----------------------------------------------------------------------------
@@ -581,12 +785,12 @@ def check_fp8_weight(source: Any, weight_name: str, scale_name: str,
     def add(code: str, message: str, tensor: str, where: str | None, **detail: Any) -> None:
         out.append(Finding(code, FINDING_CODES[code][0], message, where, tensor, detail))
 
-    # -- weight codes
-    ba = block_absmax(qt, block=(br, bc))
-    stats = fp8_stats(qt)
+    # -- weight codes, in one pass
+    measured = fp8_block_stats(qt, block=(br, bc))
+    stats, codes = measured.stats, measured.absmax_codes
     maxf = float(_core.fp8_traits(fmt)["max_finite"])
     table = fp8_decode_table(fmt)
-    nan_blocks = ba.nan > 0
+    nan_blocks = measured.nan > 0
     if stats.nan:
         first = _first_blocks(nan_blocks, 1)[0]
         add("fp8-nan", f"{stats.nan} NaN codes in {int(nan_blocks.sum())} of {nbr * nbc} blocks "
@@ -596,7 +800,7 @@ def check_fp8_weight(source: Any, weight_name: str, scale_name: str,
         add("fp8-inf", f"{stats.inf} Inf codes", weight_name, file, count=stats.inf)
     # a block is all-zero when its absmax code is 0 and it has no NaN/Inf; Inf-only
     # blocks are rare enough (E5M2 weights) to be reported by fp8-inf alone.
-    zero_blocks = (ba.codes == 0) & ~nan_blocks
+    zero_blocks = (codes == 0) & ~nan_blocks
     nonzero = ~zero_blocks & ~nan_blocks
     if stats.zero == stats.count and stats.count > 0:
         add("fp8-all-zero", f"all {stats.count} codes are zero", weight_name, file)
@@ -604,14 +808,14 @@ def check_fp8_weight(source: Any, weight_name: str, scale_name: str,
         add("fp8-zero-block", f"{int(zero_blocks.sum())} of {nbr * nbc} blocks are all zeros "
             f"(first {_first_blocks(zero_blocks, 1)[0]})", weight_name, file,
             blocks=int(zero_blocks.sum()), first_blocks=_first_blocks(zero_blocks))
-    low = nonzero & (table[ba.codes] < maxf / range_factor)
+    low = nonzero & (table[codes] < maxf / range_factor)
     if low.any():
         add("fp8-range-unused",
             f"{int(low.sum())} of {nbr * nbc} blocks have their largest |code| below "
             f"{maxf / range_factor:g} (format max {maxf:g}): unused range, or a scale that "
             f"belongs to another block", weight_name, file,
             blocks=int(low.sum()), first_blocks=_first_blocks(low),
-            smallest_absmax=float(table[ba.codes][low].min()))
+            smallest_absmax=float(table[codes][low].min()))
 
     # -- scale
     scale_vals: np.ndarray | None = None
@@ -660,12 +864,12 @@ def check_fp8_weight(source: Any, weight_name: str, scale_name: str,
             s_min, s_max = float(s[good].min()), float(s[good].max())
         if shape_ok:
             sv = s.reshape(nbr, nbc).astype(np.float64)
-            deq = table[ba.codes] * np.where(good.reshape(nbr, nbc), sv, np.nan)
+            deq = table[codes] * np.where(good.reshape(nbr, nbc), sv, np.nan)
             usable = nonzero & np.isfinite(deq)
             absmax = float(deq[usable].max()) if usable.any() else (0.0 if zero_blocks.all()
                                                                     else None)
 
-    nz_codes = ba.codes[nonzero]
+    nz_codes = codes[nonzero]
     summary = Fp8WeightSummary(
         weight=weight_name, scale=scale_name, dtype=fmt, shape=tuple(qt.shape),
         scale_dtype=st.dtype, scale_shape=tuple(st.shape), block=(br, bc), blocks=nbr * nbc,

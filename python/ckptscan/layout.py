@@ -38,9 +38,12 @@ import hashlib
 import os
 import re
 import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .remote.refs import RemoteOptions, RemoteRef
 
 __all__ = [
     "CheckpointSpec", "Discovery", "FileStat", "LayoutError", "Note", "discover",
@@ -76,6 +79,14 @@ class LayoutError(Exception):
     """The path cannot be resolved to anything (no such file, unknown repo id)."""
 
 
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_url(text: str) -> bool:
+    """A location read remotely (hf://, http(s)://, s3:// ...): not a path."""
+    return _URL.match(text) is not None and not text.lower().startswith("file://")
+
+
 # ---------------------------------------------------------------- files
 
 
@@ -96,6 +107,8 @@ class FileStat:
     dev: int | None = None
     target: str | None = None  # a symlink's resolved path
     error: str | None = None
+    version: str | None = None  # a remote file's version tag (ETag, LFS sha256 ...)
+    code: str | None = None  # kind "error" from a remote read: its finding code
 
     def key(self) -> tuple[Any, ...]:
         return (self.name, self.kind, self.size, self.mtime_ns, self.ctime_ns, self.inode,
@@ -185,7 +198,8 @@ class CheckpointSpec:
     ``diffusers-component``. `format`: ``safetensors`` or another format's name
     (such a checkpoint is named, not read). `copies`: second copies of the
     weights beside the shards (``consolidated.safetensors``), not counted.
-    `boundary`: the directory symlinks may not leave.
+    `boundary`: the directory symlinks may not leave. `remote`: where a
+    checkpoint found at a URL is read from (None: a local one, memory-mapped).
     """
 
     path: str
@@ -199,6 +213,7 @@ class CheckpointSpec:
     component: str | None = None
     copies: list[FileStat] = field(default_factory=list)
     boundary: str | None = None
+    remote: RemoteRef | None = None
     hf_quant_config: FileStat | None = None  # beside config.json (ModelOpt exports)
 
     def fingerprint(self) -> str:
@@ -210,6 +225,8 @@ class CheckpointSpec:
                        [c.key() for c in self.copies],
                        self.hf_quant_config.key() if self.hf_quant_config else None)
                       ).encode("utf-8", "surrogateescape"))
+        if self.remote is not None:  # what a listing says changes: versions, the commit
+            h.update(repr(self.remote.fingerprint(self)).encode("utf-8", "surrogateescape"))
         return h.hexdigest()
 
 
@@ -240,13 +257,16 @@ def _other_format(name: str) -> str | None:
 
 
 def _dir_specs(path: str, entries: Sequence[os.DirEntry[str]], boundary: str | None,
-               hf: tuple[str, str] | None = None) -> list[CheckpointSpec]:
-    """The checkpoints a directory's own files make (subdirectories aside)."""
+               hf: tuple[str, str] | None = None,
+               stat: Callable[[Any], FileStat] | None = None) -> list[CheckpointSpec]:
+    """The checkpoints a directory's own files make (subdirectories aside).
+    `entries` need only `name` and `path` when `stat` says what each one is
+    (a remote listing's files)."""
     kind = "hf-snapshot" if hf else "dir"
     repo, rev = hf if hf else (None, None)
 
     def st(e: os.DirEntry[str]) -> FileStat:
-        return stat_file(e.path, e.name, e, boundary)
+        return stat(e) if stat is not None else stat_file(e.path, e.name, e, boundary)
 
     shards = [e for e in entries if e.name.endswith(SHARD_SUFFIX)]
     indexes = [e for e in entries if e.name.endswith(INDEX_SUFFIX)]
@@ -438,11 +458,18 @@ def _component_specs(path: str, components: list[str], bound: str | None,
 
 
 def resolve(path: str | os.PathLike[str], *, revision: str | None = None,
-            follow_symlinks: bool = False) -> list[CheckpointSpec]:
-    """The checkpoints `path` holds, as ``ckptscan report`` scans them.
+            follow_symlinks: bool = False,
+            remote: RemoteOptions | None = None) -> list[CheckpointSpec]:
+    """The checkpoints `path` holds, as ``ckptscan report`` scans them. A URL
+    (``hf://``, ``http(s)://``, ``s3://``, ``gs://``, ``az://``) is listed
+    remotely (`ckptscan.remote.layout`); `remote` sets how its source reads.
 
     Raises `LayoutError` when `path` does not exist (and is no cached repo id)."""
     raw = os.fspath(path)
+    if is_url(raw):
+        from .remote.layout import resolve_url
+
+        return resolve_url(raw, revision=revision, options=remote)
     p = os.path.abspath(os.path.expanduser(raw))
     if not os.path.lexists(p):
         repo_dir = find_repo_id(raw)
@@ -522,13 +549,20 @@ def _resolve_dir(p: str, revision: str | None, follow_symlinks: bool) -> list[Ch
 
 
 def discover(roots: Iterable[str | os.PathLike[str]], *,
-             follow_symlinks: bool = False) -> Discovery:
+             follow_symlinks: bool = False,
+             remote: RemoteOptions | None = None) -> Discovery:
     """Every checkpoint under `roots`, in path order. Only stats and directory
     listings: no file is opened, nothing is written. A root that does not exist
-    is noted and listed in `unlisted`."""
+    is noted and listed in `unlisted`. A URL root (an object-store prefix,
+    ``hf://ORG``, one checkpoint's URL) is listed remotely."""
     out = Discovery([], [])
     visited: dict[tuple[int, int], str] = {}
     for r in roots:
+        if is_url(os.fspath(r)):
+            from .remote.layout import discover_url
+
+            discover_url(os.fspath(r), out, remote)
+            continue
         root = os.path.abspath(os.path.expanduser(os.fspath(r)))
         out.roots.append(root)
         try:

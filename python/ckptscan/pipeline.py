@@ -27,7 +27,15 @@ from typing import Any
 import numpy as np
 
 from . import checks, codes
-from .checkpoint import DEFAULT_HEADER_JOBS, Checkpoint, Index, load_shards, read_index
+from .checkpoint import (
+    DEFAULT_HEADER_JOBS,
+    Checkpoint,
+    Index,
+    json_object,
+    load_shards,
+    read_index,
+    read_json,
+)
 from .config import MAX_CONFIG_BYTES
 from .context import FP8_DTYPES, ScanContext
 from .errors import CkptScanError, Problem
@@ -35,6 +43,7 @@ from .farm.store import ShardRow
 from .findings import Finding
 from .frame import Frame, build_frame
 from .layout import CheckpointSpec, FileStat, LayoutError, resolve
+from .overview import config_summary, precision_grids
 from .quantmap import QuantMap
 from .result import (
     Count,
@@ -59,13 +68,20 @@ __all__ = ["Outcome", "ScanOptions", "ShardRow", "scan", "scan_all", "scan_spec"
 class ScanOptions:
     """`deep`: read every tensor's data. `jobs`: threads for the data reads (default
     one per core). `io_jobs`: header reads in flight (network storage wants many).
-    `progress` is called after each tensor of a deep scan; `cancel` stops it."""
+    `progress` is called after each tensor of a deep scan; `cancel` stops it.
+    `max_bytes`: a deep scan that would read more tensor bytes is refused
+    (`ReadBudgetExceeded`) before it reads any. `against`: a Hub URL (or its
+    listing, `remote.against.Reference`) whose file sizes (and with `hash`,
+    SHA-256) the local files are compared with."""
 
     deep: bool = False
     jobs: int | None = None
     io_jobs: int = DEFAULT_HEADER_JOBS
     progress: Callable[[Any], None] | None = None
     cancel: threading.Event | None = None
+    max_bytes: int | None = None
+    against: Any = None  # a URL, or its listing (`ckptscan.remote.against.Reference`)
+    hash: bool = False
 
 
 @dataclass
@@ -85,33 +101,59 @@ class Outcome:
 
 def scan(path: str | os.PathLike[str], deep: bool = False, jobs: int | None = None,
          progress: Callable[[Any], None] | None = None, *,
-         revision: str | None = None) -> Report:
+         revision: str | None = None, max_bytes: int | None = None,
+         max_requests: int | None = None) -> Report:
     """Scans one checkpoint (a directory, a file, an HF cache repository or repo
-    id). `deep` reads every tensor's data (NaN/Inf, FP8 codes, block scales).
-    A path that holds several checkpoints (a diffusers pipeline, the HF cache
-    root ...) raises `CkptScanError`: use `scan_all`."""
-    specs = _resolve(path, revision)
-    if len(specs) != 1:
-        names = ", ".join(os.path.relpath(s.path, os.fspath(path)) for s in specs[:6])
-        raise CkptScanError(f"{os.fspath(path)} holds {len(specs)} checkpoints ({names}"
-                            f"{' ...' if len(specs) > 6 else ''}): use ckptscan.scan_all()")
-    options = ScanOptions(deep=deep, jobs=jobs, progress=progress)
-    return scan_spec(specs[0], options).report
+    id, or a URL: ``hf://ORG/NAME[@REV][/SUBDIR]``, ``http(s)://``, ``s3://``,
+    ``gs://``, ``az://``). `deep` reads every tensor's data (NaN/Inf, FP8 codes,
+    block scales); `max_bytes` refuses a deep scan that would read more
+    (`ReadBudgetExceeded`); `max_requests` bounds a remote source's requests in
+    flight. A path that holds several checkpoints (a diffusers pipeline, the HF
+    cache root ...) raises `CkptScanError`: use `scan_all`."""
+    specs = _resolve(path, revision, max_requests)
+    try:
+        if len(specs) != 1:
+            names = ", ".join(os.path.relpath(s.path, os.fspath(path)) for s in specs[:6])
+            raise CkptScanError(f"{os.fspath(path)} holds {len(specs)} checkpoints ({names}"
+                                f"{' ...' if len(specs) > 6 else ''}): use ckptscan.scan_all()")
+        options = ScanOptions(deep=deep, jobs=jobs, progress=progress, max_bytes=max_bytes)
+        return scan_spec(specs[0], options).report
+    finally:
+        _close(specs)
 
 
 def scan_all(path: str | os.PathLike[str], deep: bool = False, jobs: int | None = None,
              progress: Callable[[Any], None] | None = None, *,
-             revision: str | None = None) -> list[Report]:
+             revision: str | None = None, max_bytes: int | None = None,
+             max_requests: int | None = None) -> list[Report]:
     """One Report per checkpoint `path` holds (see `ckptscan.layout.resolve`)."""
-    options = ScanOptions(deep=deep, jobs=jobs, progress=progress)
-    return [scan_spec(s, options).report for s in _resolve(path, revision)]
-
-
-def _resolve(path: str | os.PathLike[str], revision: str | None) -> list[CheckpointSpec]:
+    options = ScanOptions(deep=deep, jobs=jobs, progress=progress, max_bytes=max_bytes)
+    specs = _resolve(path, revision, max_requests)
     try:
-        return resolve(path, revision=revision)
+        return [scan_spec(s, options).report for s in specs]
+    finally:
+        _close(specs)
+
+
+def _resolve(path: str | os.PathLike[str], revision: str | None,
+             max_requests: int | None = None) -> list[CheckpointSpec]:
+    remote = None
+    if max_requests is not None:
+        from .remote import RemoteOptions
+
+        remote = RemoteOptions(max_requests=max_requests)
+    try:
+        return resolve(path, revision=revision, remote=remote)
     except LayoutError as exc:
         raise CkptScanError(str(exc)) from None
+
+
+def _close(specs: list[CheckpointSpec]) -> None:
+    """Remote sources a listing opened (local specs have none)."""
+    if any(s.remote is not None for s in specs):
+        from .remote import close_sources
+
+        close_sources(specs)
 
 
 def scan_spec(spec: CheckpointSpec, options: ScanOptions | None = None,
@@ -119,8 +161,9 @@ def scan_spec(spec: CheckpointSpec, options: ScanOptions | None = None,
     """The pipeline. Never raises for a checkpoint: an unexpected failure
     (out of memory included) becomes that checkpoint's finding. `cache` is shared
     by the checkpoints of one scan group (files they share are parsed once).
-    Raises only `Cancelled` / KeyboardInterrupt and environment errors."""
-    from .deep import Cancelled, check_environment
+    Raises only `Cancelled` / KeyboardInterrupt, `ReadBudgetExceeded` (a deep
+    scan beyond `max_bytes`) and environment errors."""
+    from .deep import Cancelled, ReadBudgetExceeded, check_environment
 
     options = options or ScanOptions()
     t0 = time.perf_counter()
@@ -128,7 +171,7 @@ def scan_spec(spec: CheckpointSpec, options: ScanOptions | None = None,
         check_environment()
     try:
         return _scan(spec, options, {} if cache is None else cache, t0)
-    except (Cancelled, KeyboardInterrupt):
+    except (Cancelled, ReadBudgetExceeded, KeyboardInterrupt):
         raise
     except Exception as exc:  # noqa: BLE001 - one checkpoint must not stop the others
         return failed_outcome(spec, exc, time.perf_counter() - t0)
@@ -139,7 +182,14 @@ def scan_spec(spec: CheckpointSpec, options: ScanOptions | None = None,
 
 def _scan(spec: CheckpointSpec, options: ScanOptions, cache: dict[Any, Any],
           t0: float) -> Outcome:
-    problems: list[Problem] = []
+    remote = None
+    if spec.remote is not None:  # read through its source, not the file system
+        from .remote.scan import RemoteScan
+
+        remote = RemoteScan(spec)
+        spec = remote.spec  # as read: a file that could not be had is an error
+    problems: list[Problem] = [] if remote is None else list(remote.problems)
+    head = _head if remote is None else remote.head
     readable: list[FileStat] = []
     for fs in spec.shards:
         p = file_problem(fs)
@@ -148,7 +198,7 @@ def _scan(spec: CheckpointSpec, options: ScanOptions, cache: dict[Any, Any],
         else:
             problems.append(p)
     if spec.format != "safetensors":
-        return _other_format(spec, readable, problems, t0)
+        return _other_format(spec, readable, problems, t0, head)
 
     opened = 0
 
@@ -164,25 +214,31 @@ def _scan(spec: CheckpointSpec, options: ScanOptions, cache: dict[Any, Any],
             return shard
         return Shard(core, fs.path)  # the same file under another name (a shared blob)
 
-    shards = load_shards(readable, options.io_jobs, load)
+    if remote is None:
+        shards = load_shards(readable, options.io_jobs, load)
+    else:
+        shards = [remote.shard(fs) for fs in readable]
+        opened = remote.opened
     for fs, shard in zip(readable, shards, strict=True):
-        msg = _changed(fs, shard)
+        msg = _changed(fs, shard) if remote is None else None  # a source checks versions
         if msg:
             problems.append(Problem("file-changed", msg, fs.path))
-        if shard.problems and _sniff_other(shard, problems):
+        if shard.problems and _sniff_other(shard, problems, head):
             shard.problems = [p for p in shard.problems if p.code == "io-error"]
 
     index = config = None
+    read_index, read_config = ((_read_index, _read_config) if remote is None
+                               else (remote.read_index, remote.read_config))
     if spec.index is not None:
-        index = _read_meta(spec.index, "index-invalid", problems, _read_index, cache)
+        index = _read_meta(spec.index, "index-invalid", problems, read_index, cache)
     if spec.config is not None:
-        config = _read_meta(spec.config, "config-invalid", problems, _read_config, cache)
+        config = _read_meta(spec.config, "config-invalid", problems, read_config, cache)
     hf_quant = None
-    if spec.hf_quant_config is not None:
+    if spec.hf_quant_config is not None and remote is None:
         hf_quant = _read_meta(spec.hf_quant_config, "quant-config-invalid", problems,
                               _read_hf_quant_config, cache)
     partial = spec.kind == "shard"
-    root = Path(spec.path)
+    root = Path(spec.path) if remote is None else remote.root
     found = [fs.name for fs in spec.shards]
     ckpt = Checkpoint(root, shards, config, problems, index=index, found=found,
                       partial=partial)
@@ -197,20 +253,26 @@ def _scan(spec: CheckpointSpec, options: ScanOptions, cache: dict[Any, Any],
     ctx = ScanContext(ckpt, frame, partial=partial, gone=gone, copies=spec.copies,
                       hf_quant_config=hf_quant,
                       hf_quant_path=spec.hf_quant_config.path if spec.hf_quant_config else None)
+    if options.against is not None:  # why a file is broken comes first: it was copied so
+        from .remote.against import check_against
+
+        check_against(ctx, spec, options.against, options.hash)
     checks.run(ctx)
     deep_summary = None
     if options.deep:
         from .deep import deep_scan
 
         deep_summary = deep_scan(ctx, jobs=options.jobs, progress=options.progress,
-                                 cancel=options.cancel)
+                                 cancel=options.cancel, max_bytes=options.max_bytes)
         by_path = {s.path: s for s in healthy}
-        for fs in readable:  # a file that changed under the deep scan: say so first
+        for fs in readable if remote is None else ():  # changed under the deep scan: say so
             msg = _changed(fs, by_path[fs.path]) if fs.path in by_path else None
             if msg:
                 ctx.findings.root(fs.path, codes.finding("file-changed", msg, fs.path))
     findings = ctx.findings.finish()
     report = build_report(spec, ckpt, frame, findings, deep_summary, ctx)
+    if remote is not None:
+        remote.finish(report)
     rows = shard_rows(spec, shards)
     ckpt.close()
     return Outcome(spec.path, report, rows, time.perf_counter() - t0, opened)
@@ -227,6 +289,8 @@ def file_problem(fs: FileStat) -> Problem | None:
         return Problem("download-incomplete", str(fs.error), fs.path)
     if fs.kind == "error":
         err = str(fs.error)
+        if fs.code is not None:  # a remote read: the source said how it failed
+            return Problem(fs.code, err, fs.path)
         if err.startswith("symlink loop"):
             return Problem("symlink-loop", err, fs.path)
         if err.startswith("dangling symlink") or err.startswith("vanished"):
@@ -283,13 +347,14 @@ def _head(path: str, n: int = 16) -> bytes:
         return b""
 
 
-def _sniff_other(shard: Shard, problems: list[Problem]) -> bool:
+def _sniff_other(shard: Shard, problems: list[Problem],
+                 head: Callable[[str], bytes] = _head) -> bool:
     """A shard the parser refused whose bytes are a known other format."""
     header_level = {"header-too-large", "header-length-invalid", "json-syntax",
                     "header-not-utf8", "header-too-small"}
     if not any(p.code in header_level for p in shard.problems):
         return False
-    what = sniff(_head(shard.path))
+    what = sniff(head(shard.path))
     if what is None:
         return False
     problems.append(Problem("not-safetensors", f"this is {what}, not safetensors", shard.path))
@@ -317,51 +382,35 @@ def _read_index(fs: FileStat, problems: list[Problem]) -> Index | None:
 
 
 def _read_config(fs: FileStat, problems: list[Problem]) -> dict[str, Any] | None:
-    return _read_json_object(fs, problems, "config.json", "config-invalid")
+    return read_json(Path(fs.path), "config-invalid", problems)
 
 
 def _read_hf_quant_config(fs: FileStat, problems: list[Problem]) -> dict[str, Any] | None:
-    return _read_json_object(fs, problems, "hf_quant_config.json", "quant-config-invalid")
+    """ModelOpt's hf_quant_config.json, within config.json's size limit."""
+    return read_json(Path(fs.path), "quant-config-invalid", problems)
 
 
-def _read_json_object(fs: FileStat, problems: list[Problem], what: str,
-                      invalid: str) -> dict[str, Any] | None:
-    """A small JSON object file (config.json, hf_quant_config.json) within the
-    config size limit."""
-    import orjson
-
+def config_over_limit(fs: FileStat, problems: list[Problem]) -> bool:
+    """A config.json whose listed size is beyond the limit is not read (remote)."""
     if fs.size is not None and fs.size > MAX_CONFIG_BYTES:
-        problems.append(Problem("limit-exceeded", f"{what} is {fs.size:,} bytes, beyond "
+        problems.append(Problem("limit-exceeded", f"config.json is {fs.size:,} bytes, beyond "
                                 f"the {MAX_CONFIG_BYTES:,}-byte limit (real ones are < 1 MB): "
                                 "not read", fs.path))
-        return None
-    try:
-        with open(fs.path, "rb") as f:
-            data = f.read(MAX_CONFIG_BYTES + 1)
-    except OSError as exc:
-        problems.append(Problem(invalid, f"cannot read: {exc.strerror or exc}", fs.path))
-        return None
-    if len(data) > MAX_CONFIG_BYTES:
-        problems.append(Problem("limit-exceeded", f"{what} is beyond the "
-                                f"{MAX_CONFIG_BYTES:,}-byte limit: not read", fs.path))
-        return None
-    try:
-        obj = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        problems.append(Problem(invalid, f"not valid JSON: {exc}", fs.path))
-        return None
-    if not isinstance(obj, dict):
-        problems.append(Problem(invalid, "top level is not a JSON object", fs.path))
-        return None
-    return obj
+        return True
+    return False
+
+
+def parse_config(data: bytes, fs: FileStat, problems: list[Problem]) -> dict[str, Any] | None:
+    """config.json's bytes fetched from a remote source: a JSON object, or None."""
+    return json_object(data, Path(fs.path), "config-invalid", problems, MAX_CONFIG_BYTES)
 
 
 def _other_format(spec: CheckpointSpec, readable: list[FileStat], problems: list[Problem],
-                  t0: float) -> Outcome:
+                  t0: float, head: Callable[[str], bytes] = _head) -> Outcome:
     """A checkpoint in another format: named (by its magic bytes where they
     say), counted in bytes, not read."""
     size = sum(fs.size or 0 for fs in readable)
-    what = sniff(_head(readable[0].path)) if readable else None
+    what = sniff(head(readable[0].path)) if readable else None
     fmt = spec.format
     hazard = (" Loading a pickle runs code from the file: prefer safetensors."
               if fmt == "pytorch" and what is not None and "pickle" in what else "")
@@ -408,7 +457,7 @@ def shard_rows(spec: CheckpointSpec, shards: Sequence[Shard]) -> list[ShardRow]:
     rows = []
     for fs in spec.shards:
         s = by_path.get(fs.path)
-        ok = s is not None and s._core is not None and bool(s.core.opened)
+        ok = s is not None and s._core is not None and (bool(s.core.opened) or s.remote)
         p = file_problem(fs)
         err = p.message if p is not None else None
         if s is not None and s.problems:
@@ -426,7 +475,10 @@ def shard_rows(spec: CheckpointSpec, shards: Sequence[Shard]) -> list[ShardRow]:
 
 
 def _source(spec: CheckpointSpec) -> Source:
-    return Source(spec.kind, spec.format, spec.repo, spec.revision, spec.component)
+    source = Source(spec.kind, spec.format, spec.repo, spec.revision, spec.component)
+    if spec.remote is not None:
+        source.url = spec.path
+    return source
 
 
 def build_report(spec: CheckpointSpec, ckpt: Checkpoint, frame: Frame,
@@ -482,6 +534,8 @@ def build_report(spec: CheckpointSpec, ckpt: Checkpoint, frame: Frame,
         findings=findings,
         deep=deep,
         source=_source(spec),
+        config=config_summary(frame, ckpt.config),
+        precision=precision_grids(frame, qmap.params),
         deployment=deployment,
     )
 

@@ -388,6 +388,17 @@ class QuantMap:
                 return got
         return self.frame.shape(row)
 
+    def scale_rows(self) -> I64:
+        """Per row: the row of its scale (a quantized weight's first scale-kind
+        companion), -1 elsewhere."""
+        out = np.full(len(self.frame), -1, dtype=np.int64)
+        for ws in self.sets:
+            for cr in ws.companions:
+                if cr.companion.kind == S.SCALE:
+                    free = out[ws.rows] < 0
+                    out[ws.rows[free]] = cr.rows[free]
+        return out
+
     def quantized_rows(self) -> I64:
         if not self.sets:
             return np.zeros(0, dtype=np.int64)

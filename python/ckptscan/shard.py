@@ -48,7 +48,8 @@ class TensorInfo:
 
 
 class TensorList(Sequence[TensorInfo]):
-    """The shard's tensors in data-offset order, built one at a time on access."""
+    """The shard's tensors in data-offset order, built one at a time on access:
+    by position (``tensors[0]``, slices) or by name (``tensors["lm_head.weight"]``)."""
 
     def __init__(self, core: Any) -> None:
         self._core = core
@@ -57,16 +58,37 @@ class TensorList(Sequence[TensorInfo]):
         return len(self._core)
 
     @overload
-    def __getitem__(self, i: int) -> TensorInfo: ...
+    def __getitem__(self, i: int | str) -> TensorInfo: ...
     @overload
     def __getitem__(self, i: slice) -> list[TensorInfo]: ...
-    def __getitem__(self, i: int | slice) -> TensorInfo | list[TensorInfo]:
+    def __getitem__(self, i: int | str | slice) -> TensorInfo | list[TensorInfo]:
+        if isinstance(i, str):
+            row = self._core.index(i)
+            if row < 0:
+                raise KeyError(i)
+            return _tensor_info(self._core, row)
         if isinstance(i, slice):
             return [self[k] for k in range(*i.indices(len(self)))]
         n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"tensor index {i} out of range ({n} tensors)")
         if i < 0:
             i += n
         return _tensor_info(self._core, i)
+
+    def __contains__(self, item: object) -> bool:
+        if isinstance(item, str):
+            return bool(self._core.index(item) >= 0)
+        if not isinstance(item, TensorInfo):
+            return False
+        row = self._core.index(item.name)
+        return bool(row >= 0) and _tensor_info(self._core, row) == item
+
+    def __repr__(self) -> str:
+        n = len(self)
+        shown = ", ".join(self._core.name(i) for i in range(min(n, 2)))
+        more = f", ... {n - 2:,} more" if n > 2 else ""
+        return f"<TensorList {n:,} tensors: {shown}{more}>"
 
     def __iter__(self) -> Iterator[TensorInfo]:
         core = self._core
@@ -91,6 +113,8 @@ class Shard:
     Views returned by `raw()` and `array()` keep the file mapped after `close()`
     for as long as they live (their numpy `base` owns the mapping).
     """
+
+    remote = False  # read through a source (`ckptscan.remote.shard.RemoteShard`)
 
     def __init__(self, core: Any, path: str | None = None) -> None:
         self._core: Any = core
@@ -125,6 +149,12 @@ class Shard:
                 for code, offset, tensor, msg in self.core.problems]
 
     @property
+    def suppressed(self) -> dict[str, int]:
+        """Per problem code, how many problems the parser counted beyond the ones
+        kept in `problems` (a hostile header cannot make the list unbounded)."""
+        return dict(self.core.suppressed)
+
+    @property
     def tensors(self) -> TensorList:
         return TensorList(self.core)
 
@@ -134,6 +164,10 @@ class Shard:
 
     def __len__(self) -> int:
         return len(self.core)
+
+    def __iter__(self) -> Iterator[TensorInfo]:
+        """The tensors (`TensorInfo`), in data-offset order."""
+        return iter(self.tensors)
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self.core.index(name) >= 0
@@ -182,8 +216,14 @@ class Shard:
         self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self._core is None else f"{len(self)} tensors"
-        return f"<Shard {self.path!r} {state}>"
+        if self._core is None:
+            return f"<Shard {self.path!r} closed>"
+        core = self._core
+        state = f"{len(core):,} tensors, {int(core.file_size):,} bytes"
+        n = len(core.problems)
+        if n:
+            state += f", {n} problem{'s' * (n != 1)}"
+        return f"<Shard {self.path!r}: {state}>"
 
 
 def numpy_dtype(dtype: str) -> np.dtype[Any]:
@@ -217,5 +257,5 @@ def open_shard(path: str | os.PathLike[str]) -> Shard:
     if problems:
         if not shard.core.opened:
             raise ShardIOError(shard.path, problems[0].message)
-        raise HeaderError(shard.path, problems)
+        raise HeaderError(shard.path, problems, sum(shard.suppressed.values()))
     return shard

@@ -5,7 +5,9 @@
 //
 // For each file: parse_header_bytes on its bytes (the whole file, then only its
 // first min(size, 8 + N) bytes) and open_shard on its path; every result must
-// satisfy fuzz/invariants.h, and all three must agree. Prints one line per file,
+// satisfy fuzz/invariants.h, and all three must agree. As the fuzz target does,
+// the bytes past the first 8 are also parsed as an index.json and joined with
+// the header's table (check_index). Prints one line per file,
 //   <path> <n_tensors> <problem codes, comma separated, or "ok">
 // and exits 1 if any invariant was violated (details on stderr), 2 on bad usage.
 // A path that cannot be read is not a violation: open_shard reports io-error.
@@ -19,6 +21,7 @@
 #include <vector>
 
 #include "header.h"
+#include "index_json.h"
 #include "invariants.h"
 #include "shard.h"
 
@@ -50,6 +53,7 @@ std::string compare(const ParsedHeader& a, const ParsedHeader& b) {
   std::string err = ckptscan_fuzz::check_same_header(a, b);
   if (!err.empty()) return err;
   if (a.file_size != b.file_size) return "file_size differs";
+  if (a.suppressed != b.suppressed) return "suppressed counts differ";
   return {};
 }
 
@@ -78,6 +82,10 @@ bool run_one(const std::string& path) {
     if (err.empty()) err = ckptscan_fuzz::check_round_trip(hb);
     if (!err.empty()) violation("parse_header_bytes", err);
     if (!(err = compare(hb, hs)).empty()) violation("parse_header_bytes vs open_shard", err);
+    if (size > 8) {
+      const ckptscan::IndexTable x = ckptscan::parse_index_json(bytes.data() + 8, bytes.size() - 8);
+      if (!(err = ckptscan_fuzz::check_index(x, bytes.size() - 8, hb)).empty()) violation("as an index", err);
+    }
 
     // The parser needs only the first min(size, 8 + N) bytes.
     if (size >= 8) {

@@ -127,6 +127,17 @@ class Fp8WeightMeasure:
 
 
 @dataclass
+class BlockClasses:
+    """Blocks of one FP8 weight (bool masks in its block grid): with NaN codes,
+    all zeros, and non-zero with their largest code below max / RANGE_FACTOR
+    (what the deep maps of the HTML report count)."""
+
+    nan: np.ndarray
+    zero: np.ndarray
+    low: np.ndarray
+
+
+@dataclass
 class GroupStats:
     """Per group of a packed weight: all codes zero, codes at +-max, elements."""
 
@@ -154,7 +165,8 @@ def _clip_share(lay: schemes.Layout) -> float:
     return CLIP_SHARE_MX if lay.scale_format == "E8M0" else CLIP_SHARE
 
 
-def fp8_weight(ctx: ScanContext, m: Fp8WeightMeasure, summary: DeepSummary) -> None:
+def fp8_weight(ctx: ScanContext, m: Fp8WeightMeasure, summary: DeepSummary) -> BlockClasses:
+    """Findings of one FP8 weight and its scale; returns its block classes."""
     fs = ctx.findings
     stats = m.stats
     nblocks = int(m.codes.size)
@@ -203,6 +215,7 @@ def fp8_weight(ctx: ScanContext, m: Fp8WeightMeasure, summary: DeepSummary) -> N
         s = m.scale[np.isfinite(m.scale) & (m.scale > 0)]
         summary.block_scales += int(m.scale.size)
         summary.block_scales_pow2 += int((np.frexp(s)[0] == 0.5).sum())
+    return BlockClasses(nan_blocks, (m.codes == 0) & ~nan_blocks, low)
 
 
 def _clipping(ctx: ScanContext, code: str, row: int, saturated: np.ndarray,
@@ -378,6 +391,14 @@ def e8m0_codes(ctx: ScanContext, row: int, raw: np.ndarray) -> None:
             f"2^{lo - 127} .. 2^{hi - 127}"), count=n)
 
 
+def e8m0_stats(raw: np.ndarray) -> kernels.E8m0Stats:
+    """The kernels' E8M0 statistics of copied exponent codes (U8 scales too)."""
+    c = raw.reshape(-1)
+    ok = c[c != 0xFF]
+    return kernels.E8m0Stats(int(c.size), int(c.size - ok.size),
+                             int(ok.min()) if ok.size else 255, int(ok.max()) if ok.size else 0)
+
+
 def zero_points(ctx: ScanContext, row: int, raw: np.ndarray) -> None:
     """Unpacked integer zero points within the range of their weight's bits."""
     qm, frame = ctx.quant_map, ctx.frame
@@ -407,8 +428,10 @@ def read_failed(ctx: ScanContext, row: int, message: str) -> None:
                      group=frame.templates[int(frame.template[row])], cause=frame.file(row))
 
 
-__all__ = ["CLIP_SHARE", "E8M0_PLAUSIBLE", "Fp8WeightMeasure", "GroupStats", "PackedMeasure",
-           "RANGE_FACTOR", "VLLM_UNFILLED_SCALE", "decode_table", "e8m0_codes", "float_tensor",
-           "fp8_tensor", "fp8_weight", "fp8_weight_set", "group_stats", "max_code",
-           "packed_weight", "packed_weight_set", "read_failed", "scale_values", "tile_of",
-           "zero_points"]
+__all__ = [
+    "CLIP_SHARE", "E8M0_PLAUSIBLE", "RANGE_FACTOR", "VLLM_UNFILLED_SCALE", "BlockClasses",
+    "Fp8WeightMeasure", "GroupStats", "PackedMeasure", "decode_table", "e8m0_codes",
+    "e8m0_stats", "float_tensor", "fp8_tensor", "fp8_weight", "fp8_weight_set", "group_stats",
+    "max_code", "packed_weight", "packed_weight_set", "read_failed", "scale_values", "tile_of",
+    "zero_points",
+]

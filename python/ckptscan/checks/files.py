@@ -54,6 +54,8 @@ def root_causes(ctx: ScanContext) -> None:
         else:
             others.append(p)
     lost = ctx.lost_by_cause()
+    suppressed = {s.path: s.suppressed for s in ctx.ckpt.shards
+                  if s._core is not None and s.problems}
     for path, problems in by_file.items():
         problems.sort(key=lambda p: (_FIRST.index(p.code) if p.code in _FIRST else len(_FIRST)))
         first = problems[0]
@@ -69,6 +71,9 @@ def root_causes(ctx: ScanContext) -> None:
         fs.root(path, codes.finding(first.code, message, path, first.tensor, **detail))
         for p in problems[1:]:
             fs.add(_from_problem(p), cause=path)
+        for code, n in suppressed.get(path, {}).items():  # counted by the parser, not kept
+            fs.add(codes.finding(code, f"{n:,} more {code} problems (counted, not listed)",
+                                 path, count=n), cause=path)
     for p in others:
         fs.add(_from_problem(p))
 

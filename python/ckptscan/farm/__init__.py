@@ -31,11 +31,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import CkptScanError
-from ..layout import CheckpointSpec, Note, discover
+from ..layout import CheckpointSpec, Note, discover, is_url
 from ..render.console import printable
 
 if TYPE_CHECKING:
     from ..pipeline import Outcome
+    from ..remote import RemoteOptions
     from ..result import Report
 
 __all__ = ["FarmProgress", "FarmResult", "discover", "scan_farm", "scan_group"]
@@ -117,7 +118,8 @@ def scan_farm(roots: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
               deep: bool = False, *, io_jobs: int = 16, dask: Any = None,
               processes: bool = False, rescan: bool = False, prune: bool = False,
               follow_symlinks: bool = False,
-              progress: Callable[[FarmProgress], None] | None = None) -> FarmResult:
+              progress: Callable[[FarmProgress], None] | None = None, ray: Any = None,
+              remote: RemoteOptions | None = None) -> FarmResult:
     """Finds every checkpoint under `roots` (one path, or several), scans the new
     and changed ones in parallel and records them in the store `db` (default
     ``~/.cache/ckptscan/farm.db``; ``":memory:"`` keeps nothing).
@@ -127,7 +129,16 @@ def scan_farm(roots: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     per checkpoint. `dask`: a scheduler address or a `distributed.Client`; its
     workers must see the same paths. `processes`: worker processes instead of
     threads. `rescan`: ignore fingerprints. `prune`: also forget checkpoints
-    under roots that are empty or unreadable now.
+    under roots that are empty or unreadable now. `ray`: a Ray address
+    (``"auto"``, ``"ray://..."``) or True for the Ray instance this process has
+    started; `remote` (its `max_requests` a budget all Ray workers share) says how
+    URL roots are read.
+
+    URL roots (``s3://``, ``gs://``, ``az://`` prefixes, ``hf://ORG``, one
+    checkpoint's URL) are listed; a remote checkpoint is stored under its URL,
+    and is not read again while its listing shows the same versions (ETags,
+    LFS hashes, the Hub commit): a rescan of an unchanged remote farm sends only
+    listing requests.
 
     Raises `CkptScanError` when a root does not exist. Ctrl-C (KeyboardInterrupt)
     stops the scans in progress (a deep scan within a tensor), keeps every
@@ -139,14 +150,14 @@ def scan_farm(roots: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     t0 = time.perf_counter()
     root_list = _as_roots(roots)
     for r in root_list:
-        if not os.path.lexists(os.path.expanduser(r)):
+        if not is_url(r) and not os.path.lexists(os.path.expanduser(r)):
             raise CkptScanError(f"{r}: no such file or directory (nothing scanned, nothing "
                                 "removed from the store)")
     if deep:
         from ..deep import check_environment
 
         check_environment()
-    found = discover(root_list, follow_symlinks=follow_symlinks)
+    found = discover(root_list, follow_symlinks=follow_symlinks, remote=remote)
     specs = found.checkpoints
     store = Store(db)
     try:
@@ -186,7 +197,8 @@ def scan_farm(roots: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
             if progress is not None:
                 progress(status)
 
-        runs = _run(_groups(todo), jobs, deep, io_jobs, dask, processes, report_progress)
+        runs = _run(_groups(todo), jobs, deep, io_jobs, dask, processes, report_progress, ray,
+                    remote)
         try:
             for outcomes in runs:
                 _store_all(outcomes)
@@ -201,6 +213,10 @@ def scan_farm(roots: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
         rows = store.query(paths=keep)
     finally:
         store.close()
+        if any(s.remote is not None for s in specs):
+            from ..remote import close_sources
+
+            close_sources(specs)
     return FarmResult(store.path, found.roots, rows, sorted(scanned), unchanged, sorted(failed),
                       removed, found.notes, opened, time.perf_counter() - t0)
 
@@ -231,12 +247,17 @@ def _progress_reporter(status: FarmProgress, progress: Callable[[FarmProgress], 
 
 
 def _run(groups: list[list[CheckpointSpec]], jobs: int | None, deep: bool, io_jobs: int,
-         dask: Any, processes: bool, progress: Callable[[Any], None] | None
-         ) -> Generator[list[Outcome], None, None]:
-    """Outcomes over `groups` on threads, processes or Dask, as they complete."""
+         dask: Any, processes: bool, progress: Callable[[Any], None] | None, ray: Any = None,
+         remote: RemoteOptions | None = None) -> Generator[list[Outcome], None, None]:
+    """Outcomes over `groups` on threads, processes, Dask or Ray, as they complete."""
     from . import engines
 
     if not groups:
+        return
+    if ray is not None and ray is not False:
+        from ..remote.ray import run_ray
+
+        yield from run_ray(groups, ray, deep, io_jobs, remote)
         return
     if dask is not None:
         yield from engines.run_dask(groups, dask, deep, io_jobs)

@@ -4,8 +4,6 @@ progress line; the summary after a run."""
 from __future__ import annotations
 
 import os
-import threading
-import time
 from typing import TYPE_CHECKING, Any
 
 from ..render.console import safe
@@ -15,34 +13,24 @@ if TYPE_CHECKING:
 
 
 class FarmProgressBar:
-    """One line on stderr (the CLI shows it only on a terminal). Called from
-    several threads; redraws at most ten times a second, and on completion."""
+    """One line on stderr (the CLI shows it only on a terminal), drawn by the
+    console's `ProgressLine`: callable from several threads, redrawn at most
+    ten times a second, and on completion."""
 
     def __init__(self, stream: Any) -> None:
-        self.stream = stream
-        self.last = ""
-        self.drawn_at = 0.0
-        self.lock = threading.Lock()
+        from ..render.console import ProgressLine
+
+        self.line = ProgressLine(stream, "farm")
 
     def __call__(self, p: FarmProgress) -> None:
         from ..render.text import human_bytes
 
         todo = p.checkpoints_total - p.unchanged
-        final = p.checkpoints_done >= todo
-        now = time.monotonic()
-        with self.lock:
-            if not final and now - self.drawn_at < 0.1:
-                return
-            pct = 100 * p.bytes_done // p.bytes_total if p.bytes_total else 100
-            line = (f"\r  farm [{'#' * (pct // 4):<25}] {pct:3d}% {p.checkpoints_done:,}/"
-                    f"{todo:,} checkpoints, {p.shards_done:,}/{p.shards_total:,} shards, "
-                    f"{human_bytes(p.bytes_done)}/{human_bytes(p.bytes_total)}"
-                    f" ({p.unchanged:,} unchanged)")
-            if line == self.last:
-                return
-            self.last, self.drawn_at = line, now
-            self.stream.write(line + ("\n" if final else ""))
-            self.stream.flush()
+        self.line.update(p.bytes_done, p.bytes_total,
+                         f"{p.checkpoints_done:,}/{todo:,} checkpoints, {p.shards_done:,}/"
+                         f"{p.shards_total:,} shards, {human_bytes(p.bytes_done)}/"
+                         f"{human_bytes(p.bytes_total)} ({p.unchanged:,} unchanged)",
+                         final=p.checkpoints_done >= todo)
 
 
 _TABLE = (("path", "PATH"), ("model_type", "MODEL"), ("shards", "SHARDS"),
@@ -114,6 +102,7 @@ def _decoded(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _table(rows: list[dict[str, Any]], findings: bool, color: bool) -> str:
+    from ..render.console import Style
     from ..render.text import human_bytes, human_count
 
     cols: tuple[tuple[str, str], ...]
@@ -140,16 +129,14 @@ def _table(rows: list[dict[str, Any]], findings: bool, color: bool) -> str:
             out.append(v.rjust(w) if key in _RIGHT else v.ljust(w))
         return "  ".join(out).rstrip()
 
+    st = Style(color)
     lines = [line([h for _, h in cols])]
     for r, c in zip(rows, cells, strict=True):
         text = line(c)
-        if color:
-            bad = r["severity"] == "error" if findings else r["errors"] > 0
-            warn = r["severity"] == "warning" if findings else r["warnings"] > 0
-            if bad:
-                text = f"\x1b[31;1m{text}\x1b[0m"
-            elif warn:
-                text = f"\x1b[33m{text}\x1b[0m"
+        bad = r["severity"] == "error" if findings else r["errors"] > 0
+        warn = r["severity"] == "warning" if findings else r["warnings"] > 0
+        if bad or warn:
+            text = st.sev("error" if bad else "warning", text)
         lines.append(text)
     return "\n".join(lines) + "\n"
 

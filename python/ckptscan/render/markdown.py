@@ -38,6 +38,8 @@ def _one(r: Report) -> str:
                                                 else "")
     if src.component:
         origin += f", component {code(src.component)}"
+    if src.requests is not None:  # remote: what reading it cost
+        origin += f", {src.requests:,} requests, {src.bytes or 0:,} bytes read"
     out = [f"# ckptscan report: {code(r.checkpoint)}", "",
            f"- {origin}",
            f"- model_type: {code(r.model_type or '-')} (taxonomy `{r.family}`)",
@@ -86,7 +88,7 @@ def _one(r: Report) -> str:
                     for x in f.explains)
             out.append(f"| {f.severity} | `{f.code}` | {msg} | "
                        f"{code(f.tensor) if f.tensor else ''} | "
-                       f"{cell(f.file) if f.file else ''} |")
+                       f"{cell(r.relative(f.file) or '')} |")
     else:
         out.append("No findings.")
     return "\n".join(out) + "\n"

@@ -17,8 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from .. import _core
 from .base import Source, SourceError
 
@@ -27,6 +25,8 @@ CONFIG_NAME = "config.json"
 #: the first read of a shard without an index: most headers fit (the Hub's own
 #: client reads 100 KB, and large MoE shards sit right at that size)
 SPECULATIVE_READ = 256 << 10
+#: first bytes kept of each shard (magic numbers of other formats)
+HEAD_BYTES = 16
 #: a predicted first read is at least this (a round trip costs far more)
 MIN_FIRST_READ = 16 << 10
 # A compact entry is `"NAME":{"dtype":"DT","shape":[S],"data_offsets":[A,B]},`:
@@ -47,7 +47,8 @@ class HeaderResult:
     could not be had; then `error` says why. `cost` holds the requests, bytes,
     retries and redirects spent on this shard; `first_read` the bytes asked
     for in the first request; `notices` what went wrong without failing (a
-    server that ignored Range), as (url, message).
+    server that ignored Range), as (url, message); `head` the file's first
+    bytes (what names another format saved under a .safetensors name).
     """
 
     name: str
@@ -58,6 +59,7 @@ class HeaderResult:
     cost: dict[str, int] = field(default_factory=dict)
     first_read: int = 0
     notices: list[tuple[str, str]] = field(default_factory=list)
+    head: bytes = b""
 
 
 @dataclass
@@ -115,6 +117,8 @@ def predict_header_lengths(index: Any, sizes: dict[str, int | None] | None = Non
     plus header) to hold its whole header in one request, with a margin.
     `sizes` (from a listing) bounds the offsets' digits; otherwise index.json's
     total_size does (no shard holds more data than the whole checkpoint)."""
+    import numpy as np  # here: listing a source needs no numpy
+
     names: list[str] = index.names()
     ids = np.asarray(index.shard_ids, dtype=np.int64)
     shard_names: list[str] = index.shard_names
@@ -144,37 +148,53 @@ def _json_length(name: str) -> int:
 
 
 def fetch_headers(source: Source, names: Sequence[str], *, index: Any | None = None,
-                  max_requests: int | None = None,
-                  speculative: int = SPECULATIVE_READ) -> list[HeaderResult]:
+                  max_requests: int | None = None, speculative: int = SPECULATIVE_READ,
+                  prefix: str = "") -> list[HeaderResult]:
     """Each shard's parsed header, in the order of `names`, one request per
     shard where possible (see the module docstring). Requests run `max_requests`
     at a time (default: the source's limit). A shard that cannot be read gets
-    its `error` and the others go on."""
-    sizes = {n: source.known_size(n) for n in names}
+    its `error` and the others go on. `prefix`: the directory of `names` (and of
+    the index naming them) under the source's root, "" or ending in "/"."""
+    sizes = {n: source.known_size(prefix + n) for n in names}
     guesses = predict_header_lengths(index, sizes) if index is not None else {}
     first = {n: max(MIN_FIRST_READ, guesses[n]) if n in guesses else speculative for n in names}
     workers = max(1, min(max_requests or source.max_requests, len(names)))
     if workers == 1:
-        return [_fetch_one(source, n, first[n]) for n in names]
+        return [_fetch_one(source, n, first[n], prefix) for n in names]
     with ThreadPoolExecutor(workers, thread_name_prefix="ckptscan-headers") as pool:
-        return list(pool.map(lambda n: _fetch_one(source, n, first[n]), names))
+        return list(pool.map(lambda n: _fetch_one(source, n, first[n], prefix), names))
 
 
-def _fetch_one(source: Source, name: str, first_read: int) -> HeaderResult:
+def _read_rest(source: Source, path: str, data: memoryview, need: int) -> memoryview:
+    """The header's bytes past the first read; from a server that ignores Range,
+    the first `need` bytes again (it sends the object from its start anyway)."""
+    try:
+        rest = source.read(path, len(data), need)
+    except SourceError as exc:
+        if exc.code != "range-ignored":
+            raise
+        again, _size = source.read_head(path, need)
+        return again
+    return memoryview(bytes(data) + bytes(rest))
+
+
+def _fetch_one(source: Source, name: str, first_read: int, prefix: str = "") -> HeaderResult:
+    path = prefix + name
     with source.stats.meter() as cost, source.collecting() as notices:
         size: int | None = None
+        head = b""
         try:
-            data, size = source.read_head(name, first_read)
+            data, size = source.read_head(path, first_read)
+            head = bytes(data[:HEAD_BYTES])
             if len(data) >= 8:
                 need = 8 + int.from_bytes(data[:8], "little")
                 # A length past the limit or the file is the parser's finding,
                 # from these 8 bytes: never read on for it.
                 if need - 8 <= _core.MAX_HEADER_LEN and len(data) < need <= size:
-                    rest = source.read(name, len(data), need)
-                    data = memoryview(bytes(data) + bytes(rest))
+                    data = _read_rest(source, path, data, need)
             core = _core.parse_bytes(data, size)
             error = None
         except SourceError as exc:
             core, error = None, exc
-    return HeaderResult(name, source.url_of(name), core, size, error, cost.as_dict(), first_read,
-                        notices)
+    return HeaderResult(name, source.url_of(path), core, size, error, cost.as_dict(), first_read,
+                        notices, head)

@@ -18,14 +18,15 @@ import builtins
 import os
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import orjson
 
-from .base import Entry, SourceError
+from .base import Entry, SourceError, Stats
 from .http import USER_AGENT, HttpBase, _finish, _read_exactly, _status_error
 from .retry import RetryPolicy, with_retries
 
@@ -143,6 +144,12 @@ class HubSource(HttpBase):
             return list(self._listing)
         return [e for e in self._listing if "/" not in e.name]
 
+    def adopt(self, entries: Sequence[Entry], revision: str | None = None) -> None:
+        super().adopt(entries, revision)
+        if revision is not None:
+            with self._list_lock:
+                self._listing = sorted(entries, key=lambda e: e.name)
+
     def _fetch_listing(self) -> builtins.list[Entry]:
         rev = self.requested_revision or "main"
         api = f"{self.endpoint}/api/models/{self.repo}/revision/{quote(rev, safe='')}?blobs=true"
@@ -162,7 +169,8 @@ class HubSource(HttpBase):
         self._remember(*entries)
         return sorted(entries, key=lambda e: e.name)
 
-    def _get_whole(self, url: str, shown: str) -> bytes:
+    def _get_whole(self, url: str, shown: str, seen: dict[str, str] | None = None) -> bytes:
+        """A whole API answer; `seen` receives its Link header (pagination)."""
         headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity",
                    **self._auth_headers(url)}
         with self.slots.slot():
@@ -171,6 +179,8 @@ class HubSource(HttpBase):
                 self._note_ratelimit(resp.headers)
                 if resp.status != 200:
                     raise _status_error(resp.status, resp, shown, self._auth_hint())
+                if seen is not None:
+                    seen["Link"] = resp.headers.get("Link") or ""
                 length = resp.length_remaining
                 if length is not None and length > MAX_LISTING:
                     raise SourceError("too-large", shown, f"a {length:,}-byte listing")
@@ -192,6 +202,55 @@ class HubSource(HttpBase):
         if size_text.isdigit() and known.size is not None and int(size_text) != known.size:
             raise SourceError("changed", where, f"the Hub now says {int(size_text):,} bytes; "
                               f"the listing said {known.size:,}")
+
+
+def parse_hf_org(url: str) -> str | None:
+    """ORG of an `hf://ORG` URL (an organisation or user: all its models), else None."""
+    if not url.startswith("hf://"):
+        return None
+    org = url[len("hf://"):].rstrip("/")
+    return org if _PART.fullmatch(org) else None
+
+
+_NEXT = re.compile(r'<([^>]+)>\s*;\s*rel="?next"?')
+MAX_PAGES = 10_000
+
+
+def org_models(url: str, *, max_requests: int | None = None,
+               retry: RetryPolicy | None = None) -> tuple[list[tuple[str, str | None]], Stats]:
+    """The models of `hf://ORG` with their current commits, as (ORG/NAME, sha),
+    from the Hub's model listing (`/api/models?author=ORG`, paged by its Link
+    header), and the requests it cost."""
+    org = parse_hf_org(url)
+    if org is None:
+        raise SourceError("invalid", url, "expected hf://ORG")
+    # A HubSource only as the transport (endpoint, token, retries, counters):
+    # its repository is never read.
+    hub = HubSource(f"hf://{org}/models", max_requests=max_requests, retry=retry)
+    try:
+        page: str | None = (f"{hub.endpoint}/api/models?author={quote(org, safe='')}"
+                            "&expand[]=sha&limit=1000")
+        out: list[tuple[str, str | None]] = []
+        for _ in range(MAX_PAGES):
+            if page is None:
+                break
+            seen: dict[str, str] = {}
+            target = page
+            data = orjson.loads(with_retries(partial(hub._get_whole, target, url, seen),
+                                             hub.retry, url, hub.stats))
+            if not isinstance(data, list):
+                raise SourceError("invalid", url, "the Hub's model listing is not a list")
+            for item in data:
+                repo = item.get("id") if isinstance(item, dict) else None
+                sha = item.get("sha") if isinstance(item, dict) else None
+                if isinstance(repo, str) and repo.startswith(f"{org}/"):
+                    out.append((repo, sha if isinstance(sha, str) and _COMMIT.fullmatch(sha)
+                                else None))
+            nxt = _NEXT.search(seen.get("Link", ""))
+            page = urljoin(target, nxt[1]) if nxt else None
+        return sorted(set(out)), hub.stats
+    finally:
+        hub.close()
 
 
 def _entry(sibling: Any, prefix: str) -> Entry | None:

@@ -17,7 +17,7 @@ import re
 import threading
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urljoin, urlsplit
 
@@ -296,6 +296,11 @@ class HTTPSource(HttpBase):
             if self._listed is None:
                 self._listed = self._list()
             return list(self._listed)
+
+    def adopt(self, entries: Sequence[Entry], revision: str | None = None) -> None:
+        super().adopt(entries, revision)
+        with self._list_lock:
+            self._listed = sorted(entries, key=lambda e: e.name)
 
     def _list(self) -> builtins.list[Entry]:
         if self.single is not None:

@@ -23,6 +23,7 @@ import importlib
 import math
 import os
 import re
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,12 @@ class ObjectStoreSource(Source):
         if etag:
             with self._lock:
                 self._etags[meta["path"]] = etag
-        return Entry(meta["path"], int(meta["size"]), meta.get("version") or etag)
+        return Entry(meta["path"], int(meta["size"]), meta.get("version") or etag, etag=etag)
+
+    def adopt(self, entries: Sequence[Entry], revision: str | None = None) -> None:
+        super().adopt(entries, revision)
+        with self._lock:
+            self._etags.update({e.name: e.etag for e in entries if e.etag})
 
     def _stat(self, name: str) -> Entry:
         import obstore

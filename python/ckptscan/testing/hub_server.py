@@ -13,6 +13,8 @@ Routes (every directory ROOT/ORG/NAME is a Hub model repository):
 - ``GET /PATH``: the file ROOT/PATH, Range honoured (``bytes=a-b``, ``a-``, ``-n``).
 - ``GET /api/models/ORG/NAME[/revision/REV]``: the commit REV resolves to and
   the files (``?blobs=true``: with size, git blob id and LFS sha256).
+- ``GET /api/models?author=ORG[&limit=N]``: ORG's models with their commits,
+  N per page, the next page named by a ``Link: <...>; rel="next"`` header.
 - ``GET|HEAD /ORG/NAME/resolve/REV/FILE``: small files served directly (ETag:
   git blob id); LFS files (*.safetensors, or above 10 MiB) answer 302 to a
   signed ``/cdn/...`` location, with X-Repo-Commit, X-Linked-Etag (the sha256)
@@ -117,12 +119,14 @@ class HubServer:
     headers: dict[str, str] = field(default_factory=dict)  # added to every response
     sent_bytes: int = 0  # body bytes written (what a client that stops early saved)
     peak_in_flight: int = 0  # the most requests being answered at once
+    page_size: int = 1000  # models per page of an author's listing, at most
 
     def __post_init__(self) -> None:
         self.root = Path(self.root).resolve()
         self._lock = threading.Lock()
         self._infos: dict[tuple[str, int, int], _FileInfo] = {}
         self._revisions: dict[str, str] = {}
+        self._generations: dict[str, int] = {}
         self._cdn: dict[str, tuple[str, str]] = {}  # id -> (file, signature)
         self._in_flight = 0
         self._server: _Server | None = None
@@ -177,13 +181,26 @@ class HubServer:
         return f"hf://{repo}{at}" + (f"/{subdir}" if subdir else "")
 
     def commit(self, repo: str, revision: str = "main") -> str:
-        """The commit `revision` of `repo` resolves to (stable per repo and name)."""
-        return hashlib.sha1(f"{repo}@{revision}".encode()).hexdigest()
+        """The commit `revision` of `repo` resolves to (stable per repo and name,
+        until `new_commit`)."""
+        with self._lock:
+            generation = self._generations.get(repo, 0)
+        tag = f"{repo}@{revision}" + (f"#{generation}" if generation else "")
+        return hashlib.sha1(tag.encode()).hexdigest()
+
+    def new_commit(self, repo: str) -> str:
+        """Moves every revision of `repo` to a new commit (as a push does); returns main's."""
+        with self._lock:
+            self._generations[repo] = self._generations.get(repo, 0) + 1
+            for key in [k for k in self._revisions if k.startswith(f"{repo}@")]:
+                del self._revisions[key]
+        return self.commit(repo)
 
     def add_revision(self, repo: str, name: str) -> str:
+        commit = self.commit(repo, name)
         with self._lock:
-            self._revisions[f"{repo}@{name}"] = self.commit(repo, name)
-        return self.commit(repo, name)
+            self._revisions[f"{repo}@{name}"] = commit
+        return commit
 
     # ---- faults and counts
     def inject(self, kind: str, match: str = "*", *, times: int | None = None,
@@ -296,6 +313,8 @@ class HubServer:
         parts = raw.split("/")
         if raw.startswith("/api/models/"):
             self._api(h, raw)
+        elif raw == "/api/models":
+            self._org(h)
         elif len(parts) >= 6 and parts[3] == "resolve":
             self._resolve(h, parts)
         elif raw.startswith("/cdn/"):
@@ -354,6 +373,31 @@ class HubServer:
         body = orjson.dumps({"_id": commit[:24], "id": repo, "modelId": repo, "sha": commit,
                              "private": self.token is not None, "siblings": siblings})
         self._send(h, "api", repo, 200, {"Content-Type": "application/json"}, body, fault)
+
+    def _org(self, h: _Handler) -> None:
+        """The model listing of one author (`?author=ORG`): id and current commit
+        of each model, `limit` per page, the next page named by a Link header."""
+        query = parse_qs(h.path.partition("?")[2])
+        org = query.get("author", [""])[0]
+        fault = self._fault(org, "api")
+        if fault is not None and self._fault_answer(h, "api", org, fault):
+            return
+        if not self._authorized(h):
+            self._error(h, "api", org, 401, None, "a token is needed", fault)
+            return
+        base = self.root / org
+        names = sorted(p.name for p in base.iterdir() if p.is_dir()) if org and (
+            base.is_dir() and base.parent == self.root) else []
+        limit = max(1, min(self.page_size, int(query.get("limit", ["1000"])[0])))
+        start = int(query.get("cursor", ["0"])[0])
+        page = names[start:start + limit]
+        body = orjson.dumps([{"_id": self.commit(f"{org}/{n}")[:24], "id": f"{org}/{n}",
+                              "sha": self.commit(f"{org}/{n}")} for n in page])
+        headers = {"Content-Type": "application/json"}
+        if start + limit < len(names):
+            headers["Link"] = (f'<{self.url}/api/models?author={quote(org)}&limit={limit}'
+                               f'&cursor={start + limit}>; rel="next"')
+        self._send(h, "api", org, 200, headers, body, fault)
 
     def _resolve(self, h: _Handler, parts: list[str]) -> None:
         org, name = unquote(parts[1]), unquote(parts[2])
