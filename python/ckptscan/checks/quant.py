@@ -667,10 +667,11 @@ def _small_values(ctx: ScanContext, row: int) -> np.ndarray | None:
     from ..deep import scale_values
 
     frame = ctx.frame
+    shard = frame.shards[int(frame.shard_of[row])]
     vals = None
-    if int(frame.numel[row]) <= FUSED_MAX_ELEMENTS:
-        vals = scale_values(frame.shards[int(frame.shard_of[row])], frame.name(row),
-                            frame.dtype_name(row))
+    # a remote shard would answer each with a request: its values wait for --deep
+    if int(frame.numel[row]) <= FUSED_MAX_ELEMENTS and not shard.remote:
+        vals = scale_values(shard, frame.name(row), frame.dtype_name(row))
     ctx.small_values[row] = vals
     return vals
 
