@@ -33,8 +33,9 @@ API
       tensor (packed containers count their values; companions, extras, F8_E8M0
       tensors and quantization bookkeeping count 0).
     - ``target(module, kind="linear") -> Target(group, target, excluded_by)`` and
-      ``target_template(module_template, kind)`` (None: depends on the numbers, ask
-      per name): whether the config quantizes a module, which entry selected it
+      ``target_template(module_template, kind, numbers=None)`` (None: depends on
+      the numbers, ask per name; ``numbers``: the integers the checkpoint's names
+      hold, which bounds the probes): whether the config quantizes a module, which entry selected it
       and which exclusion entry kept it out (``Hit(entry, rule, via_prefix,
       implicit)``: ``via_prefix`` set when the entry only matches after adding or
       removing a wrapper such as ``model.language_model.``);
@@ -59,6 +60,8 @@ API
     ``match(name) -> Hit | None``, ``match_template(template) -> Decision``,
     ``entry_template(entry, template) -> bool | None`` and ``entry_matches(entry,
     name)`` (for "this entry matches nothing"), ``problems()``.
+``probe_names(template, entries, numbers=None)``, ``relevant(style, entries, template)``
+and ``literal_words(style, entry)``: how a template is decided with few names.
 ``normalize_format(name)``, ``FORMATS``, ``DTYPE_BITS``, ``fused_sibling(module)``,
 ``FUSED_SIBLINGS``, ``SCALE_CONVENTIONS``; shape rules ``PerTensor``, ``PerChannel``,
 ``PerGroup``, ``PerBlock``, ``PerInput``, ``ShapeOfShape``, ``Fixed``, ``AnyOf``.
