@@ -141,8 +141,9 @@ def index_vs_headers(ctx: ScanContext) -> None:
     assert idx is not None
     root = ckpt.path
     shard_names = idx.shard_names
-    names = ctx.index_names
-    for e in np.flatnonzero(join.entry_row < 0).tolist():
+    absent = np.flatnonzero(join.entry_row < 0).tolist()
+    names = ctx.index_names if absent else []  # 96k strings: only when needed
+    for e in absent:
         shard = shard_names[int(idx.core.shard_ids[e])]
         fs.missing("index-tensor-absent", names[e], template_of(names[e])[0],
                    f"index.json places it in {shard}, no shard holds it",
