@@ -165,9 +165,6 @@ SHRINK = textwrap.dedent("""
         ("copy_tensor", lambda: K.copy_tensor(s)),
         ("dequantize", lambda: K.dequantize_array(w, s, (128, 128), "float32")),
         ("fp8_block_stats", lambda: K.fp8_block_stats(w)),
-        # the weight in memory, only the scale mapped: the checks read the scale
-        ("check_fp8_weight", lambda: K.check_fp8_weight(
-            {"w": q.view(ml_dtypes.float8_e4m3fn), "s": s}, "w", "s")),
     ]:
         try:
             call()
@@ -186,6 +183,5 @@ def test_truncated_file_under_live_mapping(tmp_path: Path) -> None:
                          stdin=subprocess.DEVNULL)
     assert run.returncode == 0, (run.returncode, run.stderr[-2000:])
     lines = run.stdout.split("\n")
-    assert lines[:5] == ["copy_guarded OSError True", "copy_tensor OSError True",
-                         "dequantize OSError True", "fp8_block_stats OSError True",
-                         "check_fp8_weight OSError True"], run.stdout
+    assert lines[:4] == ["copy_guarded OSError True", "copy_tensor OSError True",
+                         "dequantize OSError True", "fp8_block_stats OSError True"], run.stdout

@@ -26,35 +26,8 @@ F8_E4M3FNUZ 0x80                         none            240        0x7F, 0xFF
 F8_E5M2FNUZ 0x80                         none            57344      0x7F, 0xFF
 ==========  ===========================  ==============  =========  ==========
 
-Findings of `check_fp8_weight` (stable codes; ``scale-shape`` and ``scale-dtype``
-are the same codes the header-level checks use, so the two collapse):
-
-======================  ========  ==========================================================
-code                    severity  meaning
-======================  ========  ==========================================================
-scale-shape             error     scale shape is not [ceil(R/br), ceil(C/bc)]
-scale-dtype             error     scale dtype is not F32 (or the dtypes the caller accepts,
-                                  e.g. F8_E8M0 when the config says ``scale_fmt: ue8m0``)
-scale-unfilled          error     scale holds -3.4028235e38 (float32 lowest): vLLM pre-fills
-                                  scale buffers with it, so it means a never-loaded scale
-scale-nonfinite         error     NaN or Inf scale (the whole block dequantizes to NaN/Inf)
-scale-nonpositive       error     scale <= 0 (zero wipes the block, negative flips its sign)
-scale-subnormal         warning   float32 subnormal scale: flushed to zero by FTZ kernels
-scale-not-pow2          warning   ``ue8m0=True`` but an F32 scale is not a power of two
-fp8-nan                 error     NaN codes in the weight (count, blocks, first block)
-fp8-inf                 error     Inf codes in the weight (F8_E5M2 only)
-fp8-all-zero            warning   every code of the weight is +/-0: never filled
-fp8-zero-block          info      some (not all) blocks are all zeros; dequantizes
-                                  correctly (0 * scale), legitimate for pruned or padded
-                                  rows, worth knowing rather than wrong
-fp8-range-unused        warning   non-zero blocks whose largest code is below max/4
-======================  ========  ==========================================================
-
-Why max/4 for ``fp8-range-unused``: with absmax scaling (scale_inv = absmax / max)
-every non-zero block has a code of magnitude max (448 for e4m3fn); an exporter
-that rounds scales up to a power of two (ue8m0) loses less than 2x, so the
-largest code stays above max/2. A block below max/4 wastes at least two binades
-of its 3-bit mantissa range, or its scale belongs to another (larger) block.
+These functions return measurements only: what a finding is, and how severe,
+is decided by the checks (`ckptscan.checks.data`).
 """
 
 from __future__ import annotations
@@ -64,26 +37,22 @@ import operator
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from . import _core
-from .findings import Finding, Severity
 
 __all__ = [
     "FP8_DTYPES",
     "FLOAT_DTYPES",
-    "FINDING_CODES",
     "RawTensor",
     "Fp8Stats",
     "FloatStats",
     "E8m0Stats",
     "BlockAbsmax",
     "Fp8BlockStats",
-    "Fp8WeightSummary",
-    "Fp8WeightCheck",
     "simd_info",
     "set_simd",
     "available_simd",
@@ -104,32 +73,12 @@ __all__ = [
     "dequantize_fp4",
     "FP4_CODES",
     "SCALE_DTYPES",
-    "check_fp8_weight",
     "read_probe",
-    "VLLM_UNFILLED_SCALE",
 ]
 
 FP8_DTYPES: tuple[str, ...] = ("F8_E4M3", "F8_E5M2", "F8_E4M3FNUZ", "F8_E5M2FNUZ")
 FLOAT_DTYPES: tuple[str, ...] = ("BF16", "F16", "F32")
 
-#: float32 lowest; vLLM fills scale parameters with it before loading.
-VLLM_UNFILLED_SCALE = float(np.finfo(np.float32).min)  # -3.4028235e38
-
-E, W, INFO = Severity.ERROR, Severity.WARNING, Severity.INFO
-FINDING_CODES: dict[str, tuple[Severity, str]] = {
-    "scale-shape": (E, "scale shape is not [ceil(rows/br), ceil(cols/bc)] for the block size"),
-    "scale-dtype": (E, "scale dtype is not F32 (or F8_E8M0 with scale_fmt ue8m0)"),
-    "scale-unfilled": (E, "scale holds -3.4028235e38, vLLM's never-loaded sentinel"),
-    "scale-nonfinite": (E, "NaN or Inf block scale"),
-    "scale-nonpositive": (E, "block scale <= 0"),
-    "scale-subnormal": (W, "float32-subnormal block scale (flushed to zero by FTZ kernels)"),
-    "scale-not-pow2": (W, "scale_fmt ue8m0 but a scale is not a power of two"),
-    "fp8-nan": (E, "NaN codes inside an FP8 weight"),
-    "fp8-inf": (E, "Inf codes inside an FP8 (E5M2) weight"),
-    "fp8-all-zero": (W, "an FP8 weight whose codes are all zero"),
-    "fp8-zero-block": (INFO, "FP8 blocks that are all zeros"),
-    "fp8-range-unused": (W, "FP8 blocks whose largest code is below a quarter of the format max"),
-}
 
 # numpy dtype name -> safetensors dtype
 _FROM_NUMPY = {
@@ -713,170 +662,3 @@ def dequantize_fp4(packed: Any, scale: Any, block: tuple[int, int] = (1, 32),
             return out
         return out.view(ml_dtypes.bfloat16)
     return out
-
-
-# ---- checks ----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Fp8WeightSummary:
-    """What `check_fp8_weight` measured (a per-tensor summary for reports)."""
-
-    weight: str
-    scale: str
-    dtype: str
-    shape: tuple[int, ...]
-    scale_dtype: str
-    scale_shape: tuple[int, ...]
-    block: tuple[int, int]
-    blocks: int
-    nan_codes: int
-    nan_blocks: int
-    inf_codes: int
-    zero_blocks: int
-    low_range_blocks: int
-    absmax_code_min: int | None  # over non-zero blocks
-    absmax_code_max: int | None
-    scale_min: float | None      # finite scales only
-    scale_max: float | None
-    absmax: float | None         # max over blocks of value(absmax code) * scale (dequantized)
-
-
-@dataclass(frozen=True)
-class Fp8WeightCheck:
-    findings: list[Finding] = field(default_factory=list)
-    summary: Fp8WeightSummary | None = None
-
-    @property
-    def ok(self) -> bool:
-        return not any(f.severity >= Severity.ERROR for f in self.findings)
-
-
-def _first_blocks(mask: np.ndarray, k: int = 5) -> list[list[int]]:
-    return [[int(i), int(j)] for i, j in np.argwhere(mask)[:k]]
-
-
-def check_fp8_weight(source: Any, weight_name: str, scale_name: str,
-                     block: tuple[int, int] = (128, 128), *,
-                     scale_source: Any = None,
-                     scale_dtype_expected: str | Sequence[str] = "F32",
-                     ue8m0: bool = False, file: str | None = None,
-                     range_factor: float = 4.0) -> Fp8WeightCheck:
-    """Reads one FP8 weight and its block scale and reports what is wrong with them.
-
-    ``source`` is a shard or a ``{name: array}`` mapping (``scale_source`` when the
-    scale is elsewhere). ``scale_dtype_expected``: the accepted scale dtype(s) —
-    add ``"F8_E8M0"`` when the config says ``scale_fmt: ue8m0``; ``ue8m0=True`` also
-    flags F32 scales that are not powers of two. ``range_factor``: blocks whose
-    largest code is below ``max / range_factor`` are reported as range-unused.
-    Codes: see the module docstring. Returns findings and a `Fp8WeightSummary`.
-    """
-    if file is None:
-        file = getattr(source, "path", None)
-    sfile = getattr(scale_source, "path", None) if scale_source is not None else file
-    qt = raw_tensor(source, weight_name)
-    st = raw_tensor(source if scale_source is None else scale_source, scale_name)
-    fmt = _fp8(qt)
-    br, bc = int(block[0]), int(block[1])
-    rows, cols = _matrix(qt)
-    nbr, nbc = -(-rows // br), -(-cols // bc)
-    expected = (scale_dtype_expected,) if isinstance(scale_dtype_expected, str) \
-        else tuple(scale_dtype_expected)
-    out: list[Finding] = []
-
-    def add(code: str, message: str, tensor: str, where: str | None, **detail: Any) -> None:
-        out.append(Finding(code, FINDING_CODES[code][0], message, where, tensor, detail))
-
-    # -- weight codes, in one pass
-    measured = fp8_block_stats(qt, block=(br, bc))
-    stats, codes = measured.stats, measured.absmax_codes
-    maxf = float(_core.fp8_traits(fmt)["max_finite"])
-    table = fp8_decode_table(fmt)
-    nan_blocks = measured.nan > 0
-    if stats.nan:
-        first = _first_blocks(nan_blocks, 1)[0]
-        add("fp8-nan", f"{stats.nan} NaN codes in {int(nan_blocks.sum())} of {nbr * nbc} blocks "
-            f"(first block {first})", weight_name, file,
-            count=stats.nan, blocks=int(nan_blocks.sum()), first_block=first)
-    if stats.inf:
-        add("fp8-inf", f"{stats.inf} Inf codes", weight_name, file, count=stats.inf)
-    # a block is all-zero when its absmax code is 0 and it has no NaN/Inf; Inf-only
-    # blocks are rare enough (E5M2 weights) to be reported by fp8-inf alone.
-    zero_blocks = (codes == 0) & ~nan_blocks
-    nonzero = ~zero_blocks & ~nan_blocks
-    if stats.zero == stats.count and stats.count > 0:
-        add("fp8-all-zero", f"all {stats.count} codes are zero", weight_name, file)
-    elif zero_blocks.any():
-        add("fp8-zero-block", f"{int(zero_blocks.sum())} of {nbr * nbc} blocks are all zeros "
-            f"(first {_first_blocks(zero_blocks, 1)[0]})", weight_name, file,
-            blocks=int(zero_blocks.sum()), first_blocks=_first_blocks(zero_blocks))
-    low = nonzero & (table[codes] < maxf / range_factor)
-    if low.any():
-        add("fp8-range-unused",
-            f"{int(low.sum())} of {nbr * nbc} blocks have their largest |code| below "
-            f"{maxf / range_factor:g} (format max {maxf:g}): unused range, or a scale that "
-            f"belongs to another block", weight_name, file,
-            blocks=int(low.sum()), first_blocks=_first_blocks(low),
-            smallest_absmax=float(table[codes][low].min()))
-
-    # -- scale
-    scale_vals: np.ndarray | None = None
-    if st.dtype not in expected:
-        add("scale-dtype", f"scale dtype {st.dtype}, expected {' or '.join(expected)}",
-            scale_name, sfile, dtype=st.dtype, expected=list(expected))
-    try:
-        scale_vals = _scale_f32(st)
-    except ValueError:
-        scale_vals = None
-    want = (nbr, nbc) if len(qt.shape) == 2 else None
-    shape_ok = tuple(st.shape) == want or (want is None and st.numel == nbr * nbc)
-    if not shape_ok:
-        add("scale-shape", f"scale shape {list(st.shape)}, expected [{nbr}, {nbc}] for weight "
-            f"{list(qt.shape)} and block [{br}, {bc}]", scale_name, sfile,
-            shape=list(st.shape), expected=[nbr, nbc], block=[br, bc])
-    s_min = s_max = absmax = None
-    if scale_vals is not None:
-        s = scale_vals.astype(np.float32, copy=False)
-        unfilled = s == np.float32(VLLM_UNFILLED_SCALE)
-        nonfinite = ~np.isfinite(s)
-        nonpos = (s <= 0) & ~unfilled & ~nonfinite
-        tiny = np.finfo(np.float32).tiny
-        subn = (s != 0) & (np.abs(s) < tiny) & ~nonpos
-        if unfilled.any():
-            add("scale-unfilled", f"{int(unfilled.sum())} scales are -3.4028235e38, vLLM's "
-                f"never-loaded sentinel: the scale was not exported", scale_name, sfile,
-                count=int(unfilled.sum()))
-        if nonfinite.any():
-            add("scale-nonfinite", f"{int(nonfinite.sum())} scales are NaN or Inf", scale_name,
-                sfile, count=int(nonfinite.sum()))
-        if nonpos.any():
-            add("scale-nonpositive", f"{int(nonpos.sum())} scales are <= 0 (min "
-                f"{float(s[nonpos].min()):g})", scale_name, sfile, count=int(nonpos.sum()))
-        if subn.any():
-            add("scale-subnormal", f"{int(subn.sum())} scales are float32 subnormals",
-                scale_name, sfile, count=int(subn.sum()))
-        good = np.isfinite(s) & (s > 0)
-        if ue8m0 and st.dtype == "F32" and good.any():
-            mant, _ = np.frexp(s[good])
-            bad = int((mant != 0.5).sum())
-            if bad:
-                add("scale-not-pow2", f"{bad} scales are not powers of two (scale_fmt ue8m0)",
-                    scale_name, sfile, count=bad)
-        if good.any():
-            s_min, s_max = float(s[good].min()), float(s[good].max())
-        if shape_ok:
-            sv = s.reshape(nbr, nbc).astype(np.float64)
-            deq = table[codes] * np.where(good.reshape(nbr, nbc), sv, np.nan)
-            usable = nonzero & np.isfinite(deq)
-            absmax = float(deq[usable].max()) if usable.any() else (0.0 if zero_blocks.all()
-                                                                    else None)
-
-    nz_codes = codes[nonzero]
-    summary = Fp8WeightSummary(
-        weight=weight_name, scale=scale_name, dtype=fmt, shape=tuple(qt.shape),
-        scale_dtype=st.dtype, scale_shape=tuple(st.shape), block=(br, bc), blocks=nbr * nbc,
-        nan_codes=stats.nan, nan_blocks=int(nan_blocks.sum()), inf_codes=stats.inf,
-        zero_blocks=int(zero_blocks.sum()), low_range_blocks=int(low.sum()),
-        absmax_code_min=int(nz_codes.min()) if nz_codes.size else None,
-        absmax_code_max=int(nz_codes.max()) if nz_codes.size else None,
-        scale_min=s_min, scale_max=s_max, absmax=absmax,
-    )
-    return Fp8WeightCheck(out, summary)
