@@ -5,7 +5,10 @@ width 1536, 128x128 block scales; written once by `ckptscan.synth`), for this
 ckptscan and, with --peer, for another build of it in the same run (e.g. the
 commit before a change: `pip install --no-deps --target /tmp/peer <tree>`).
 Each row is the median of --repeat fresh processes after one warm-up run (page
-cache warm); GB/s counts the checkpoint's tensor bytes.
+cache warm); GB/s counts the checkpoint's tensor bytes. The limit beside it: the
+memory-read probe (`kernels.read_probe`, a sum of 64-bit words) over the same
+mapped tensors on the same number of threads, in this process (median of
+--repeat). Target (#11): the deep phase at >= 50% of the probe with 2 jobs.
 
 Usage: python bench/bench_deep.py [--dir DIR] [--layers 4] [--experts 16] [--repeat 5]
                                   [--jobs N] [--peer SITE_DIR] [--keep]
@@ -56,6 +59,28 @@ def run(sites: list[str | None], args: list[str],
             for t, d, o in zip(times, deep, outs, strict=True)]
 
 
+def probe(directory: Path, jobs: int, repeat: int) -> float:
+    """GB/s of the memory-read probe over every tensor of the checkpoint, mapped
+    (pages populated once first, as the deep scan does), on `jobs` threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import ckptscan
+    from ckptscan import kernels
+
+    views = []
+    with ckptscan.open_checkpoint(directory) as ckpt:
+        for shard in ckpt.shards:
+            views += [shard.raw(t.name, populate=True) for t in shard.tensors if t.nbytes]
+        total = sum(v.nbytes for v in views)
+        rates = []
+        with ThreadPoolExecutor(jobs) as pool:
+            for _ in range(repeat + 1):
+                t = time.perf_counter()
+                list(pool.map(kernels.read_probe, views))
+                rates.append(total / (time.perf_counter() - t) / 1e9)
+        return statistics.median(rates[1:])
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dir", type=Path, default=DEFAULT_DIR)
@@ -90,6 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'command':<34} {'wall s':>7} {'deep s':>7} {'deep GB/s':>9} {'JSON KB':>8}")
     for name, t, d, out in rows:
         print(f"{name:<34} {t:7.3f} {d:7.3f} {size / d / 1e9:9.2f} {len(out) / 1024:8.0f}")
+    jobs = a.jobs or os.cpu_count() or 1
+    limit = probe(a.dir, jobs, a.repeat)
+    print(f"{'memory-read probe (the limit)':<34} {'':>7} {'':>7} {limit:9.2f}   "
+          f"({jobs} thread{'s' if jobs > 1 else ''})")
+    for name, _t, d, _out in rows:
+        print(f"{name}: deep phase at {size / d / 1e9 / limit:.0%} of the probe")
     if len(rows) == 2:
         print(f"\nthis tree / peer: wall time {rows[0][1] / rows[1][1]:.3f}, deep phase "
               f"{rows[0][2] / rows[1][2]:.3f}")
