@@ -193,3 +193,16 @@ def test_e4m3_negative_zero_counts_only_e4m3(tmp_path: Path) -> None:
                "y.weight": e5.view(ml_dtypes.float8_e5m2)}, str(tmp_path / "m.safetensors"))
     report = scan(tmp_path / "m.safetensors", deep=True)
     assert report.deployment.e4m3_negative_zero == 7
+
+
+def test_one_rank_always_loads_an_unfused_layer(tmp_path: Path) -> None:
+    """At TP 1 nothing is split: a 192-wide projection with 128 x 128 blocks loads
+    (its last block padded), and only larger TP sizes are limited (192 / 2 = 96)."""
+    t: list[tuple[str, str, tuple[int, ...]]] = []
+    for proj, rows, cols in (("q_proj", 192, 256), ("k_proj", 192, 256),
+                             ("v_proj", 192, 256), ("o_proj", 256, 192)):
+        fp8(t, f"model.layers.0.self_attn.{proj}", rows, cols)
+    config = {"model_type": "llama", "hidden_size": 256, "num_hidden_layers": 1,
+              "num_key_value_heads": 2, "quantization_config": FP8_BLOCK}
+    tp = scan(replica(tmp_path, t, config)).deployment.tensor_parallel
+    assert tp is not None and tp["ok"] == [1] and tp["max"] == 1

@@ -540,6 +540,8 @@ def _splits(proj: str, out: int, inp: int, tp: int, tile: tuple[int, int],
     """Whether a projection of logical [out, in] splits over ``tp`` ranks on block
     boundaries (tile = block rows, block cols)."""
     br, bc = tile
+    if tp == 1 and _COLUMN.get(proj, 1) == 1:  # one rank holds it whole: nothing is split
+        return True
     if proj in _ROW:
         return inp % tp == 0 and (inp // tp) % bc == 0
     if proj in _KV and kv_heads and out % kv_heads == 0 and (
@@ -549,7 +551,7 @@ def _splits(proj: str, out: int, inp: int, tp: int, tile: tuple[int, int],
     parts = _COLUMN[proj]
     if out % (parts * tp):
         return False
-    return (out // (parts * tp)) % br == 0
+    return (out // (parts * tp)) % br == 0  # a fused layer splits at its parts even at TP 1
 
 
 def named_rows(frame: Frame, template: str) -> Callable[[int], str]:

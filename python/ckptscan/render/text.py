@@ -192,12 +192,14 @@ def _text_lines(r: Report, st: Style, width: int) -> Iterator[str]:
                             f"{safe(str(q.modules_to_not_convert))}", width, "    ", "  ")
         tp = r.deployment.tensor_parallel
         if tp is not None:
-            yield from wrap(f"tensor parallel: {', '.join(map(str, tp['ok'])) or 'none'} "
-                            f"(max {tp['max']})" + (f"; limited by {safe(tp['limiting'][0])}"
-                                                    if tp["limiting"] else ""),
-                            width, "    ", "  ")
+            sizes = (f"TP {', '.join(map(str, tp['ok']))} (max {tp['max']})" if tp["ok"]
+                     else "no TP size splits every quantized linear on block boundaries")
+            yield from wrap(f"tensor parallel: {sizes}" + (
+                f"; limited by {safe(tp['limiting'][0])}" if tp["limiting"] else ""),
+                width, "    ", "  ")
     else:
         yield "  no quantized weights, no quantization scheme declared"
+    yield ""
     yield st.bold("Precision by role")
     yield from _role_table(r, width)
     yield ""
