@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -84,3 +85,25 @@ def ray_instance():
              configure_logging=False, runtime_env={"env_vars": env} if env else None)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture
+def hub(hub_server: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+    """The emulated Hub as the endpoint, with no token and an empty HF_HOME."""
+    monkeypatch.setenv("HF_ENDPOINT", hub_server.url)
+    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    return hub_server
+
+
+@pytest.fixture
+def s3(s3_server: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The S3 server's credentials and endpoint in the environment, no other AWS
+    setting, its buckets emptied."""
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    for var in ("AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(var, raising=False)
+    s3_server.clear()
+    return s3_server

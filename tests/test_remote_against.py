@@ -23,15 +23,6 @@ from ckptscan.synth import write_small_minimax
 
 
 @pytest.fixture
-def hub(hub_server: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
-    monkeypatch.setenv("HF_ENDPOINT", hub_server.url)
-    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    return hub_server
-
-
-@pytest.fixture
 def pair(hub: Any, tmp_path: Path) -> tuple[Path, Path]:
     """(the served repository org/m, an intact local copy of it)."""
     served, _ = write_small_minimax(hub.root / "org" / "m", shards=4)

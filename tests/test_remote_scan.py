@@ -62,14 +62,6 @@ def finding(report: Report, code: str) -> Any:
     return found[0]
 
 
-@pytest.fixture
-def hub(hub_server: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
-    monkeypatch.setenv("HF_ENDPOINT", hub_server.url)
-    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    return hub_server
-
 
 @pytest.fixture
 def planted(hub: Any) -> Path:
@@ -77,15 +69,6 @@ def planted(hub: Any) -> Path:
     d, _ = write_small_minimax(hub.root / "org" / "small", shards=3, plant=list(PLANTS))
     return d
 
-
-@pytest.fixture
-def s3(s3_server: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    for key, value in s3_server.env().items():
-        monkeypatch.setenv(key, value)
-    for var in ("AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION"):
-        monkeypatch.delenv(var, raising=False)
-    s3_server.clear()
-    return s3_server
 
 
 # ---------------------------------------------------------------- the same report

@@ -21,14 +21,6 @@ FAST = RetryPolicy(attempts=2, backoff=0.01, max_backoff=0.02, max_wait=1.0)
 TOKEN = "hf_TestSecretToken0123456789"
 
 
-@pytest.fixture
-def hub(hub_server: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
-    monkeypatch.setenv("HF_ENDPOINT", hub_server.url)
-    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    return hub_server
-
 
 @pytest.fixture
 def repo(hub: Any) -> Path:

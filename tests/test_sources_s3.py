@@ -27,16 +27,6 @@ from test_sources import assert_same_header, file_bytes
 FAST = RetryPolicy(attempts=2, backoff=0.01, max_backoff=0.02, max_wait=2.0)
 
 
-@pytest.fixture
-def s3(s3_server: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    for key, value in s3_server.env().items():
-        monkeypatch.setenv(key, value)
-    for var in ("AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_SESSION_TOKEN",
-                "AWS_DEFAULT_REGION"):
-        monkeypatch.delenv(var, raising=False)
-    s3_server.clear()
-    return s3_server
-
 
 @pytest.fixture
 def bucket(s3: Any, tmp_path: Path) -> tuple[str, Path]:
