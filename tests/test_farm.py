@@ -617,6 +617,22 @@ def test_files_that_shrink_or_vanish_during_the_scan(tmp_path: Path) -> None:
     assert r0 == [(0, 7)] or str(root / "r0") in final.scanned
 
 
+def _import_everything() -> None:
+    """Imports every ckptscan module while still root: CI installs into a prefix
+    under /root, which user nobody cannot traverse, so an import the code makes
+    on first use would fail after the drop for reasons the test is not about."""
+    import importlib
+    import pkgutil
+
+    import ckptscan
+
+    for info in pkgutil.walk_packages(ckptscan.__path__, "ckptscan."):
+        if info.name.endswith("__main__"):  # running it is not importing it
+            continue
+        with contextlib.suppress(ImportError):  # optional extras not installed
+            importlib.import_module(info.name)
+
+
 def _as_unprivileged(fn: Any, out: Path) -> tuple[int, str, str]:
     """Runs fn() in a forked child that has dropped root for user nobody
     (permission bits do not stop root). Returns (exit code, stdout, stderr)."""
@@ -637,6 +653,7 @@ def _as_unprivileged(fn: Any, out: Path) -> tuple[int, str, str]:
         code = 99
         try:
             sys.stdout, sys.stderr = files
+            _import_everything()  # the installed package may sit where nobody cannot read
             os.setgroups([])
             os.setgid(nobody.pw_gid)
             os.setuid(nobody.pw_uid)
