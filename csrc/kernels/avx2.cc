@@ -595,6 +595,7 @@ const detail::KernelTable table = {
     &block_stats,
     &dequantize,
     &scalar::fp4_dequantize,
+    &scalar::compare,
     &float_stats,
     &scalar::e8m0_stats,
     &read_probe,
