@@ -751,8 +751,9 @@ class BlockErrors:
         """Σ(c·s' - r)² per block for other block scales s' (float64, exact
         arithmetic on the sums; NaN where s' is NaN)."""
         s = np.asarray(scale, np.float64)
-        out: np.ndarray = (s * s) * self.code_sq - 2.0 * s * self.dot + self.ref_sq
-        return np.maximum(out, 0.0)
+        out: np.ndarray = np.maximum((s * s) * self.code_sq - 2.0 * s * self.dot + self.ref_sq,
+                                     0.0)
+        return out
 
 
 def dequantize_compare(q: Any, scale: Any, ref: Any, block: tuple[int, int] = (128, 128), *,
@@ -797,9 +798,12 @@ def dequantize_compare(q: Any, scale: Any, ref: Any, block: tuple[int, int] = (1
     if r.numel != batch * rows * cols:
         raise ValueError(f"reference of shape {list(r.shape)} for a weight of shape "
                          f"{list(t.shape)}")
-    fn = _core.fp4_compare if fp4 else _core.fp8_compare
-    args: tuple[Any, ...] = (t.data, rows, cols) + (() if fp4 else (t.dtype,))
-    d = fn(*args, s, srows, scols, br, bc, r.data, r.dtype, float(clip), batch)
+    if fp4:
+        d = _core.fp4_compare(t.data, rows, cols, s, srows, scols, br, bc, r.data, r.dtype,
+                              float(clip), batch)
+    else:
+        d = _core.fp8_compare(t.data, rows, cols, t.dtype, s, srows, scols, br, bc, r.data,
+                              r.dtype, float(clip), batch)
     if len(t.shape) == 3 and batch == 1:  # the core drops a batch of 1
         d = {k: v.reshape(1, *v.shape) for k, v in d.items()}
     return BlockErrors((operator.index(br), operator.index(bc)), **d)

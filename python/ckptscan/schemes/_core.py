@@ -270,7 +270,9 @@ class Companion:
     + ``suffix``. ``dtypes`` are accepted (the first is what the producer writes);
     ``shapes`` maps the LOGICAL weight shape to the accepted shapes (None: any).
     ``fused_equal``: siblings fused at load time (q/k/v, gate/up, w1/w3) must hold
-    the same value, or loaders take the max. No companion is a parameter."""
+    the same value, or loaders take the max. ``divides``: a scale the weight is
+    divided by (compressed-tensors' ``weight_global_scale``: w = q * scale /
+    global_scale); scales multiply otherwise. No companion is a parameter."""
 
     suffix: str
     kind: str
@@ -279,6 +281,7 @@ class Companion:
     required: bool = True
     fused_equal: bool = False
     note: str = ""
+    divides: bool = False
 
     @property
     def is_parameter(self) -> bool:
