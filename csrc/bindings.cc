@@ -797,7 +797,7 @@ static void bind_kernels(py::module_& m) {
                     const py::object& scale_rows, const py::object& scale_cols,
                     const py::object& block_rows, const py::object& block_cols,
                     const py::object& ref, const std::string& ref_dtype, double clip,
-                    const py::object& batch_) {
+                    const py::object& bound_, const py::object& batch_) {
     const k::Fp8Format f = fp4 ? k::Fp8Format::e4m3fn : kbind::fp8_format(fmt);
     const k::FloatFormat rf = kbind::float_format(ref_dtype);
     const size_t batch = as_size(batch_, "batch"), rows = as_size(rows_, "rows"),
@@ -826,6 +826,14 @@ static void bind_kernels(py::module_& m) {
       throw py::value_error("scale holds " + std::to_string(s.size()) +
                             " bytes, not a whole number of float32");
     }
+    k::RoundBound rb;
+    if (!bound_.is_none()) {
+      const auto v = bound_.cast<std::vector<double>>();
+      if (v.size() != 4) throw py::value_error("bound must be (vmax, rel, sub, slack)");
+      rb = {static_cast<float>(v[0]), static_cast<float>(v[1]), static_cast<float>(v[2]),
+            static_cast<float>(v[3])};
+    }
+    py::array a_bound = kbind::block_array(g, py::dtype::of<double>());
     py::array a_ref = kbind::block_array(g, py::dtype::of<double>());
     py::array a_code = kbind::block_array(g, py::dtype::of<double>());
     py::array a_dot = kbind::block_array(g, py::dtype::of<double>());
@@ -836,6 +844,7 @@ static void bind_kernels(py::module_& m) {
     py::array a_bad = kbind::block_array(g, py::dtype::of<uint64_t>());
     py::array a_rbad = kbind::block_array(g, py::dtype::of<uint64_t>());
     k::CompareOut o;
+    o.bound_sq = static_cast<double*>(a_bound.mutable_data());
     o.ref_sq = static_cast<double*>(a_ref.mutable_data());
     o.code_sq = static_cast<double*>(a_code.mutable_data());
     o.dot = static_cast<double*>(a_dot.mutable_data());
@@ -855,14 +864,15 @@ static void bind_kernels(py::module_& m) {
             const float* sp = copy ? ap : reinterpret_cast<const float*>(s.data());
             return fp4 ? k::fp4_compare(q.data(), q.size(), batch, rows, cols, sp, srows, scols,
                                         s.size() / 4, g.br, g.bc, r.data(), r.size() / rwidth,
-                                        rf, lim, o)
+                                        rf, lim, rb, o)
                        : k::fp8_compare(q.data(), q.size(), batch, rows, cols, f, sp, srows,
                                         scols, s.size() / 4, g.br, g.bc, r.data(),
-                                        r.size() / rwidth, rf, lim, o);
+                                        r.size() / rwidth, rf, lim, rb, o);
           }),
           "scale [" + std::to_string(s.size() / 4) + " floats] as [" + std::to_string(batch) +
               ", " + std::to_string(srows) + ", " + std::to_string(scols) + "]");
     py::dict d;
+    d["bound_sq"] = a_bound;
     d["ref_sq"] = a_ref;
     d["code_sq"] = a_code;
     d["dot"] = a_dot;
@@ -880,29 +890,31 @@ static void bind_kernels(py::module_& m) {
                 const std::string& dtype, const py::object& scale, const py::object& scale_rows,
                 const py::object& scale_cols, const py::object& block_rows,
                 const py::object& block_cols, const py::object& ref, const std::string& ref_dtype,
-                double clip, const py::object& batch) {
+                double clip, const py::object& bound, const py::object& batch) {
         return compare(false, data, rows, cols, dtype, scale, scale_rows, scale_cols, block_rows,
-                       block_cols, ref, ref_dtype, clip, batch);
+                       block_cols, ref, ref_dtype, clip, bound, batch);
       },
       py::arg("data"), py::arg("rows"), py::arg("cols"), py::arg("dtype"), py::arg("scale"),
       py::arg("scale_rows"), py::arg("scale_cols"), py::arg("block_rows"), py::arg("block_cols"),
-      py::arg("ref"), py::arg("ref_dtype"), py::arg("clip"), py::arg("batch") = 1,
+      py::arg("ref"), py::arg("ref_dtype"), py::arg("clip"), py::arg("bound") = py::none(),
+      py::arg("batch") = 1,
       "FP8 [batch, rows, cols] dequantized with scale[b, i // br, j // bc] against ref (BF16, "
       "F16 or F32) in one pass: per-block ref_sq, code_sq, dot, err_sq, max_err, ref_max, "
-      "clipped (|ref| > clip * scale), bad and ref_bad (see kernels.h).");
+      "clipped (|ref| > clip * scale), bad, ref_bad and bound_sq (bound: (vmax, rel, sub, "
+      "slack) of kernels.h's RoundBound).");
   m.def(
       "fp4_compare",
       [compare](const py::object& data, const py::object& rows, const py::object& cols,
                 const py::object& scale, const py::object& scale_rows,
                 const py::object& scale_cols, const py::object& block_rows,
                 const py::object& block_cols, const py::object& ref, const std::string& ref_dtype,
-                double clip, const py::object& batch) {
+                double clip, const py::object& bound, const py::object& batch) {
         return compare(true, data, rows, cols, "", scale, scale_rows, scale_cols, block_rows,
-                       block_cols, ref, ref_dtype, clip, batch);
+                       block_cols, ref, ref_dtype, clip, bound, batch);
       },
       py::arg("data"), py::arg("rows"), py::arg("cols"), py::arg("scale"), py::arg("scale_rows"),
       py::arg("scale_cols"), py::arg("block_rows"), py::arg("block_cols"), py::arg("ref"),
-      py::arg("ref_dtype"), py::arg("clip"), py::arg("batch") = 1,
+      py::arg("ref_dtype"), py::arg("clip"), py::arg("bound") = py::none(), py::arg("batch") = 1,
       "fp8_compare for packed FP4 E2M1 (two per byte, low nibble first).");
 
   m.def("copy_guarded", &kbind::copy_guarded, py::arg("data"),

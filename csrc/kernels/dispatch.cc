@@ -499,7 +499,8 @@ namespace {
 Status compare_checked(const uint8_t* q, size_t n, size_t batch, size_t rows, size_t cols,
                        bool fp4, Fp8Format f, const float* scale, size_t srows, size_t scols,
                        size_t scale_len, size_t br, size_t bc, const uint8_t* ref,
-                       size_t ref_len, FloatFormat rf, float clip, const CompareOut& out) {
+                       size_t ref_len, FloatFormat rf, float clip, const RoundBound& bound,
+                       const CompareOut& out) {
   if (!fp4 && !valid(f)) return Status::bad_format;
   if (!valid(rf)) return Status::bad_format;
   BlockGrid g;
@@ -507,7 +508,8 @@ Status compare_checked(const uint8_t* q, size_t n, size_t batch, size_t rows, si
   if (fp4 ? (cols % 2 != 0 || g.elems / 2 != n) : g.elems != n) return Status::bad_length;
   if (ref_len != g.elems) return Status::bad_length;
   if (srows != g.nbr || scols != g.nbc || scale_len != g.blocks) return Status::bad_scale_shape;
-  if (out.len != g.blocks || !out.ref_sq || !out.code_sq || !out.dot || !out.err_sq ||
+  if (out.len != g.blocks || !out.bound_sq || !out.ref_sq || !out.code_sq || !out.dot ||
+      !out.err_sq ||
       !out.max_err || !out.ref_max || !out.clipped || !out.bad || !out.ref_bad) {
     return Status::bad_buffer;
   }
@@ -516,6 +518,7 @@ Status compare_checked(const uint8_t* q, size_t n, size_t batch, size_t rows, si
   const size_t rwidth = rf == FloatFormat::f32 ? 4 : 2;
   for_each_matrix(q, g, fp4 ? 4 : 8, [&](const detail::Matrix& m, size_t k0, size_t e0) {
     CompareOut o = out;
+    o.bound_sq += k0;
     o.ref_sq += k0;
     o.code_sq += k0;
     o.dot += k0;
@@ -526,7 +529,8 @@ Status compare_checked(const uint8_t* q, size_t n, size_t batch, size_t rows, si
     o.bad += k0;
     o.ref_bad += k0;
     o.len = m.nbr * m.nbc;
-    t->compare(detail::CompareArgs{m, fp4, f, scale + k0, ref + e0 * rwidth, rf, clip, o});
+    t->compare(
+        detail::CompareArgs{m, fp4, f, scale + k0, ref + e0 * rwidth, rf, clip, bound, o});
   });
   return Status::ok;
 }
@@ -536,17 +540,17 @@ Status compare_checked(const uint8_t* q, size_t n, size_t batch, size_t rows, si
 Status fp8_compare(const uint8_t* q, size_t n, size_t batch, size_t rows, size_t cols,
                    Fp8Format f, const float* scale, size_t srows, size_t scols, size_t scale_len,
                    size_t br, size_t bc, const uint8_t* ref, size_t ref_len, FloatFormat rf,
-                   float clip, const CompareOut& out) {
+                   float clip, const RoundBound& bound, const CompareOut& out) {
   return compare_checked(q, n, batch, rows, cols, false, f, scale, srows, scols, scale_len, br,
-                         bc, ref, ref_len, rf, clip, out);
+                         bc, ref, ref_len, rf, clip, bound, out);
 }
 
 Status fp4_compare(const uint8_t* q, size_t n, size_t batch, size_t rows, size_t cols,
                    const float* scale, size_t srows, size_t scols, size_t scale_len, size_t br,
                    size_t bc, const uint8_t* ref, size_t ref_len, FloatFormat rf, float clip,
-                   const CompareOut& out) {
+                   const RoundBound& bound, const CompareOut& out) {
   return compare_checked(q, n, batch, rows, cols, true, Fp8Format::e4m3fn, scale, srows, scols,
-                         scale_len, br, bc, ref, ref_len, rf, clip, out);
+                         scale_len, br, bc, ref, ref_len, rf, clip, bound, out);
 }
 
 float fp4_decode(uint8_t code) {

@@ -189,6 +189,8 @@ float fp4_decode(uint8_t code);  // of the low nibble
 //   ref_sq Σ r², code_sq Σ c², dot Σ c·r, err_sq Σ e²  (doubles),
 //   max_err max |e|, ref_max max |r|  (floats),
 //   clipped #{|r| > clip * s}, bad #{d or r not finite}, ref_bad #{r not finite},
+//   bound_sq Σ b², b the largest error round to nearest into the format allows
+//   for r under the block's scale (RoundBound),
 // over the elements whose d and r are finite (the others are only counted in
 // bad / ref_bad). Σc², Σc·r and Σr² give the error of any other scale s' for
 // the block without reading it again: s'² Σc² - 2 s' Σc·r + Σr².
@@ -199,7 +201,18 @@ float fp4_decode(uint8_t code);  // of the low nibble
 // segment's end the 16 float lanes are added to 16 double lanes; at the block's
 // end the double lanes l are reduced as t_l = D_l + D_{l+8}, then t_l + t_{l+4},
 // t_l + t_{l+2}, t_0 + t_1.
+// b for |r| = t under scale s, in float32 in this order: m = vmax * s, h = sub * s;
+// b = t > m ? t - m : max(rel * t, h); b = b + slack * t. (vmax: the largest
+// finite code value; rel: round to nearest's largest relative error over the
+// normal range; sub: half the smallest subnormal step, the error of everything
+// below the normal range; slack: relative allowance for roundings outside the
+// quantizer, such as a scale stored in BF16.)
+struct RoundBound {
+  float vmax = 0.0f, rel = 0.0f, sub = 0.0f, slack = 0.0f;
+};
+
 struct CompareOut {
+  double* bound_sq = nullptr;
   double* ref_sq = nullptr;
   double* code_sq = nullptr;
   double* dot = nullptr;
@@ -217,12 +230,12 @@ struct CompareOut {
 Status fp8_compare(const uint8_t* q, size_t n, size_t batch, size_t rows, size_t cols,
                    Fp8Format f, const float* scale, size_t srows, size_t scols, size_t scale_len,
                    size_t br, size_t bc, const uint8_t* ref, size_t ref_len, FloatFormat rf,
-                   float clip, const CompareOut& out);
+                   float clip, const RoundBound& bound, const CompareOut& out);
 // The same for packed FP4 E2M1 (as fp4_dequantize: n == batch * rows * cols / 2, cols even).
 Status fp4_compare(const uint8_t* q, size_t n, size_t batch, size_t rows, size_t cols,
                    const float* scale, size_t srows, size_t scols, size_t scale_len, size_t br,
                    size_t bc, const uint8_t* ref, size_t ref_len, FloatFormat rf, float clip,
-                   const CompareOut& out);
+                   const RoundBound& bound, const CompareOut& out);
 
 // data holds nbytes of bf16/f16/f32 little-endian elements.
 Status float_stats(const uint8_t* data, size_t nbytes, FloatFormat f, FloatStats* out);
@@ -323,6 +336,7 @@ struct CompareArgs {
   const uint8_t* ref;  // [m.rows, m.cols] elements of rf
   FloatFormat rf;
   float clip;
+  RoundBound bound;
   CompareOut out;      // at the matrix's first block
 };
 

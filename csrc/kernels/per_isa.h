@@ -341,15 +341,15 @@ void block_stats_generic(const detail::Matrix& m, detail::Fp8Raw* raw, const det
 // ---- dequantize and compare (kernels.h: fp8_compare) ----------------------------------
 // Written once against an ISA's CmpLanes C (16 floats per V, 16 doubles per D,
 // lane masks as the low 16 bits of a uint32_t):
-//   zero(), set1(x), mul, sub, fma(a, b, acc) (fused), abs, max, hmax(V)
-//   nonfinite(V) and gt(a, b) -> mask, zero_where(V, mask)
+//   zero(), set1(x), add, mul, sub, fma(a, b, acc) (fused), abs, max, hmax(V)
+//   nonfinite(V) and gt(a, b) -> mask, zero_where(V, mask), blend(a, b, mask) (b where set)
 //   dzero(), fold(D&, V) (D_l += double(V_l)), reduce(const D&) (the tree of kernels.h)
 // and a Source S for the quantized codes and one for the reference, each with
 //   load(row pointer, j, k, V& lo, V& hi): elements j .. j + k - 1 (k <= 32) of a
 //   row as floats, lanes past k zero.
 template <class C>
 struct CmpAcc {
-  typename C::D sum[4];  // ref_sq, code_sq, dot, err_sq
+  typename C::D sum[5];  // ref_sq, code_sq, dot, err_sq, bound_sq
   typename C::V max_err, ref_max;
   uint64_t clipped, bad, ref_bad;
 };
@@ -380,7 +380,9 @@ void compare_generic(const detail::CompareArgs& a, const Codes& codes, const Ref
           const size_t j0 = bj * g.bc, j1 = end_of(j0, g.bc, g.cols);
           const float sv = a.scale[bi * g.nbc + bj];
           const V s = C::set1(sv), lim = C::set1(a.clip * sv);
-          V f0 = C::zero(), f1 = f0, f2 = f0, f3 = f0, me = f0, mr = f0;
+          const V bm = C::set1(a.bound.vmax * sv), bh = C::set1(a.bound.sub * sv);
+          const V brel = C::set1(a.bound.rel), bslack = C::set1(a.bound.slack);
+          V f0 = C::zero(), f1 = f0, f2 = f0, f3 = f0, f4 = f0, me = f0, mr = f0;
           auto step = [&](V c, V r, uint32_t valid) {
             V d = C::mul(c, s);
             // lanes past k hold zeros, whose product is NaN under a NaN or
@@ -401,6 +403,10 @@ void compare_generic(const detail::CompareArgs& a, const Codes& codes, const Ref
             f2 = C::fma(c, r, f2);
             f3 = C::fma(e, e, f3);
             const V ar = C::abs(r);
+            const uint32_t sat = C::gt(ar, bm);
+            V b = C::blend(C::max(C::mul(brel, ar), bh), C::sub(ar, bm), sat);
+            b = C::zero_where(C::add(b, C::mul(bslack, ar)), out | ~valid);
+            f4 = C::fma(b, b, f4);
             me = C::max(me, C::abs(e));
             mr = C::max(mr, ar);
             x.clipped += static_cast<uint64_t>(
@@ -419,7 +425,8 @@ void compare_generic(const detail::CompareArgs& a, const Codes& codes, const Ref
               C::fold(x.sum[1], f1);
               C::fold(x.sum[2], f2);
               C::fold(x.sum[3], f3);
-              f0 = f1 = f2 = f3 = C::zero();
+              C::fold(x.sum[4], f4);
+              f0 = f1 = f2 = f3 = f4 = C::zero();
             }
           }
           x.max_err = C::max(x.max_err, me);
@@ -434,6 +441,7 @@ void compare_generic(const detail::CompareArgs& a, const Codes& codes, const Ref
         o.code_sq[k] = C::reduce(x.sum[1]);
         o.dot[k] = C::reduce(x.sum[2]);
         o.err_sq[k] = C::reduce(x.sum[3]);
+        o.bound_sq[k] = C::reduce(x.sum[4]);
         o.max_err[k] = C::hmax(x.max_err);
         o.ref_max[k] = C::hmax(x.ref_max);
         o.clipped[k] = x.clipped;

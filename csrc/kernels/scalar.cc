@@ -270,8 +270,9 @@ void compare(const detail::CompareArgs& a) {
       const size_t j0 = bj * g.bc, j1 = end_of(j0, g.bc, g.cols);
       const size_t k = bi * g.nbc + bj;
       const float s = a.scale[k], lim = a.clip * s;
-      double dl[4][16] = {};
-      float fl[4][16] = {};
+      const float bm = a.bound.vmax * s, bh = a.bound.sub * s;
+      double dl[5][16] = {};
+      float fl[5][16] = {};
       float max_err = 0.0f, ref_max = 0.0f;
       uint64_t clipped = 0, bad = 0, ref_bad = 0;
       for (size_t i = r0; i < r1; ++i) {
@@ -292,12 +293,16 @@ void compare(const detail::CompareArgs& a) {
             fl[1][lane] = std::fma(c, c, fl[1][lane]);
             fl[2][lane] = std::fma(c, r, fl[2][lane]);
             fl[3][lane] = std::fma(e, e, fl[3][lane]);
+            const float t = std::fabs(r);
+            float b = t > bm ? t - bm : std::max(a.bound.rel * t, bh);
+            b = b + a.bound.slack * t;
+            fl[4][lane] = std::fma(b, b, fl[4][lane]);
             max_err = std::max(max_err, std::fabs(e));
             ref_max = std::max(ref_max, std::fabs(r));
             clipped += std::fabs(r) > lim;
           }
           if ((j - j0) % 128 == 127 || j + 1 == j1) {
-            for (int m = 0; m < 4; ++m) {
+            for (int m = 0; m < 5; ++m) {
               for (int l = 0; l < 16; ++l) {
                 dl[m][l] += fl[m][l];
                 fl[m][l] = 0.0f;
@@ -311,6 +316,7 @@ void compare(const detail::CompareArgs& a) {
       o.code_sq[k] = reduce16(dl[1]);
       o.dot[k] = reduce16(dl[2]);
       o.err_sq[k] = reduce16(dl[3]);
+      o.bound_sq[k] = reduce16(dl[4]);
       o.max_err[k] = max_err;
       o.ref_max[k] = ref_max;
       o.clipped[k] = clipped;

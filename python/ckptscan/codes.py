@@ -214,9 +214,10 @@ def _register_all() -> None:
         ("verify-scale-shifted", E, "block scales shifted by one block (row, column or "
                                     "expert): the weight fits its source with its "
                                     "neighbours' scales"),
-        ("verify-error-high", E, "a quantized weight whose error against its source is above "
-                                 "its format's bound (the tensor's or a block's relative "
-                                 "error) and no other reading of its scales fits"),
+        ("verify-error-high", E, "a quantized weight whose relative error against its source "
+                                 "is above its format's bound, or with blocks holding more "
+                                 "error than round to nearest allows for their values, and no "
+                                 "other reading of its scales fits"),
         ("verify-clipped", W, "source values beyond what their block's scale represents (the "
                               "format's max plus half a step, times the scale): the scale is "
                               "too small and they saturate"),

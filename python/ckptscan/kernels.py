@@ -730,13 +730,16 @@ class BlockErrors:
     - ``max_err`` max|e|, ``ref_max`` max|r| (float32);
     - ``clipped``: elements with |r| > clip * s (beyond what the block's scale can
       represent), ``bad``: elements left out (d or r not finite), ``ref_bad``:
-      those whose r is not finite (uint64).
+      those whose r is not finite (uint64);
+    - ``bound_sq``: Σb², b the largest error round to nearest into the format
+      allows for r under s (`dequantize_compare`'s ``bound``; zeros without one).
 
     Σc², Σc·r and Σr² give the error of any other scale s' of a block without
     reading it again (``s'² Σc² - 2 s' Σc·r + Σr²``: `err_sq_with`). The sums are
     bit-identical on every SIMD path (kernels.h defines their order)."""
 
     block: tuple[int, int]
+    bound_sq: np.ndarray
     ref_sq: np.ndarray
     code_sq: np.ndarray
     dot: np.ndarray
@@ -757,7 +760,8 @@ class BlockErrors:
 
 
 def dequantize_compare(q: Any, scale: Any, ref: Any, block: tuple[int, int] = (128, 128), *,
-                       clip: float, fp8_dtype: str | None = None,
+                       clip: float, bound: tuple[float, float, float, float] | None = None,
+                       fp8_dtype: str | None = None,
                        global_scale: float | None = None) -> BlockErrors:
     """Dequantizes a quantized weight and compares it with the high-precision
     tensor it was made from, in one pass (see `BlockErrors`).
@@ -770,7 +774,9 @@ def dequantize_compare(q: Any, scale: Any, ref: Any, block: tuple[int, int] = (1
     F32, BF16, F16, F8_E8M0, F8_E4M3), times ``global_scale`` when given.
     ``ref``: BF16, F16 or F32 in the weight's logical shape. ``clip``: the
     largest |r| / s a block represents (the format's max plus half its top
-    step for round to nearest)."""
+    step for round to nearest). ``bound``: (vmax, rel, sub, slack) of the error
+    round to nearest allows per element, in float32: with t = |r|, m = vmax * s,
+    b = t - m beyond m, else max(rel * t, sub * s); plus slack * t."""
     fp4 = False
     if isinstance(q, np.ndarray) and q.dtype in (np.uint8, np.int8) and fp8_dtype is None:
         t = raw_tensor(q, dtype="U8")
@@ -800,10 +806,10 @@ def dequantize_compare(q: Any, scale: Any, ref: Any, block: tuple[int, int] = (1
                          f"{list(t.shape)}")
     if fp4:
         d = _core.fp4_compare(t.data, rows, cols, s, srows, scols, br, bc, r.data, r.dtype,
-                              float(clip), batch)
+                              float(clip), bound, batch)
     else:
         d = _core.fp8_compare(t.data, rows, cols, t.dtype, s, srows, scols, br, bc, r.data,
-                              r.dtype, float(clip), batch)
+                              r.dtype, float(clip), bound, batch)
     if len(t.shape) == 3 and batch == 1:  # the core drops a batch of 1
         d = {k: v.reshape(1, *v.shape) for k, v in d.items()}
     return BlockErrors((operator.index(br), operator.index(bc)), **d)

@@ -30,7 +30,7 @@ Named defects (codes ``verify-*`` in `ckptscan.codes`):
   scale; the grid transposed; shifted by one along each axis) are evaluated
   from the per-block sums (a second read of the tensor, no dequantization
   needed: ``s'² Σc² - 2 s' Σc·r + Σr²``), and the defect is named only when
-  one fits within the bound and at least 10x better in RMS than the scales as
+  one fits within the bound and at least 2x better in RMS than the scales as
   stored (`FIT_GAIN`);
 - values clipped (source values beyond what the block's scale represents),
   dequantized values that are not finite, an error above the format's bound
@@ -77,8 +77,11 @@ SCHEMA = "ckptscan.verify/1"
 CHUNK_ELEMENTS = 1 << 24
 #: a source stored transposed is transposed one matrix at a time, up to this size
 MAX_TRANSPOSE_BYTES = 512 << 20
-#: a scale reading fits "far better" when its error energy is this much lower
-FIT_GAIN = 100.0
+#: a reading of the scales is named when it fits within the bound and its error
+#: energy is at least this much lower than the stored scales' (2x in RMS): the
+#: scales a weight was quantized with give the least error, so on a clean weight
+#: no other reading comes close
+FIT_GAIN = 4.0
 #: blocks of at least this many elements have their scales' other readings
 #: evaluated in the same pass (cheap: few blocks); smaller blocks (groups) only
 #: when the weight's error is above its bound (a second read)
@@ -89,11 +92,16 @@ WORST_BLOCKS = 5
 _POOL = 4096  # blocks above the bound (or clipping) kept per tensor for the report
 _HIST_EDGES = np.concatenate([[0.0], 10.0 ** np.arange(-6.0, 3.01, 0.02), [np.inf]])
 
-# value formats the kernels dequantize: mantissa bits, largest finite value
-_FORMATS: dict[str, tuple[int, float]] = {
-    "E4M3": (3, 448.0), "E5M2": (2, 57344.0), "E4M3FNUZ": (3, 240.0),
-    "E5M2FNUZ": (2, 57344.0), "E2M1": (1, 6.0),
+# value formats the kernels dequantize: mantissa bits, largest finite value, half
+# the smallest subnormal step (the largest error of what lies below the normal range)
+_FORMATS: dict[str, tuple[int, float, float]] = {
+    "E4M3": (3, 448.0, 2.0 ** -10), "E5M2": (2, 57344.0, 2.0 ** -17),
+    "E4M3FNUZ": (3, 240.0, 2.0 ** -11), "E5M2FNUZ": (2, 57344.0, 2.0 ** -18),
+    "E2M1": (1, 6.0, 0.25),
 }
+#: per element, what a block's error may also hold beyond round to nearest's own:
+#: one BF16 rounding (a scale stored in BF16, a quantizer that read FP32 weights)
+BOUND_SLACK = 2.0 ** -8
 _FP8_DTYPE = {"E4M3": "F8_E4M3", "E5M2": "F8_E5M2", "E4M3FNUZ": "F8_E4M3FNUZ",
               "E5M2FNUZ": "F8_E5M2FNUZ"}
 _SCALE_DTYPES = ("F32", "BF16", "F16", "F8_E8M0", "U8", "F8_E4M3")
@@ -104,10 +112,14 @@ _REF_DTYPES = ("BF16", "F16", "F32")
 
 
 def default_threshold(fmt: str, mx: bool = False) -> float:
-    """The largest relative error round to nearest gives in format `fmt` (see
-    the module's docstring); `mx`: under E8M0 power-of-two scales."""
-    man, vmax = _FORMATS[fmt]
-    bound = 2.0 ** -(man + 1)
+    """The largest relative error round to nearest gives in format `fmt` over
+    its normal range, u / (1 + u) with u = 2^-(m+1) (half a step over the
+    smallest mantissa; reached halfway above a power of two); `mx`: under E8M0
+    power-of-two scales, at least 1 - max / 2^(emax+1) (OCP's rounding saturates
+    values up to the next power of two)."""
+    man, vmax, _ = _FORMATS[fmt]
+    u = 2.0 ** -(man + 1)
+    bound = u / (1 + u)
     if mx:
         bound = max(bound, 1.0 - vmax / 2.0 ** (math.floor(math.log2(vmax)) + 1))
     return bound
@@ -117,11 +129,20 @@ def clip_limit(fmt: str, mx: bool = False) -> float:
     """|r| / s beyond which a value cannot come from round to nearest in `fmt`:
     the largest finite value plus half its step; under E8M0 scales (OCP MX
     rounds the exponent down) the next power of two."""
-    man, vmax = _FORMATS[fmt]
+    man, vmax, _ = _FORMATS[fmt]
     top = math.floor(math.log2(vmax))
     if mx:
         return 2.0 ** (top + 1)
     return vmax + 2.0 ** (top - man) / 2
+
+
+def round_bound(fmt: str) -> tuple[float, float, float, float]:
+    """(vmax, rel, sub, slack) of `kernels.dequantize_compare`: per element, the
+    largest error round to nearest into `fmt` allows under the block's scale
+    (saturation beyond the largest value, u / (1 + u) relative in the normal
+    range, half the smallest subnormal step below it), plus `BOUND_SLACK`."""
+    man, vmax, sub = _FORMATS[fmt]
+    return vmax, default_threshold(fmt), sub, BOUND_SLACK
 
 
 def parse_thresholds(values: Sequence[str]) -> dict[str, float]:
@@ -489,20 +510,22 @@ class _Grid:
         if nbr == nbc > 1:
             out.append(("verify-scale-transposed", "the block grid transposed",
                         lambda e, r: self.values(e, (0, nbr), r).transpose(0, 2, 1)))
+        shifted = "verify-scale-shifted"
+        taken = "each block's scale taken from the block"
         if nbr > 1:
-            out.append(("verify-scale-shifted", "shifted down by one block row",
+            out.append((shifted, f"{taken} row above",
                         lambda e, r: self.values(e, (r[0] - 1, r[1] - 1), full)))
-            out.append(("verify-scale-shifted", "shifted up by one block row",
+            out.append((shifted, f"{taken} row below",
                         lambda e, r: self.values(e, (r[0] + 1, r[1] + 1), full)))
         if nbc > 1:
-            out.append(("verify-scale-shifted", "shifted right by one block column",
+            out.append((shifted, f"{taken} column to its left",
                         lambda e, r: self.values(e, r, (-1, nbc - 1))))
-            out.append(("verify-scale-shifted", "shifted left by one block column",
+            out.append((shifted, f"{taken} column to its right",
                         lambda e, r: self.values(e, r, (1, nbc + 1))))
         if n_e > 1:
-            out.append(("verify-scale-shifted", "shifted by one expert (the previous one's)",
+            out.append((shifted, "each expert's scales taken from the previous expert",
                         lambda e, r: self.values((e[0] - 1, e[1] - 1), r, full)))
-            out.append(("verify-scale-shifted", "shifted by one expert (the next one's)",
+            out.append((shifted, "each expert's scales taken from the next expert",
                         lambda e, r: self.values((e[0] + 1, e[1] + 1), r, full)))
         return out
 
@@ -532,8 +555,8 @@ class _Plan:
     block: tuple[int, int]
     grid: _Grid
     clip: float
-    bound: float
-    judge_blocks: bool        # per-block bounds apply (the block is what one scale covers)
+    bound: float              # the tensor's relative-error bound
+    round_bound: tuple[float, float, float, float]
     transposed: bool          # the source is stored [.., in, out]
     nbytes: int
     ws: WeightSet
@@ -564,14 +587,21 @@ class _Plan:
 
 
 def _source_name(ws: WeightSet, template: str) -> str:
-    """The unquantized weight's name template for a weight set's template."""
+    """The unquantized weight's name template for a weight set's template: the
+    stem's ``.weight``, or the stem itself for a parameter of its own (fused
+    experts, gpt-oss); torchao flattens ``M.weight`` into ``M._weight_qdata``."""
     stem = ws.layout.weight_stem(template)
     assert stem is not None
-    return stem if ws.layout.param_style else stem + ".weight"
+    if not ws.layout.param_style:
+        return stem + ".weight"
+    head, dot, last = stem.rpartition(".")
+    return head + dot + last[1:] if last.startswith("_") else stem
 
 
 def _dequantizable(ws: WeightSet) -> bool:
     lay, p = ws.layout, ws.layout.packing
+    if lay.granularity.kind not in ("block", "group", "channel", "tensor"):
+        return False
     if not ws.dtype_ok:
         return ws.dtype in _FP8_DTYPE.values()
     if ws.weight_format in _FP8_DTYPE:
@@ -602,7 +632,8 @@ class _Pass:
     blocks: int = 0
     judged: int = 0
     hist: np.ndarray = field(default_factory=lambda: np.zeros(len(_HIST_EDGES) - 1, np.int64))
-    pool: list[tuple[float, int, float, float, float, int]] = field(default_factory=list)
+    # blocks kept for the report: (relative error, index, Σe², Σr², max|e|, clipped, Σb²)
+    pool: list[tuple[float, int, float, float, float, int, float]] = field(default_factory=list)
     clipped_blocks: int = 0
     bytes: int = 0
     # readings: code, what -> [alternative err, err as stored, ref energy] on their blocks
@@ -661,7 +692,7 @@ def _measure(plan: _Plan, cancel: threading.Event, readings: bool,
         be = kernels.dequantize_compare(
             kernels.RawTensor(q.take(qa, qb), "U8" if plan.fp4 else str(plan.fp8_dtype), qshape),
             scale, kernels.RawTensor(ref_bytes, plan.ref_dtype, shape), plan.block,
-            clip=plan.clip)
+            clip=plan.clip, bound=plan.round_bound)
         q.drop(qa, qb)
         if not plan.transposed:
             ref.drop(ra, rb)
@@ -703,8 +734,8 @@ def _add_blocks(out: _Pass, be: kernels.BlockErrors, scale: np.ndarray, first: i
     out.hist += np.histogram(rel[has], _HIST_EDGES)[0]
     clipped = be.clipped.reshape(-1)
     out.clipped_blocks += int((clipped > 0).sum())
-    keep = np.flatnonzero(((rel > plan.bound) if plan.judge_blocks else np.zeros(n, bool))
-                          | (clipped > 0))
+    bound = be.bound_sq.reshape(-1)
+    keep = np.flatnonzero((e > bound) | (clipped > 0))
     # the worst few by relative error (the bound judged at the end) always
     worst = np.argsort(-np.where(has, rel, 0.0), kind="stable")[:WORST_BLOCKS]
     keep = np.union1d(keep, worst)
@@ -713,7 +744,7 @@ def _add_blocks(out: _Pass, be: kernels.BlockErrors, scale: np.ndarray, first: i
     maxe = be.max_err.reshape(-1)
     for k in keep.tolist():
         item = (float(rel[k]), first + k, float(e[k]), float(c[k]), float(maxe[k]),
-                int(clipped[k]))
+                int(clipped[k]), float(bound[k]))
         if len(out.pool) < _POOL:
             heapq.heappush(out.pool, item)
         elif item > out.pool[0]:
@@ -950,15 +981,15 @@ class _Verifier:
         if src_dtype not in _REF_DTYPES:
             skip(f"its source {sf.name(src_row)} is {src_dtype}, not BF16, F16 or F32")
             return None
-        transposed = False
-        if tuple(src_shape) != tuple(logical):
-            swapped = (*logical[:-2], logical[-1], logical[-2])
-            if tuple(src_shape) != swapped:
-                fs.rows("verify-shape-mismatch", [row], _fixed(
-                    f"logical shape {list(logical)}, but its source {sf.name(src_row)} is "
-                    f"{list(src_shape)}"))
-                return None
-            transposed = True
+        swapped = (*logical[:-2], logical[-1], logical[-2])
+        if tuple(src_shape) not in (tuple(logical), swapped):
+            fs.rows("verify-shape-mismatch", [row], _fixed(
+                f"logical shape {list(logical)}, but its source {sf.name(src_row)} is "
+                f"{list(src_shape)}"))
+            return None
+        # square matrices: as the layout's producers store the unquantized parameter
+        transposed = tuple(src_shape) != tuple(logical) or (
+            swapped == tuple(logical) and ws.layout.source_transposed)
         *lead, rows, cols = logical
         batch = int(np.prod(lead)) if lead else 1
         if transposed and rows * cols * (4 if src_dtype == "F32" else 2) > MAX_TRANSPOSE_BYTES:
@@ -1006,11 +1037,11 @@ class _Verifier:
         grid_shape = (batch, nbr, nbc)
         transposed_scales = False
         if stored.size == batch * nbr * nbc:
-            sshape = cf.shape(scale_row)
-            t_shape = (*lead, nbc, nbr) if nbr != nbc else None
-            if t_shape is not None and tuple(x for x in sshape if x != 1) == tuple(
-                    x for x in t_shape if x != 1) and len(sshape) >= 2 and \
-                    tuple(sshape[-2:]) == (nbc, nbr):
+            sshape = tuple(cf.shape(scale_row))
+            fits = [c for c in ws.companions if c.companion.kind == schemes.SCALE]
+            expected = fits[0].companion.expected_shapes(tuple(logical)) if fits else ()
+            if nbr != nbc and sshape not in expected and _squeezed(sshape) == _squeezed(
+                    (*lead, nbc, nbr)):
                 grid = stored.reshape(batch, nbc, nbr).transpose(0, 2, 1)
                 transposed_scales = True
             else:
@@ -1038,7 +1069,7 @@ class _Verifier:
             fmt, None if fp4 else ws.dtype, batch, rows, cols, tuple(lead), block,
             _Grid(grid, sdtype, grid_shape, glob, divides,
                   ws.layout.granularity.kind == "tensor"), clip_limit(fmt, mx), bound,
-            ws.layout.granularity.kind != "tensor", transposed,
+            round_bound(fmt), transposed,
             int(cf.nbytes[row]) + int(sf.nbytes[src_row]), ws,
             cf.shape(scale_row) if transposed_scales else None)
 
@@ -1118,11 +1149,12 @@ class _Verifier:
         mean = m.ref_sq / got.blocks if got.blocks else 0.0
         floor = BLOCK_ENERGY_FLOOR * mean
         blocks = []
-        for rel, k, e, c, maxe, clipped in got.pool:
+        for _, k, e, c, maxe, clipped, b in got.pool:
             judged = math.sqrt(e / max(c, floor)) if (c > 0 or floor > 0) else (
                 0.0 if e == 0 else math.inf)
-            blocks.append((judged, k, maxe, clipped, rel))
-        above = [b for b in blocks if b[0] > plan.bound and plan.judge_blocks]
+            blocks.append((judged, k, maxe, clipped, e > b and c >= floor))
+        # above: more error than round to nearest allows for the block's values
+        above = [x for x in blocks if x[4]]
         t.blocks_above = len(above)
         t.blocks_clipped = got.clipped_blocks
         blocks.sort(key=lambda b: (-b[0], b[1]))
@@ -1160,7 +1192,7 @@ class _Verifier:
                 f"(|r| > {plan.clip:g} x scale): the scale is too small for them"
                 + (f"; worst block {list(worst.index)}: relative error "
                    f"{_pct(worst.rel_error)}" if worst is not None else "") + extra))
-            unclipped = [b for b in above if b[3] == 0]
+            unclipped = [x for x in above if x[3] == 0]
             if unclipped:
                 self._error_high(t, plan, m, unclipped)
         elif high:
@@ -1174,18 +1206,18 @@ class _Verifier:
         return t
 
     def _error_high(self, t: TensorResult, plan: _Plan, m: Metrics,
-                    above: list[tuple[float, int, float, int, float]]) -> None:
+                    above: list[tuple[float, int, float, int, bool]]) -> None:
         parts = []
         if m.rel_error > plan.bound:
             parts.append(f"relative error {_pct(m.rel_error)} ({_ratio_text(m)}, SQNR "
-                         f"{m.sqnr_db:.1f} dB)")
+                         f"{m.sqnr_db:.1f} dB), above the {plan.fmt} bound {_pct(plan.bound)}")
         if above:
             worst = sorted(above, key=lambda b: (-b[0], b[1]))[0]
-            parts.append(f"{len(above):,} of {t.blocks_judged:,} blocks above it, worst "
+            parts.append(f"{len(above):,} of {t.blocks_judged:,} blocks with more error than "
+                         f"round to nearest allows for their values, worst "
                          f"{list(_block_index(plan, worst[1]))} at {_pct(worst[0])}")
         self.c.findings.rows("verify-error-high", [plan.row], _fixed(
-            f"{'; '.join(parts)}: above the {plan.fmt} bound {_pct(plan.bound)} and no "
-            "other reading of its scales fits"))
+            f"{'; '.join(parts)}; no other reading of its scales fits"))
 
     # ---- summaries ---------------------------------------------------------------------
 
@@ -1221,6 +1253,10 @@ def _left_unquantized(frame: Any, why: str) -> Callable[[int], str]:
     return message
 
 
+def _squeezed(shape: Sequence[int]) -> tuple[int, ...]:
+    return tuple(int(x) for x in shape if x != 1)
+
+
 def _fixed(text: str) -> Callable[[int], str]:
     return lambda _i: text
 
@@ -1250,11 +1286,8 @@ def _above(plan: _Plan, got: _Pass) -> bool:
     m = got.metrics
     if m.rel_error > plan.bound:
         return True
-    if not plan.judge_blocks or not got.blocks:
-        return False
-    floor = BLOCK_ENERGY_FLOOR * m.ref_sq / got.blocks
-    return any(math.sqrt(e / max(c, floor)) > plan.bound if max(c, floor) > 0 else e > 0
-               for _, _, e, c, _, clipped in got.pool if clipped == 0)
+    floor = BLOCK_ENERGY_FLOOR * m.ref_sq / got.blocks if got.blocks else 0.0
+    return any(e > b and c >= floor for _, _, e, c, _, clipped, b in got.pool if clipped == 0)
 
 
 def _best_reading(readings: Mapping[tuple[str, str], list[float]], bound: float

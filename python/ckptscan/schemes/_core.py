@@ -309,7 +309,10 @@ class Layout:
     the stem ends with the parameter's own name (fused experts, gpt-oss,
     torchao) and the module is the stem without its last component;
     ``param_pattern`` (a regex) must then fullmatch that last component.
-    ``ranks`` are the accepted logical ranks (2: a linear, 3: an expert stack)."""
+    ``ranks`` are the accepted logical ranks (2: a linear, 3: an expert stack).
+    ``source_transposed``: the unquantized parameter the weight stands for is
+    stored [.., in, out] (transformers' ``GptOssExperts``), the transpose of the
+    logical [.., out, in] (what ``ckptscan verify`` compares it with)."""
 
     name: str
     title: str
@@ -326,6 +329,7 @@ class Layout:
     ranks: tuple[int, ...] = (2, 3)
     convention: str = ""
     source: str = ""
+    source_transposed: bool = False
 
     def __repr__(self) -> str:
         return f"Layout({self.name!r})"
