@@ -152,7 +152,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="threads for --deep (default: one per core)")
     df.add_argument("--allow", action="append", metavar="RULE,...",
                     help="differences that are expected (see below)")
-    df.add_argument("--format", choices=("text", "json", "md"), default="text")
+    df.add_argument("--format", choices=("text", "json", "md", "html"), default="text",
+                    help="html: one self-contained page")
     df.add_argument("--revision-a", metavar="REV", help="A's revision (Hugging Face cache)")
     df.add_argument("--revision-b", metavar="REV", help="B's revision (Hugging Face cache)")
     df.add_argument("--follow-symlinks", action="store_true",
@@ -470,6 +471,8 @@ def _diff(args: argparse.Namespace) -> int:
         _write(render.to_json(d, rules), args)
     elif args.format == "md":
         _write(render.to_markdown(d, rules), args)
+    elif args.format == "html":
+        _write(render.to_html(d, rules), args)
     else:
         _write(render.to_text(d, rules, color=args.output is None and _color(sys.stdout, args),
                               width=_width(args)), args)

@@ -55,12 +55,22 @@ def to_json(v: Verification) -> bytes:
     return orjson.dumps(jsonable(v.to_dict()), option=orjson.OPT_INDENT_2) + b"\n"
 
 
-def _side(label: str, s: VerifySide) -> str:
+def _about(s: VerifySide) -> str:
     scheme = f"{s.scheme} ({', '.join(s.formats)})" if s.scheme else "no quantization scheme"
     about = f"{s.tensors:,} tensors, {human_bytes(s.bytes)}, {scheme}"
     if s.errors or s.warnings:
-        about += f"; its report: {s.errors} errors, {s.warnings} warnings"
-    return f"{label}: {safe(s.path)} ({about})"
+        about += (f"; its own report (ckptscan report): {s.errors} error"
+                  f"{'s' * (s.errors != 1)}, {s.warnings} warning{'s' * (s.warnings != 1)}")
+    return about
+
+
+def _side(label: str, s: VerifySide) -> str:
+    return f"{label}: {safe(s.path)} ({_about(s)})"
+
+
+def _kept(v: Verification) -> str:
+    return (f"{v.kept:,} tensor{'s' * (v.kept != 1)} kept in high precision; "
+            f"{v.unsupported:,} not dequantizable")
 
 
 def _overall(m: Metrics) -> str:
@@ -73,8 +83,8 @@ def _bounds(v: Verification) -> str:
     return ", ".join(f"{k} {pct(b)}" for k, b in v.thresholds.items()) or "-"
 
 
-def _summary_rows(items: Sequence[tuple[str, Summary]]) -> list[list[str]]:
-    rows = [["", "tensors", "rel err", "SQNR dB", "cosine", "max abs", "flagged"]]
+def _summary_rows(first: str, items: Sequence[tuple[str, Summary]]) -> list[list[str]]:
+    rows = [[first, "tensors", "rel err", "SQNR dB", "cosine", "max abs", "flagged"]]
     for label, s in items:
         m = s.metrics
         rows.append([label, f"{s.tensors:,}", pct(m.rel_error), db(m.sqnr_db), cos(m.cosine),
@@ -113,14 +123,13 @@ def _lines(v: Verification, st: Style, width: int) -> Iterator[str]:
     yield from wrap(f"Compared {len(v.tensors):,} quantized weights "
                     f"({v.total.elements:,} values; {human_bytes(v.bytes)} read in "
                     f"{v.seconds:.2f} s, {rate:.2f} GB/s, {v.jobs} thread"
-                    f"{'s' * (v.jobs != 1)}, {v.simd or '-'} kernels); {v.kept:,} tensors kept "
-                    f"in high precision; {v.unsupported:,} not dequantizable", width, "  ", "")
+                    f"{'s' * (v.jobs != 1)}, {v.simd or '-'} kernels); {_kept(v)}", width, "  ", "")
     yield from wrap(f"overall: {_overall(v.total)}", width, "    ", "  ")
     yield from wrap(f"bounds (relative error): {_bounds(v)}", width, "    ", "  ")
     if v.roles:
         yield ""
         yield st.bold("Per role")
-        yield from table(_summary_rows(list(v.roles.items())), width,
+        yield from table(_summary_rows("role", list(v.roles.items())), width,
                          right=frozenset(range(1, 7)))
     if len(v.layers) > 1:
         yield ""
@@ -131,7 +140,7 @@ def _lines(v: Verification, st: Style, width: int) -> Iterator[str]:
             keep = {id(s) for _, s in worst}
             items = [kv for kv in items if id(kv[1]) in keep]
             yield f"  ({LIST_MAX} of {len(v.layers):,} layers: the largest errors)"
-        yield from table(_summary_rows(items), width, right=frozenset(range(1, 7)))
+        yield from table(_summary_rows("layer", items), width, right=frozenset(range(1, 7)))
     if v.tensors:
         yield ""
         yield st.bold("Largest relative errors")
@@ -152,8 +161,8 @@ def to_markdown(v: Verification) -> str:
     out = [f"# ckptscan verify: {code(v.candidate.path)}", "",
            f"- {cell(_side('candidate', v.candidate))}",
            f"- {cell(_side('source', v.source))}",
-           f"- compared {len(v.tensors):,} quantized weights ({v.total.elements:,} values), "
-           f"{v.kept:,} kept in high precision, {v.unsupported:,} not dequantizable",
+           f"- compared {len(v.tensors):,} quantized weights ({v.total.elements:,} values); "
+           f"{_kept(v)}",
            f"- overall: {_overall(v.total)}",
            f"- bounds (relative error): {_bounds(v)}",
            f"- findings: {verdict(v)}", "", "## Per role", "",
@@ -190,6 +199,13 @@ def to_markdown(v: Verification) -> str:
 # ---------------------------------------------------------------- HTML
 
 
+def _tick(k: int) -> str:
+    """10^k as a relative error: 0.1%, 1%, 10%, 100%, 10x, 1e3x ..."""
+    if k < 0:
+        return f"{10.0 ** (k + 2):g}%"
+    return "100%" if k == 0 else f"{10 ** k}x" if k < 3 else f"1e{k}x"
+
+
 def _log_axis(values: Sequence[float], bounds: Sequence[float]) -> tuple[int, int]:
     """Decades of a relative-error axis: from 1e-3 (or lower) to the largest."""
     finite = [x for x in (*values, *bounds) if x > 0 and math.isfinite(x)]
@@ -218,11 +234,14 @@ def _error_bars(items: Sequence[tuple[str, float, int]], bounds: Sequence[float]
     h = top + len(items) * (bar_h + gap) + 4
     out = [f'<svg class="errbars" width="{width}" height="{h}" viewBox="0 0 {width} {h}" '
            f'role="img" aria-label="relative error">']
+    every = max(1, math.ceil(46 / (bar_w / (hi - lo))))  # labels ~46 px apart
     for k in range(lo, hi + 1):
         xx = label_w + bar_w * (k - lo) / (hi - lo)
         out.append(f'<line x1="{xx:.1f}" y1="{top - 2}" x2="{xx:.1f}" y2="{h - 2}" '
-                   f'stroke="#e1e6ea"/><text x="{xx:.1f}" y="{top - 5}" font-size="10" '
-                   f'text-anchor="middle">{esc(pct(10.0 ** k))}</text>')
+                   f'stroke="#e1e6ea"/>')
+        if (k - lo) % every == 0:
+            out.append(f'<text x="{xx:.1f}" y="{top - 5}" font-size="10" '
+                       f'text-anchor="middle">{esc(_tick(k))}</text>')
     for i, (label, err, flagged) in enumerate(items):
         y = top + i * (bar_h + gap)
         color = "#c0392b" if flagged else "#4c78a8"
@@ -251,7 +270,7 @@ def _layer_chart(v: Verification, width: int = 1100, height: int = 180) -> str:
     left, bottom, top = 50, 20, 10
     plot_h = height - top - bottom
     n = len(items)
-    cw = max(1.0, (width - left - 10) / n)
+    cw = min(40.0, max(1.0, (width - left - 10) / n))
     lo, hi = _log_axis([s.metrics.rel_error for _, s in items], list(v.thresholds.values()))
 
     def y(val: float) -> float:
@@ -262,11 +281,14 @@ def _layer_chart(v: Verification, width: int = 1100, height: int = 180) -> str:
 
     out = [f'<svg class="layers" width="{width}" height="{height}" viewBox="0 0 {width} '
            f'{height}" role="img" aria-label="relative error per layer">']
+    every = max(1, math.ceil(14 / (plot_h / (hi - lo))))
     for k in range(lo, hi + 1):
         yy = top + plot_h * (1 - (k - lo) / (hi - lo))
         out.append(f'<line x1="{left}" y1="{yy:.1f}" x2="{width - 10}" y2="{yy:.1f}" '
-                   f'stroke="#e1e6ea"/><text x="{left - 4}" y="{yy + 4:.1f}" font-size="10" '
-                   f'text-anchor="end">{esc(pct(10.0 ** k))}</text>')
+                   f'stroke="#e1e6ea"/>')
+        if (k - lo) % every == 0:
+            out.append(f'<text x="{left - 4}" y="{yy + 4:.1f}" font-size="10" '
+                       f'text-anchor="end">{esc(_tick(k))}</text>')
     step = max(1, int(math.ceil(24 / cw)))
     for i, (layer, s) in enumerate(items):
         err = s.metrics.rel_error
@@ -367,12 +389,11 @@ def to_html(v: Verification) -> str:
     t = v.total
     ident = _kv([
         ("candidate", f'<code data-k="candidate">{esc(v.candidate.path)}</code><br>'
-                      f'<span class="muted">{esc(_side("", v.candidate)[2:])}</span>'),
+                      f'<span class="muted">{esc(_about(v.candidate))}</span>'),
         ("source", f'<code data-k="source">{esc(v.source.path)}</code><br>'
-                   f'<span class="muted">{esc(_side("", v.source)[2:])}</span>'),
+                   f'<span class="muted">{esc(_about(v.source))}</span>'),
         ("compared", f'<b data-k="tensors">{len(v.tensors):,}</b> quantized weights, '
-                     f"{t.elements:,} values; {v.kept:,} tensors kept in high precision; "
-                     f"{v.unsupported:,} not dequantizable"),
+                     f"{t.elements:,} values; {esc(_kept(v))}"),
         ("relative error", f'<b data-k="rel_error">{esc(pct(t.rel_error))}</b> '
                            f'<span class="muted">(‖dequantized − source‖ / ‖source‖)</span>'),
         ("SQNR", f'<span data-k="sqnr">{esc(db(t.sqnr_db))}</span> dB'),
