@@ -839,7 +839,6 @@ static void bind_kernels(py::module_& m) {
     py::array a_dot = kbind::block_array(g, py::dtype::of<double>());
     py::array a_err = kbind::block_array(g, py::dtype::of<double>());
     py::array a_maxe = kbind::block_array(g, py::dtype::of<float>());
-    py::array a_maxr = kbind::block_array(g, py::dtype::of<float>());
     py::array a_clip = kbind::block_array(g, py::dtype::of<uint64_t>());
     py::array a_bad = kbind::block_array(g, py::dtype::of<uint64_t>());
     py::array a_rbad = kbind::block_array(g, py::dtype::of<uint64_t>());
@@ -850,7 +849,6 @@ static void bind_kernels(py::module_& m) {
     o.dot = static_cast<double*>(a_dot.mutable_data());
     o.err_sq = static_cast<double*>(a_err.mutable_data());
     o.max_err = static_cast<float*>(a_maxe.mutable_data());
-    o.ref_max = static_cast<float*>(a_maxr.mutable_data());
     o.clipped = static_cast<uint64_t*>(a_clip.mutable_data());
     o.bad = static_cast<uint64_t*>(a_bad.mutable_data());
     o.ref_bad = static_cast<uint64_t*>(a_rbad.mutable_data());
@@ -878,7 +876,6 @@ static void bind_kernels(py::module_& m) {
     d["dot"] = a_dot;
     d["err_sq"] = a_err;
     d["max_err"] = a_maxe;
-    d["ref_max"] = a_maxr;
     d["clipped"] = a_clip;
     d["bad"] = a_bad;
     d["ref_bad"] = a_rbad;
@@ -899,7 +896,7 @@ static void bind_kernels(py::module_& m) {
       py::arg("ref"), py::arg("ref_dtype"), py::arg("clip"), py::arg("bound") = py::none(),
       py::arg("batch") = 1,
       "FP8 [batch, rows, cols] dequantized with scale[b, i // br, j // bc] against ref (BF16, "
-      "F16 or F32) in one pass: per-block ref_sq, code_sq, dot, err_sq, max_err, ref_max, "
+      "F16 or F32) in one pass: per-block ref_sq, code_sq, dot, err_sq, max_err, "
       "clipped (|ref| > clip * scale), bad, ref_bad and bound_sq (bound: (vmax, rel, sub, "
       "slack) of kernels.h's RoundBound).");
   m.def(

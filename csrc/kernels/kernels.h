@@ -187,12 +187,13 @@ float fp4_decode(uint8_t code);  // of the low nibble
 // block, with c = decode(q) (unscaled), d = c * s (float32 product, s the
 // block's scale), r the reference and e = d - r (float32),
 //   ref_sq Σ r², code_sq Σ c², dot Σ c·r, err_sq Σ e²  (doubles),
-//   max_err max |e|, ref_max max |r|  (floats),
-//   clipped #{|r| > clip * s}, bad #{d or r not finite}, ref_bad #{r not finite},
+//   max_err max |e|  (float),
+//   clipped #{|r| > clip * s}, bad #{e not finite: d or r not finite, or their
+//   difference overflows}, ref_bad #{r not finite},
 //   bound_sq Σ b², b the largest error round to nearest into the format allows
 //   for r under the block's scale (RoundBound),
-// over the elements whose d and r are finite (the others are only counted in
-// bad / ref_bad). Σc², Σc·r and Σr² give the error of any other scale s' for
+// over the elements whose e is finite (the others are only counted in bad /
+// ref_bad). Σc², Σc·r and Σr² give the error of any other scale s' for
 // the block without reading it again: s'² Σc² - 2 s' Σc·r + Σr².
 //
 // Summation order, the same on every ISA (results are bit-identical): within a
@@ -202,11 +203,12 @@ float fp4_decode(uint8_t code);  // of the low nibble
 // end the double lanes l are reduced as t_l = D_l + D_{l+8}, then t_l + t_{l+4},
 // t_l + t_{l+2}, t_0 + t_1.
 // b for |r| = t under scale s, in float32 in this order: m = vmax * s, h = sub * s;
-// b = t > m ? t - m : max(rel * t, h); b = b + slack * t. (vmax: the largest
-// finite code value; rel: round to nearest's largest relative error over the
-// normal range; sub: half the smallest subnormal step, the error of everything
-// below the normal range; slack: relative allowance for roundings outside the
-// quantizer, such as a scale stored in BF16.)
+// b = t > m ? fma(slack, t, t - m) : max((rel + slack) * t, h), rel + slack
+// rounded to float32 once. (vmax: the largest finite code value; rel: round to
+// nearest's largest relative error over the normal range; sub: half the
+// smallest subnormal step, the error of everything below the normal range;
+// slack: relative allowance for roundings outside the quantizer, such as a
+// scale stored in BF16.)
 struct RoundBound {
   float vmax = 0.0f, rel = 0.0f, sub = 0.0f, slack = 0.0f;
 };
@@ -218,7 +220,6 @@ struct CompareOut {
   double* dot = nullptr;
   double* err_sq = nullptr;
   float* max_err = nullptr;
-  float* ref_max = nullptr;
   uint64_t* clipped = nullptr;
   uint64_t* bad = nullptr;
   uint64_t* ref_bad = nullptr;

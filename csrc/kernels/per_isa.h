@@ -350,7 +350,7 @@ void block_stats_generic(const detail::Matrix& m, detail::Fp8Raw* raw, const det
 template <class C>
 struct CmpAcc {
   typename C::D sum[5];  // ref_sq, code_sq, dot, err_sq, bound_sq
-  typename C::V max_err, ref_max;
+  typename C::V max_err;
   uint64_t clipped, bad, ref_bad;
 };
 
@@ -369,7 +369,7 @@ void compare_generic(const detail::CompareArgs& a, const Codes& codes, const Ref
       for (size_t b = 0; b < g1 - g0; ++b) {
         CmpAcc<C>& x = acc[b];
         for (auto& d : x.sum) d = C::dzero();
-        x.max_err = x.ref_max = C::zero();
+        x.max_err = C::zero();
         x.clipped = x.bad = x.ref_bad = 0;
       }
       for (size_t i = r0; i < r1; ++i) {
@@ -381,36 +381,35 @@ void compare_generic(const detail::CompareArgs& a, const Codes& codes, const Ref
           const float sv = a.scale[bi * g.nbc + bj];
           const V s = C::set1(sv), lim = C::set1(a.clip * sv);
           const V bm = C::set1(a.bound.vmax * sv), bh = C::set1(a.bound.sub * sv);
-          const V brel = C::set1(a.bound.rel), bslack = C::set1(a.bound.slack);
-          V f0 = C::zero(), f1 = f0, f2 = f0, f3 = f0, f4 = f0, me = f0, mr = f0;
+          const V brel = C::set1(a.bound.rel + a.bound.slack), bslack = C::set1(a.bound.slack);
+          V f0 = C::zero(), f1 = f0, f2 = f0, f3 = f0, f4 = f0, me = f0;
+          uint64_t clipped = 0;
           auto step = [&](V c, V r, uint32_t valid) {
-            V d = C::mul(c, s);
+            V e = C::sub(C::mul(c, s), r);
             // lanes past k hold zeros, whose product is NaN under a NaN or
             // infinite scale: zeroed too, but not counted
-            const uint32_t rbad = C::nonfinite(r);
-            const uint32_t out = C::nonfinite(d) | rbad;
-            const uint32_t bad = out & valid;
+            const uint32_t out = C::nonfinite(e);
+            uint32_t drop = ~valid;
             if (out != 0) {
+              const uint32_t rbad = C::nonfinite(r);
               c = C::zero_where(c, out);
-              d = C::zero_where(d, out);
               r = C::zero_where(r, out);
-              x.bad += static_cast<uint64_t>(__builtin_popcount(bad));
+              e = C::zero_where(e, out);
+              x.bad += static_cast<uint64_t>(__builtin_popcount(out & valid));
               x.ref_bad += static_cast<uint64_t>(__builtin_popcount(rbad & valid));
+              drop |= out;
             }
-            const V e = C::sub(d, r);
             f0 = C::fma(r, r, f0);
             f1 = C::fma(c, c, f1);
             f2 = C::fma(c, r, f2);
             f3 = C::fma(e, e, f3);
             const V ar = C::abs(r);
-            const uint32_t sat = C::gt(ar, bm);
-            V b = C::blend(C::max(C::mul(brel, ar), bh), C::sub(ar, bm), sat);
-            b = C::zero_where(C::add(b, C::mul(bslack, ar)), out | ~valid);
+            const V b = C::zero_where(C::blend(C::max(C::mul(brel, ar), bh),
+                                               C::fma(bslack, ar, C::sub(ar, bm)),
+                                               C::gt(ar, bm)), drop);
             f4 = C::fma(b, b, f4);
             me = C::max(me, C::abs(e));
-            mr = C::max(mr, ar);
-            x.clipped += static_cast<uint64_t>(
-                __builtin_popcount(C::gt(ar, lim) & valid & ~bad));
+            clipped += static_cast<uint64_t>(__builtin_popcount(C::gt(ar, lim) & ~drop));
           };
           for (size_t j = j0; j < j1;) {
             const size_t k = j1 - j < 32 ? j1 - j : 32;
@@ -430,7 +429,7 @@ void compare_generic(const detail::CompareArgs& a, const Codes& codes, const Ref
             }
           }
           x.max_err = C::max(x.max_err, me);
-          x.ref_max = C::max(x.ref_max, mr);
+          x.clipped += clipped;
         }
       }
       const CompareOut& o = a.out;
@@ -443,7 +442,6 @@ void compare_generic(const detail::CompareArgs& a, const Codes& codes, const Ref
         o.err_sq[k] = C::reduce(x.sum[3]);
         o.bound_sq[k] = C::reduce(x.sum[4]);
         o.max_err[k] = C::hmax(x.max_err);
-        o.ref_max[k] = C::hmax(x.ref_max);
         o.clipped[k] = x.clipped;
         o.bad[k] = x.bad;
         o.ref_bad[k] = x.ref_bad;

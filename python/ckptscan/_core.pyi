@@ -161,8 +161,8 @@ def fp8_compare(
     clip: float, bound: tuple[float, float, float, float] | None = None, batch: _Size = 1,
 ) -> dict[str, npt.NDArray[_Any]]:
     """FP8 [batch, rows, cols] dequantized against ref (BF16 / F16 / F32) in one pass:
-    per block bound_sq, ref_sq, code_sq, dot, err_sq (float64), max_err, ref_max
-    (float32), clipped, bad, ref_bad (uint64), shaped [batch,] nbr, nbc."""
+    per block bound_sq, ref_sq, code_sq, dot, err_sq (float64), max_err (float32),
+    clipped, bad, ref_bad (uint64), shaped [batch,] nbr, nbc."""
 def fp4_compare(
     data: _Buffer, rows: _Size, cols: _Size, scale: _Buffer, scale_rows: _Size,
     scale_cols: _Size, block_rows: _Size, block_cols: _Size, ref: _Buffer, ref_dtype: str,

@@ -723,14 +723,15 @@ class BlockErrors:
     """One dequantize-and-compare pass (`dequantize_compare`), per block, in arrays
     shaped [batch, nbr, nbc] for a 3-D weight and [nbr, nbc] otherwise. With c the
     decoded code (unscaled), s the block's scale, d = float32(c * s) the
-    dequantized value, r the reference and e = d - r, over the elements whose d
-    and r are finite:
+    dequantized value, r the reference and e = d - r (float32), over the elements
+    whose e is finite:
 
     - ``ref_sq`` Σr², ``code_sq`` Σc², ``dot`` Σc·r, ``err_sq`` Σe² (float64);
-    - ``max_err`` max|e|, ``ref_max`` max|r| (float32);
+    - ``max_err`` max|e| (float32);
     - ``clipped``: elements with |r| > clip * s (beyond what the block's scale can
-      represent), ``bad``: elements left out (d or r not finite), ``ref_bad``:
-      those whose r is not finite (uint64);
+      represent), ``bad``: elements left out (e not finite: d or r not finite, or
+      their difference overflows), ``ref_bad``: those whose r is not finite
+      (uint64);
     - ``bound_sq``: Σb², b the largest error round to nearest into the format
       allows for r under s (`dequantize_compare`'s ``bound``; zeros without one).
 
@@ -745,7 +746,6 @@ class BlockErrors:
     dot: np.ndarray
     err_sq: np.ndarray
     max_err: np.ndarray
-    ref_max: np.ndarray
     clipped: np.ndarray
     bad: np.ndarray
     ref_bad: np.ndarray
@@ -776,7 +776,7 @@ def dequantize_compare(q: Any, scale: Any, ref: Any, block: tuple[int, int] = (1
     largest |r| / s a block represents (the format's max plus half its top
     step for round to nearest). ``bound``: (vmax, rel, sub, slack) of the error
     round to nearest allows per element, in float32: with t = |r|, m = vmax * s,
-    b = t - m beyond m, else max(rel * t, sub * s); plus slack * t."""
+    b = t - m + slack * t beyond m, else max((rel + slack) * t, sub * s)."""
     fp4 = False
     if isinstance(q, np.ndarray) and q.dtype in (np.uint8, np.int8) and fp8_dtype is None:
         t = raw_tensor(q, dtype="U8")
