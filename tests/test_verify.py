@@ -596,3 +596,57 @@ def bad_name(w: QL.Written, stem: str) -> str:
     return next(n for n in w.tensors if n.startswith(stem + ".weight") and
                 w.tensors[n][0] == "U8")
 
+
+
+def test_remote_checkpoints(hub_server: Any, pair: tuple[Path, Path, dict[str, np.ndarray]],
+                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both sides over HTTP (the pipeline's remote sources), a weight read in
+    range requests band by band: the same answer as the local files."""
+    import shutil
+
+    src, cand, _ = pair
+    for d in (src, cand):
+        shutil.copytree(d, hub_server.root / "org" / d.name)
+    local = verify(cand, against=src)
+    monkeypatch.setattr("ckptscan.verify.CHUNK_ELEMENTS", BLOCK * H)
+    remote = verify(hub_server.http_url(f"org/{cand.name}/"),
+                    against=hub_server.http_url(f"org/{src.name}/"))
+    assert remote.findings == []
+    assert [t.name for t in remote.tensors] == [t.name for t in local.tensors]
+    for a, b in zip(local.tensors, remote.tensors, strict=True):
+        assert b.metrics.rel_error == pytest.approx(a.metrics.rel_error, rel=1e-12)
+    # band by band: the largest range read is one band of BF16 (header reads aside)
+    sizes = []
+    for r in hub_server.log:
+        if r.file and r.file.endswith(".safetensors") and r.range and "-" in r.range:
+            first, last = r.range.removeprefix("bytes=").split("-")
+            if first and last and int(first) > 0:  # not a header's read
+                sizes.append(int(last) + 1 - int(first))
+    assert sizes and max(sizes) <= 2 * BLOCK * FF
+
+
+def test_prefix_renamed_source_and_a_broken_candidate_shard(
+        tmp_path: Path, pair: tuple[Path, Path, dict[str, np.ndarray]]) -> None:
+    """Source names under another prefix pair by diff's rewrites; a candidate
+    shard cut short is one root cause, explaining the source tensors it took."""
+    import shutil
+
+    src = {"model.language_model." + k.removeprefix("model."): v
+           for k, v in source_weights().items()}
+    src_dir = write(tmp_path / "src", src, llama_config())
+    v = verify(pair[1], against=src_dir)
+    assert v.findings == []
+    assert all(t.source.startswith("model.language_model.layers.") for t in v.tensors)
+    cand = tmp_path / "cand"
+    shutil.copytree(pair[1], cand)
+    victim = sorted(cand.glob("*.safetensors"))[1]
+    with open(victim, "r+b") as f:
+        f.truncate(victim.stat().st_size // 2)
+    broken = verify(cand, against=src_dir)
+    (root,) = broken.findings
+    assert root.code == "truncated" and root.file == str(victim)
+    explained = {x.code: x.count for x in root.explains}
+    with open_shard(pair[1] / victim.name) as s:
+        lost_weights = sum(1 for n in s.names if not n.endswith("_scale_inv"))
+    assert explained["verify-missing-in-candidate"] == lost_weights
+    assert len(broken.tensors) < len(v.tensors)

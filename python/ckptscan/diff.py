@@ -502,15 +502,14 @@ class NameColumns(Protocol):
     ints: list[tuple[int, ...]]
 
 
-def pair_names(a: NameColumns, b: NameColumns) -> tuple[dict[int, int], list[str | None]]:
+def pair_names(a: NameColumns, b: NameColumns
+               ) -> tuple[dict[int, int], list[tuple[str, str] | None]]:
     """A's rows paired with B's by name, then by prefix rewrites of A's name
     templates (steps 1 and 2 of the module's docstring): (A row -> B row, per A
-    template the rule that renamed it, ``"A-prefix -> B-prefix"``, or None)."""
+    template the rewrite that renamed it, (A's template prefix, B's), or None)."""
     p = _Pairing(a, b)
     p.find_prefix_rules()
-    rules = [None if r is None else f"{r[0] or '(no prefix)'} -> {r[1] or '(no prefix)'}"
-             for r in p.rule]
-    return p.exact(), rules
+    return p.exact(), list(p.rule)
 
 
 class _Pairing:

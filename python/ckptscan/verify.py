@@ -641,19 +641,25 @@ class _Pass:
 
 
 class _Reader:
-    """Bytes of one tensor in row bands, the mapped pages dropped behind."""
+    """Bytes of one tensor in row bands: from a local file's mapping, its pages
+    mapped per band and dropped behind; from a remote source, one range request
+    per band."""
 
     def __init__(self, shard: Shard, name: str) -> None:
         self.shard, self.name = shard, name
-        self.data = shard.raw(name)
+        self.data = None if shard.remote else shard.raw(name)
 
     def take(self, start: int, stop: int) -> np.ndarray:
-        if not self.shard.remote:
-            self.shard.populate(self.name, start, stop)
+        if self.data is None:
+            from .remote.shard import RemoteShard
+
+            assert isinstance(self.shard, RemoteShard)
+            return self.shard.read(self.name, start, stop)
+        self.shard.populate(self.name, start, stop)
         return self.data[start:stop]
 
     def drop(self, start: int, stop: int) -> None:
-        if not self.shard.remote:
+        if self.data is not None:
             self.shard.release(self.name, start, stop)
 
 
@@ -824,6 +830,7 @@ class _Verifier:
         self.progress = progress
         self.cancel = cancel
         self.flagged: set[str] = set()  # weights with a finding of their own
+        self.rewrites: list[tuple[str, str]] = []  # prefix rewrites of the pairing
 
     # ---- pairing ------------------------------------------------------------------------
 
@@ -862,7 +869,8 @@ class _Verifier:
         t0 = time.perf_counter()
         cf, sf = self.c.frame, self.s.frame
         expected, set_of = self._expected()
-        pairs, _rules = pair_names(expected, _side_columns(sf))
+        pairs, rules = pair_names(expected, _side_columns(sf))
+        self.rewrites = sorted({r for r in rules if r is not None}, key=lambda r: -len(r[0]))
         fs = self.c.findings
         plans: list[_Plan] = []
         result = Verification(self._side(self.c), self._side(self.s), {})
@@ -943,15 +951,29 @@ class _Verifier:
                           cf.file(row), cf.name(row), expected=expected)
         self.c.findings.add(f, group=cf.templates[int(cf.template[row])], cause=cause)
 
+    def _source_of_lost(self, name: str) -> str:
+        """The source name a candidate tensor a broken file took along stands
+        for: its unquantized name, through the pairing's prefix rewrites."""
+        from .taxonomy import template_of
+
+        det = self.c.detection
+        roles = det.weight_roles(name) if det is not None else []
+        if roles:
+            stem = roles[0].stem
+            head, dot, last = stem.rpartition(".")
+            if not roles[0].layout.param_style:
+                name = stem + ".weight"
+            else:
+                name = head + dot + last[1:] if last.startswith("_") else stem
+        template, ints = template_of(name)
+        for pa, pb in self.rewrites:
+            if template.startswith(pa):
+                return _fill(pb + template[len(pa):], ints)
+        return name
+
     def _missing_in_candidate(self, paired: set[int]) -> None:
         sf = self.s.frame
-        lost = {}
-        det = self.c.detection
-        for name, key in self.c.lost.items():  # a broken candidate file took it along
-            roles = det.weight_roles(name) if det is not None else []
-            stem = roles[0].stem if roles else None
-            lost[(stem if roles[0].layout.param_style else stem + ".weight")
-                 if roles and stem is not None else name] = key
+        lost = {self._source_of_lost(name): key for name, key in self.c.lost.items()}
         for j in range(len(sf)):
             if j in paired:
                 continue
@@ -972,8 +994,12 @@ class _Verifier:
         src_dtype = sf.dtype_name(src_row)
         src_shape = sf.shape(src_row)
 
-        def skip(why: str) -> None:
-            fs.rows("verify-not-compared", [row], _fixed(why))
+        def skip(why: str, cause: str | None = None) -> None:
+            if cause is None:
+                fs.rows("verify-not-compared", [row], _fixed(why))
+            else:
+                fs.add(codes.finding("verify-not-compared", why, cf.file(row), cf.name(row)),
+                       group=cf.templates[int(cf.template[row])], cause=cause)
 
         if logical is None or len(logical) not in (2, 3):
             skip(f"stored shape {list(cf.shape(row))} is no {ws.layout.title} weight")
@@ -1009,8 +1035,12 @@ class _Verifier:
             elif cr.companion.kind == schemes.GLOBAL_SCALE and glob_row < 0 and r >= 0:
                 glob_row, divides = r, cr.companion.divides
         if scale_row < 0:
+            stem = ws.layout.weight_stem(cf.name(row))
+            names = [ws.layout.companion_name(stem, cr.companion) for cr in ws.companions
+                     if cr.companion.kind == schemes.SCALE] if stem is not None else []
+            cause = next((self.c.lost[n] for n in names if n in self.c.lost), None)
             skip("its scale is missing (companion-missing / fp8-scale-missing in ckptscan "
-                 "report)")
+                 "report)", cause)
             return None
         block = _tile(ws.layout, rows, cols)
         nbr, nbc = -(-rows // block[0]), -(-cols // block[1])
