@@ -82,15 +82,19 @@ MAX_TRANSPOSE_BYTES = 512 << 20
 #: scales a weight was quantized with give the least error, so on a clean weight
 #: no other reading comes close
 FIT_GAIN = 4.0
-#: blocks of at least this many elements have their scales' other readings
-#: evaluated in the same pass (cheap: few blocks); smaller blocks (groups) only
-#: when the weight's error is above its bound (a second read)
-INLINE_READINGS = 1024
+#: a weight of at most this many blocks keeps its block sums (32 bytes a block)
+#: and has its scales' other readings evaluated once, after its pass; a larger
+#: one (groups of a large stack) only when its error is above its bound, by a
+#: second read
+KEEP_BLOCKS = 1 << 18
 #: blocks with less energy than this share of the tensor's mean are not judged
 BLOCK_ENERGY_FLOOR = 1e-4
 WORST_BLOCKS = 5
 _POOL = 4096  # blocks above the bound (or clipping) kept per tensor for the report
-_HIST_EDGES = np.concatenate([[0.0], 10.0 ** np.arange(-6.0, 3.01, 0.02), [np.inf]])
+# per-block relative errors counted in log bins: 50 a decade from 1e-6 to 1e3
+# (bin 0: below, the last: above)
+_HIST_LO, _HIST_STEP, _HIST_BINS = -6.0, 0.02, 452
+_HIST_SAMPLE = 1 << 16  # blocks of a band counted in the histogram, at most
 
 # value formats the kernels dequantize: mantissa bits, largest finite value, half
 # the smallest subnormal step (the largest error of what lies below the normal range)
@@ -470,11 +474,12 @@ class _Grid:
                block_power: int = 1, global_power: int = 1) -> np.ndarray:
         """float32 scales for experts e[0]:e[1], block rows r, block columns c;
         ``*_power`` -1 reads that level of scales the other way round."""
-        out = np.full((e[1] - e[0], r[1] - r[0], c[1] - c[0]), np.nan, np.float32)
-        lo = [max(a, 0) for a in (e[0], r[0], c[0])]
-        hi = [min(b, n) for b, n in zip((e[1], r[1], c[1]), self.shape, strict=True)]
-        if any(h <= low for low, h in zip(lo, hi, strict=True)):
-            return out
+        n_e, nbr, nbc = self.shape
+        lo = (max(e[0], 0), max(r[0], 0), max(c[0], 0))
+        hi = (min(e[1], n_e), min(r[1], nbr), min(c[1], nbc))
+        inside = lo == (e[0], r[0], c[0]) and hi == (e[1], r[1], c[1])
+        if not inside and any(h <= low for low, h in zip(lo, hi, strict=True)):
+            return np.full((e[1] - e[0], r[1] - r[0], c[1] - c[0]), np.nan, np.float32)
         part = _to_f32(self.block[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], self.dtype)
         with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
             if block_power < 0:
@@ -483,6 +488,9 @@ class _Grid:
                 g = self.glob[lo[0]:hi[0]].reshape(-1, 1, 1)
                 multiply = (global_power > 0) != self.divides
                 part = (part * g if multiply else part / g).astype(np.float32)
+        if inside:
+            return part
+        out = np.full((e[1] - e[0], r[1] - r[0], c[1] - c[0]), np.nan, np.float32)
         out[lo[0] - e[0]:hi[0] - e[0], lo[1] - r[0]:hi[1] - r[0],
             lo[2] - c[0]:hi[2] - c[0]] = part
         return out
@@ -631,13 +639,14 @@ class _Pass:
     metrics: Metrics = field(default_factory=Metrics)
     blocks: int = 0
     judged: int = 0
-    hist: np.ndarray = field(default_factory=lambda: np.zeros(len(_HIST_EDGES) - 1, np.int64))
+    hist: np.ndarray = field(default_factory=lambda: np.zeros(_HIST_BINS, np.int64))
     # blocks kept for the report: (relative error, index, Σe², Σr², max|e|, clipped, Σb²)
     pool: list[tuple[float, int, float, float, float, int, float]] = field(default_factory=list)
     clipped_blocks: int = 0
     bytes: int = 0
     # readings: code, what -> [alternative err, err as stored, ref energy] on their blocks
     readings: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    kept: list[tuple[np.ndarray, ...]] = field(default_factory=list)  # block sums per chunk
 
 
 class _Reader:
@@ -663,15 +672,16 @@ class _Reader:
             self.shard.release(self.name, start, stop)
 
 
-def _measure(plan: _Plan, cancel: threading.Event, readings: bool,
-             only_readings: bool = False) -> _Pass:
-    """One pass over a weight and its source: the metrics and, with `readings`,
-    the error of each other reading of its scales (`only_readings`: those alone)."""
+def _measure(plan: _Plan, cancel: threading.Event, readings: bool = False) -> _Pass:
+    """One pass over a weight and its source: the metrics, and the error of
+    each other reading of its scales when it keeps its block sums; with
+    `readings`, those readings alone, chunk by chunk (a second pass)."""
     out = _Pass()
     q, ref = _Reader(plan.q_shard, plan.name), _Reader(plan.ref_shard, plan.src_name)
     br, bc = plan.block
     n_e, nbr, nbc = plan.grid.shape
     alts = plan.grid.readings() if readings else []
+    keep = not readings and n_e * nbr * nbc <= KEEP_BLOCKS
     plane = plan.rows * plan.cols
     for e0, e1, r0, r1 in plan.chunks():
         if cancel.is_set():
@@ -703,58 +713,108 @@ def _measure(plan: _Plan, cancel: threading.Event, readings: bool,
         if not plan.transposed:
             ref.drop(ra, rb)
         out.bytes += (qb - qa) + (rb - ra)
-        first = (e0 * nbr + b0) * nbc
         if alts:
             _add_readings(out, be, scale, alts, (e0, e1), (b0, b1), plan.lead)
-        if not only_readings:
-            _add_blocks(out, be, scale, first, plan, (e1 - e0) * (r1 - r0) * plan.cols)
+            continue
+        _add_blocks(out, be, scale, (e0 * nbr + b0) * nbc, (e1 - e0) * (r1 - r0) * plan.cols)
+        if keep:
+            out.kept.append((be.code_sq, be.dot, be.ref_sq, be.err_sq))
+    if keep and out.kept:
+        _readings_of_kept(out, plan)
     return out
 
 
 def _add_blocks(out: _Pass, be: kernels.BlockErrors, scale: np.ndarray, first: int,
-                plan: _Plan, elements: int) -> None:
-    """One chunk's blocks into the weight's metrics."""
+                elements: int) -> None:
+    """One chunk's blocks into the weight's metrics: sums, the histogram of
+    relative errors (of every block, or of an evenly spaced sample of at most
+    `_HIST_SAMPLE` of them), and into the pool the blocks above their bound, with
+    clipped values, and the chunk's worst few (every step O(blocks))."""
     m = out.metrics
-    s = scale.astype(np.float64)
-    with np.errstate(invalid="ignore", over="ignore"):
-        good = np.isfinite(s)
-        sg = np.where(good, s, 0.0)
-        m.deq_sq += float((sg * sg * be.code_sq).sum())
-        m.deq_ref += float((sg * be.dot).sum())
     n = be.err_sq.size
+    if not n:
+        return
+    sv = scale.reshape(-1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        if not np.isfinite(sv).all():
+            sv = np.where(np.isfinite(sv), sv, np.float32(0))
+        s64 = sv.astype(np.float64)
+        m.deq_ref += float(np.dot(s64, be.dot.reshape(-1)))
+        s64 *= s64
+        m.deq_sq += float(np.dot(s64, be.code_sq.reshape(-1)))
     bad = int(be.bad.sum())
     ref_bad = int(be.ref_bad.sum())
     m.elements += elements - bad
-    m.ref_sq += float(be.ref_sq.sum())
-    m.err_sq += float(be.err_sq.sum())
-    m.max_err = max(m.max_err, float(be.max_err.max()) if n else 0.0)
-    m.clipped += int(be.clipped.sum())
     m.nonfinite += bad - ref_bad
     m.ref_nonfinite += ref_bad
-    out.blocks += n
     c, e = be.ref_sq.reshape(-1), be.err_sq.reshape(-1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rel = np.sqrt(np.where(c > 0, e / c, np.where(e > 0, np.inf, 0.0)))
-    has = c > 0
-    out.judged += int(has.sum())
-    out.hist += np.histogram(rel[has], _HIST_EDGES)[0]
+    m.ref_sq += float(c.sum())
+    m.err_sq += float(e.sum())
+    m.max_err = max(m.max_err, float(be.max_err.max()))
     clipped = be.clipped.reshape(-1)
-    out.clipped_blocks += int((clipped > 0).sum())
+    nclip = int(np.count_nonzero(clipped))
+    if nclip:
+        m.clipped += int(clipped.sum())
+        out.clipped_blocks += nclip
+    out.blocks += n
+    has = c > 0
+    out.judged += int(np.count_nonzero(has))
+    rel2 = np.zeros(n)
+    np.divide(e, c, out=rel2, where=has)  # 0 where the source block is all zeros
+    step = -(-n // _HIST_SAMPLE)
+    sample = rel2[::step][has[::step]]
+    if sample.size:
+        with np.errstate(divide="ignore"):
+            lg = np.log10(sample)
+        bins = np.clip(np.nan_to_num((lg * 0.5 - _HIST_LO) / _HIST_STEP + 1, neginf=0.0),
+                       0, _HIST_BINS - 1).astype(np.int64)
+        out.hist += np.bincount(bins, minlength=_HIST_BINS) * step
     bound = be.bound_sq.reshape(-1)
-    keep = np.flatnonzero((e > bound) | (clipped > 0))
-    # the worst few by relative error (the bound judged at the end) always
-    worst = np.argsort(-np.where(has, rel, 0.0), kind="stable")[:WORST_BLOCKS]
-    keep = np.union1d(keep, worst)
-    if len(keep) > _POOL:
-        keep = keep[np.argsort(-e[keep], kind="stable")[:_POOL]]
+    pick = np.flatnonzero(e > bound)
+    if nclip:
+        pick = np.union1d(pick, np.flatnonzero(clipped))
+    k = min(WORST_BLOCKS, n)
+    worst = np.argpartition(rel2, n - k)[n - k:] if n > k else np.arange(n)
+    pick = np.union1d(pick, worst)
+    if len(pick) > _POOL:
+        pick = pick[np.argpartition(e[pick], len(pick) - _POOL)[len(pick) - _POOL:]]
     maxe = be.max_err.reshape(-1)
-    for k in keep.tolist():
-        item = (float(rel[k]), first + k, float(e[k]), float(c[k]), float(maxe[k]),
-                int(clipped[k]), float(bound[k]))
+    for j in pick.tolist():
+        cj, ej = float(c[j]), float(e[j])
+        rel = math.sqrt(ej / cj) if cj > 0 else (math.inf if ej > 0 else 0.0)
+        item = (rel, first + j, ej, cj, float(maxe[j]), int(clipped[j]), float(bound[j]))
         if len(out.pool) < _POOL:
             heapq.heappush(out.pool, item)
         elif item > out.pool[0]:
             heapq.heapreplace(out.pool, item)
+
+
+def _readings_of_kept(out: _Pass, plan: _Plan) -> None:
+    """The other readings of a weight's scales over all its blocks at once,
+    from the block sums it kept."""
+    code_sq, dot, ref_sq, err_sq = (np.concatenate([c[i].reshape(-1) for c in out.kept])
+                                    for i in range(4))
+    out.kept = []
+    n_e, nbr, _ = plan.grid.shape
+    stored = plan.grid.values((0, n_e), (0, nbr), (0, plan.grid.shape[2])).reshape(-1)
+    for code, what, values in plan.grid.readings():
+        alt = values((0, n_e), (0, nbr)).reshape(-1)
+        _reading(out, code, what, alt, stored, code_sq, dot, ref_sq, err_sq)
+
+
+def _reading(out: _Pass, code: str, what: str, alt: np.ndarray, stored: np.ndarray,
+             code_sq: np.ndarray, dot: np.ndarray, ref_sq: np.ndarray,
+             err_sq: np.ndarray) -> None:
+    """Σ(c s' - r)² = s'² Σc² - 2 s' Σc·r + Σr² over the blocks where both
+    readings have a scale, beside the stored error over the same blocks."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        a = alt.astype(np.float64)
+        err = np.maximum(a * a * code_sq - 2.0 * a * dot + ref_sq, 0.0)
+        ok = np.isfinite(a) & np.isfinite(stored) & np.isfinite(err)
+    acc = out.readings.setdefault((code, what), [0.0, 0.0, 0.0])
+    acc[0] += float(err[ok].sum())
+    acc[1] += float(err_sq[ok].sum())
+    acc[2] += float(ref_sq[ok].sum())
 
 
 def _add_readings(out: _Pass, be: kernels.BlockErrors, scale: np.ndarray,
@@ -766,16 +826,15 @@ def _add_readings(out: _Pass, be: kernels.BlockErrors, scale: np.ndarray,
         alt = values(e, r)
         if not lead:
             alt = alt[0]
-        with np.errstate(invalid="ignore", over="ignore"):
-            err = be.err_sq_with(alt)
-            ok = np.isfinite(alt) & np.isfinite(scale) & np.isfinite(err)
-        acc = out.readings.setdefault((code, what), [0.0, 0.0, 0.0])
-        acc[0] += float(err[ok].sum())
-        acc[1] += float(be.err_sq[ok].sum())
-        acc[2] += float(be.ref_sq[ok].sum())
+        _reading(out, code, what, alt.reshape(-1), scale.reshape(-1),
+                 be.code_sq.reshape(-1), be.dot.reshape(-1), be.ref_sq.reshape(-1),
+                 be.err_sq.reshape(-1))
 
 
 def _quantiles(hist: np.ndarray) -> dict[str, float | None]:
+    """p50 / p90 / p99 of the per-block relative errors: the upper edge of the
+    log bin holding each (within 5%; over an evenly spaced sample of at most
+    65,536 blocks per band of a weight with more)."""
     total = int(hist.sum())
     out: dict[str, float | None] = {}
     if not total:
@@ -783,7 +842,8 @@ def _quantiles(hist: np.ndarray) -> dict[str, float | None]:
     cum = np.cumsum(hist)
     for q in (0.5, 0.9, 0.99):
         k = int(np.searchsorted(cum, q * total))
-        out[f"p{round(q * 100)}"] = _finite(float(_HIST_EDGES[k + 1]))
+        out[f"p{round(q * 100)}"] = (None if k >= _HIST_BINS - 1 else
+                                     10.0 ** (_HIST_LO + k * _HIST_STEP))
     return out
 
 
@@ -1147,10 +1207,9 @@ class _Verifier:
         from .deep import Cancelled
 
         try:
-            inline = plan.block[0] * plan.block[1] >= INLINE_READINGS
-            got = _measure(plan, self.cancel, inline)
-            if not inline and _above(plan, got):
-                got.readings = _measure(plan, self.cancel, True, True).readings
+            got = _measure(plan, self.cancel)
+            if not got.readings and _above(plan, got):
+                got.readings = _measure(plan, self.cancel, readings=True).readings
             return got
         except Cancelled:
             raise
