@@ -650,3 +650,15 @@ def test_prefix_renamed_source_and_a_broken_candidate_shard(
         lost_weights = sum(1 for n in s.names if not n.endswith("_scale_inv"))
     assert explained["verify-missing-in-candidate"] == lost_weights
     assert len(broken.tensors) < len(v.tensors)
+
+
+def test_tied_lm_head_is_not_missing(tmp_path: Path,
+                                     pair: tuple[Path, Path, dict[str, np.ndarray]]) -> None:
+    """A candidate that drops lm_head.weight because its config ties it to the
+    embedding (tie_word_embeddings) lacks nothing; without the tie it does."""
+    src, _, cand = pair
+    t = {k: v for k, v in cand.items() if k != "lm_head.weight"}
+    for tie, want in ((True, []), (False, ["verify-missing-in-candidate"])):
+        d = write(tmp_path / str(tie), t, llama_config(quantization_config=FP8_CONFIG,
+                                                       tie_word_embeddings=tie))
+        assert [f.code for f in verify(d, against=src).findings] == want

@@ -1034,10 +1034,13 @@ class _Verifier:
     def _missing_in_candidate(self, paired: set[int]) -> None:
         sf = self.s.frame
         lost = {self._source_of_lost(name): key for name, key in self.c.lost.items()}
+        tied = _tied_embeddings(self.c.ckpt.config)
         for j in range(len(sf)):
             if j in paired:
                 continue
             name = sf.name(j)
+            if tied and name.endswith("lm_head.weight"):
+                continue  # tie_word_embeddings: loaders take the embedding's
             f = codes.finding("verify-missing-in-candidate",
                               f"{sf.dtype_name(j)} {list(sf.shape(j))} ({sf.role_name(j)}) is "
                               f"in the source ({os.path.basename(sf.file(j))}) but not in the "
@@ -1327,6 +1330,14 @@ class _Verifier:
         result.grid = {k: grid[k] for k in sorted(grid, key=lambda rl: (
             ROLES.index(rl[0]) if rl[0] in ROLES else len(ROLES), rl))}
 
+
+
+def _tied_embeddings(config: Mapping[str, Any] | None) -> bool:
+    """config.json (or its text_config) says tie_word_embeddings."""
+    for section in (config, (config or {}).get("text_config")):
+        if isinstance(section, Mapping) and section.get("tie_word_embeddings") is True:
+            return True
+    return False
 
 
 def _unconverted(ctx: ScanContext) -> list[tuple[np.ndarray, str]]:
