@@ -16,8 +16,9 @@ safetensors' torch loader (memory-mapped) and computes, per tensor, what verify
 does, written for speed (broadcast scales, in-place operations, float32 dot
 products and per-tile sums: a float64 accumulation is 20x slower in torch): the
 dequantized float32 values (codes times the tile's scale), the error against
-the BF16 source, per-tile sums of squares (relative error per block), the tensor's relative error, cosine, max abs error and the
-values beyond 464 x scale (clipped). Both must report the same relative error,
+the BF16 source, per-tile sums of squares (relative error per block), the
+tensor's relative error, cosine, max abs error and the values beyond 464 x scale
+(clipped). Both must report the same relative error,
 max abs error and clipped count (checked). Not a test: run it by hand.
 """
 

@@ -538,6 +538,40 @@ class _Grid:
         return out
 
 
+@dataclass
+class _Scales:
+    """Where a weight's scales are (read by the worker that measures it, so that
+    only the weights in flight hold theirs): the block scale, stored `mode`
+    ``grid`` (in the block grid), ``transposed`` ([nbc, nbr]) or ``tensor`` (one
+    per matrix, or one for all), and a global scale (per tensor or per matrix)."""
+
+    shard: Shard
+    name: str
+    dtype: str
+    mode: str
+    shape: tuple[int, int, int]
+    glob: tuple[Shard, str, str] | None = None
+    divides: bool = False
+    uniform: bool = False
+
+    def grid(self) -> _Grid:
+        batch, nbr, nbc = self.shape
+        stored = _scale_view(kernels.copy_tensor(self.shard, self.name).data, self.dtype)
+        if self.mode == "transposed":
+            grid = stored.reshape(batch, nbc, nbr).transpose(0, 2, 1)
+        elif self.mode == "tensor":
+            grid = np.broadcast_to(stored.reshape(-1, 1, 1), self.shape)
+        else:
+            grid = stored.reshape(self.shape)
+        glob = None
+        if self.glob is not None:
+            shard, name, dtype = self.glob
+            raw = kernels.copy_tensor(shard, name).data
+            glob = _to_f32(_scale_view(raw, dtype), dtype).reshape(-1)
+            glob = np.broadcast_to(glob, (batch,)) if glob.size == 1 else glob
+        return _Grid(grid, self.dtype, self.shape, glob, self.divides, self.uniform)
+
+
 # ---------------------------------------------------------------- what to compare
 
 
@@ -561,7 +595,7 @@ class _Plan:
     cols: int
     lead: tuple[int, ...]     # the logical shape's leading dims (an expert stack's E)
     block: tuple[int, int]
-    grid: _Grid
+    scales: _Scales           # read by the worker (`_Scales.grid`)
     clip: float
     bound: float              # the tensor's relative-error bound
     round_bound: tuple[float, float, float, float]
@@ -569,6 +603,10 @@ class _Plan:
     nbytes: int
     ws: WeightSet
     transposed_scales: tuple[int, ...] | None = None  # stored [nbc, nbr]: read transposed back
+
+    @property
+    def grid_shape(self) -> tuple[int, int, int]:
+        return self.scales.shape
 
     @property
     def q_row_bytes(self) -> int:
@@ -672,15 +710,16 @@ class _Reader:
             self.shard.release(self.name, start, stop)
 
 
-def _measure(plan: _Plan, cancel: threading.Event, readings: bool = False) -> _Pass:
+def _measure(plan: _Plan, grid: _Grid, cancel: threading.Event,
+             readings: bool = False) -> _Pass:
     """One pass over a weight and its source: the metrics, and the error of
     each other reading of its scales when it keeps its block sums; with
     `readings`, those readings alone, chunk by chunk (a second pass)."""
     out = _Pass()
     q, ref = _Reader(plan.q_shard, plan.name), _Reader(plan.ref_shard, plan.src_name)
     br, bc = plan.block
-    n_e, nbr, nbc = plan.grid.shape
-    alts = plan.grid.readings() if readings else []
+    n_e, nbr, nbc = grid.shape
+    alts = grid.readings() if readings else []
     keep = not readings and n_e * nbr * nbc <= KEEP_BLOCKS
     plane = plan.rows * plan.cols
     for e0, e1, r0, r1 in plan.chunks():
@@ -702,7 +741,7 @@ def _measure(plan: _Plan, cancel: threading.Event, readings: bool = False) -> _P
         shape = ((e1 - e0, r1 - r0, plan.cols) if plan.lead else (r1 - r0, plan.cols))
         qshape = shape[:-1] + (plan.cols // 2,) if plan.fp4 else shape
         b0, b1 = r0 // br, -(-r1 // br)
-        scale = plan.grid.values((e0, e1), (b0, b1), (0, nbc))
+        scale = grid.values((e0, e1), (b0, b1), (0, nbc))
         if not plan.lead:
             scale = scale[0]
         be = kernels.dequantize_compare(
@@ -720,7 +759,7 @@ def _measure(plan: _Plan, cancel: threading.Event, readings: bool = False) -> _P
         if keep:
             out.kept.append((be.code_sq, be.dot, be.ref_sq, be.err_sq))
     if keep and out.kept:
-        _readings_of_kept(out, plan)
+        _readings_of_kept(out, grid)
     return out
 
 
@@ -789,15 +828,15 @@ def _add_blocks(out: _Pass, be: kernels.BlockErrors, scale: np.ndarray, first: i
             heapq.heapreplace(out.pool, item)
 
 
-def _readings_of_kept(out: _Pass, plan: _Plan) -> None:
+def _readings_of_kept(out: _Pass, grid: _Grid) -> None:
     """The other readings of a weight's scales over all its blocks at once,
     from the block sums it kept."""
     code_sq, dot, ref_sq, err_sq = (np.concatenate([c[i].reshape(-1) for c in out.kept])
                                     for i in range(4))
     out.kept = []
-    n_e, nbr, _ = plan.grid.shape
-    stored = plan.grid.values((0, n_e), (0, nbr), (0, plan.grid.shape[2])).reshape(-1)
-    for code, what, values in plan.grid.readings():
+    n_e, nbr, nbc = grid.shape
+    stored = grid.values((0, n_e), (0, nbr), (0, nbc)).reshape(-1)
+    for code, what, values in grid.readings():
         alt = values((0, n_e), (0, nbr)).reshape(-1)
         _reading(out, code, what, alt, stored, code_sq, dot, ref_sq, err_sq)
 
@@ -963,10 +1002,8 @@ class _Verifier:
         self._missing_in_candidate(paired_src)
         for rows, why in _unconverted(self.c):
             fs.rows("verify-not-quantized", rows, _left_unquantized(cf, why))
-        measured = self._measure_all(plans)
-        for plan, got in zip(plans, measured, strict=True):
-            t = self._judge(plan, got)
-            result.tensors.append(t)
+        for plan, got in self._measure_all(plans):  # judged as they come, in order
+            result.tensors.append(self._judge(plan, got))
             result.bytes += got.bytes
         self._summaries(result)
         result.thresholds = self.thresholds_used(plans)
@@ -980,7 +1017,7 @@ class _Verifier:
     def thresholds_used(self, plans: Sequence[_Plan]) -> dict[str, float]:
         out: dict[str, float] = {}
         for p in plans:
-            key = p.fmt + (" (E8M0 scales)" if p.grid.dtype in ("U8", "F8_E8M0") and
+            key = p.fmt + (" (E8M0 scales)" if p.scales.dtype in ("U8", "F8_E8M0") and
                            p.fmt not in self.thresholds else "")
             out[key] = p.bound
         return dict(sorted(out.items()))
@@ -1111,68 +1148,53 @@ class _Verifier:
         if sdtype not in _SCALE_DTYPES:
             skip(f"its scale {cf.name(scale_row)} is {sdtype}, which holds no scale")
             return None
-        try:
-            raw = kernels.copy_tensor(cf.shards[int(cf.shard_of[scale_row])],
-                                      cf.name(scale_row)).data
-            glob = None
-            if glob_row >= 0:
-                graw = kernels.copy_tensor(cf.shards[int(cf.shard_of[glob_row])],
-                                           cf.name(glob_row)).data
-                gdtype = cf.dtype_name(glob_row)
-                if gdtype not in ("F32", "BF16", "F16"):
-                    skip(f"its global scale {cf.name(glob_row)} is {gdtype}")
-                    return None
-                glob = _to_f32(_scale_view(graw, gdtype), gdtype).reshape(-1)
-        except (CkptScanError, OSError, ValueError) as exc:
-            skip(f"its scales could not be read: {exc}")
-            return None
-        stored = _scale_view(raw, sdtype)
+        count = int(cf.numel[scale_row])
         grid_shape = (batch, nbr, nbc)
-        transposed_scales = False
-        if stored.size == batch * nbr * nbc:
+        mode = ""
+        if count == batch * nbr * nbc:
             sshape = tuple(cf.shape(scale_row))
             fits = [c for c in ws.companions if c.companion.kind == schemes.SCALE]
             expected = fits[0].companion.expected_shapes(tuple(logical)) if fits else ()
-            if nbr != nbc and sshape not in expected and _squeezed(sshape) == _squeezed(
-                    (*lead, nbc, nbr)):
-                grid = stored.reshape(batch, nbc, nbr).transpose(0, 2, 1)
-                transposed_scales = True
-            else:
-                grid = stored.reshape(grid_shape)
-        elif stored.size in (1, batch) and ws.layout.granularity.kind == "tensor":
-            grid = np.broadcast_to(stored.reshape(-1, 1, 1) if stored.size == batch
-                                   else stored.reshape(1, 1, 1), grid_shape)
+            mode = "transposed" if nbr != nbc and sshape not in expected and _squeezed(
+                sshape) == _squeezed((*lead, nbc, nbr)) else "grid"
+        elif count in (1, batch) and ws.layout.granularity.kind == "tensor":
+            mode = "tensor"
         else:
             skip(f"its scale {cf.name(scale_row)} {list(cf.shape(scale_row))} does not fit "
                  f"the {nbr} x {nbc} grid of {block[0]} x {block[1]} blocks")
             return None
-        if glob is not None:
-            if glob.size == 1:
-                glob = np.full(batch, glob[0], np.float32)
-            elif glob.size != batch:
-                skip(f"its global scale has {glob.size} values for {batch} matrices")
+        glob = None
+        if glob_row >= 0:
+            gdtype = cf.dtype_name(glob_row)
+            if gdtype not in ("F32", "BF16", "F16"):
+                skip(f"its global scale {cf.name(glob_row)} is {gdtype}")
                 return None
+            if int(cf.numel[glob_row]) not in (1, batch):
+                skip(f"its global scale has {int(cf.numel[glob_row])} values for {batch} "
+                     "matrices")
+                return None
+            glob = (cf.shards[int(cf.shard_of[glob_row])], cf.name(glob_row), gdtype)
         mx = sdtype in ("U8", "F8_E8M0")
         bound = self.thresholds.get(fmt, default_threshold(fmt, mx))
         fp4 = fmt == "E2M1"
         q_shard = cf.shards[int(cf.shard_of[row])]
         ref_shard = sf.shards[int(sf.shard_of[src_row])]
+        scales = _Scales(cf.shards[int(cf.shard_of[scale_row])], cf.name(scale_row), sdtype,
+                         mode, grid_shape, glob, divides,
+                         ws.layout.granularity.kind == "tensor")
         return _Plan(
             row, src_row, cf.name(row), sf.name(src_row), q_shard, ref_shard, src_dtype, fp4,
-            fmt, None if fp4 else ws.dtype, batch, rows, cols, tuple(lead), block,
-            _Grid(grid, sdtype, grid_shape, glob, divides,
-                  ws.layout.granularity.kind == "tensor"), clip_limit(fmt, mx), bound,
-            round_bound(fmt), transposed,
+            fmt, None if fp4 else ws.dtype, batch, rows, cols, tuple(lead), block, scales,
+            clip_limit(fmt, mx), bound, round_bound(fmt), transposed,
             int(cf.nbytes[row]) + int(sf.nbytes[src_row]), ws,
-            cf.shape(scale_row) if transposed_scales else None)
+            cf.shape(scale_row) if mode == "transposed" else None)
 
     # ---- measuring ---------------------------------------------------------------------
 
-    def _measure_all(self, plans: list[_Plan]) -> list[_Pass]:
+    def _measure_all(self, plans: list[_Plan]) -> Iterator[tuple[_Plan, _Pass]]:
         """Every plan on the pool, a bounded window in flight, in order."""
         from .deep import Cancelled
 
-        results: list[_Pass] = []
         total = sum(p.nbytes for p in plans)
         pool = ThreadPoolExecutor(self.jobs, thread_name_prefix="ckptscan-verify")
         pending: list[tuple[_Plan, Future[_Pass]]] = []
@@ -1189,7 +1211,7 @@ class _Verifier:
                 submit()
             while pending:
                 plan, fut = pending.pop(0)
-                results.append(fut.result())
+                yield plan, fut.result()
                 done += 1
                 done_bytes += plan.nbytes
                 if self.progress is not None:
@@ -1202,7 +1224,6 @@ class _Verifier:
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-        return results
 
     def _one(self, plan: _Plan) -> _Pass:
         """A worker: the metrics, then, for a weight above its bound, its scales'
@@ -1210,9 +1231,10 @@ class _Verifier:
         from .deep import Cancelled
 
         try:
-            got = _measure(plan, self.cancel)
+            grid = plan.scales.grid()
+            got = _measure(plan, grid, self.cancel)
             if not got.readings and _above(plan, got):
-                got.readings = _measure(plan, self.cancel, readings=True).readings
+                got.readings = _measure(plan, grid, self.cancel, readings=True).readings
             return got
         except Cancelled:
             raise
@@ -1259,7 +1281,7 @@ class _Verifier:
             t.defect, t.reading = "verify-scale-transposed", "stored transposed"
             fs.rows("verify-scale-transposed", [row], _fixed(
                 f"its scale is stored {list(plan.transposed_scales)}, transposed for a "
-                f"{plan.grid.shape[1]} x {plan.grid.shape[2]} block grid: read transposed "
+                f"{plan.grid_shape[1]} x {plan.grid_shape[2]} block grid: read transposed "
                 f"back, the weight's relative error is {_pct(m.rel_error)}"))
             self.flagged.add(plan.name)
         high = m.rel_error > plan.bound or t.blocks_above > 0
@@ -1375,7 +1397,7 @@ def _ratio_text(m: Metrics) -> str:
 
 
 def _block_index(plan: _Plan, k: int) -> tuple[int, ...]:
-    _, nbr, nbc = plan.grid.shape
+    _, nbr, nbc = plan.grid_shape
     e, rest = divmod(k, nbr * nbc)
     i, j = divmod(rest, nbc)
     return (e, i, j) if plan.lead else (i, j)
