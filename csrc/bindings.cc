@@ -166,6 +166,21 @@ py::array raw_view(PyShard& s, int64_t row, bool populate) {
   return a;
 }
 
+
+// Shard.pages(): populate or release part of a row's pages (no-op before the
+// file is mapped, or for a range outside the row).
+void row_pages(PyShard& s, int64_t row, uint64_t start, uint64_t stop, bool populate) {
+  const size_t i = checked_row(s, row);
+  const auto& sh = s.shard();
+  const TensorTable& t = s.table();
+  const uint64_t begin = t.begin[i], end = t.end[i];
+  if (!sh->opened || stop <= start || start >= end - begin) return;
+  const uint64_t len = std::min<uint64_t>(stop, end - begin) - start;
+  py::gil_scoped_release nogil;
+  if (populate) sh->file.prefault(begin + start, len);
+  else sh->file.release(begin + start, len);
+}
+
 }  // namespace
 
 // A parsed index.json, kept alive by the Python object.
@@ -231,7 +246,12 @@ static void bind_reader(py::module_& m) {
       .def("index", [](PyShard& s, std::string_view name) { return s.index(name); })
       .def("raw", &raw_view, py::arg("row"), py::arg("populate") = false,
            "Zero-copy read-only view of a row's bytes; populate=True maps its pages in "
-           "bulk first (for a scan that will read them all).");
+           "bulk first (for a scan that will read them all).")
+      .def("pages", &row_pages, py::arg("row"), py::arg("start"), py::arg("stop"),
+           py::arg("populate"),
+           "Bytes [start, stop) of a row (relative to its data): populate=True maps their "
+           "pages in bulk (a scan is about to read them), False drops them from this "
+           "process (it has read them; the page cache keeps them). Never changes the data.");
 
   m.def(
       "open_shard",
@@ -770,6 +790,129 @@ static void bind_kernels(py::module_& m) {
       py::arg("out_dtype"), py::arg("batch") = 1,
       "Packed FP4 E2M1 (two per byte, low nibble first) [batch, rows, cols]: out = decode(q) * "
       "scale[b, i // br, j // bc] (float32 product), written as F32 or BF16 bits.");
+
+  // fp8_compare / fp4_compare: per-block sums of one dequantize-and-compare pass.
+  auto compare = [](bool fp4, const py::object& data, const py::object& rows_,
+                    const py::object& cols_, const std::string& fmt, const py::object& scale,
+                    const py::object& scale_rows, const py::object& scale_cols,
+                    const py::object& block_rows, const py::object& block_cols,
+                    const py::object& ref, const std::string& ref_dtype, double clip,
+                    const py::object& bound_, const py::object& batch_) {
+    const k::Fp8Format f = fp4 ? k::Fp8Format::e4m3fn : kbind::fp8_format(fmt);
+    const k::FloatFormat rf = kbind::float_format(ref_dtype);
+    const size_t batch = as_size(batch_, "batch"), rows = as_size(rows_, "rows"),
+                 cols = as_size(cols_, "cols"), srows = as_size(scale_rows, "scale_rows"),
+                 scols = as_size(scale_cols, "scale_cols");
+    const k::BlockGrid g = kbind::grid(batch, rows, cols, as_size(block_rows, "block_rows"),
+                                       as_size(block_cols, "block_cols"));
+    if (fp4 && cols % 2 != 0) {
+      throw py::value_error("packed FP4 needs an even number of columns, got " +
+                            std::to_string(cols));
+    }
+    Bytes q(data, false, "data");
+    const size_t want = fp4 ? g.elems / 2 : g.elems;
+    if (q.size() != want) {
+      throw py::value_error("data holds " + std::to_string(q.size()) + " bytes, expected " +
+                            std::to_string(want));
+    }
+    Bytes r(ref, false, "ref");
+    const size_t rwidth = rf == k::FloatFormat::f32 ? 4 : 2;
+    if (r.size() != g.elems * rwidth) {
+      throw py::value_error("ref holds " + std::to_string(r.size()) + " bytes, expected " +
+                            std::to_string(g.elems) + " " + ref_dtype + " elements");
+    }
+    Bytes s(scale, false, "scale");
+    if (s.size() % 4 != 0) {
+      throw py::value_error("scale holds " + std::to_string(s.size()) +
+                            " bytes, not a whole number of float32");
+    }
+    k::RoundBound rb;
+    if (!bound_.is_none()) {
+      const auto v = bound_.cast<std::vector<double>>();
+      if (v.size() != 4) throw py::value_error("bound must be (vmax, rel, sub, slack)");
+      rb = {static_cast<float>(v[0]), static_cast<float>(v[1]), static_cast<float>(v[2]),
+            static_cast<float>(v[3])};
+    }
+    py::array a_bound = kbind::block_array(g, py::dtype::of<double>());
+    py::array a_ref = kbind::block_array(g, py::dtype::of<double>());
+    py::array a_code = kbind::block_array(g, py::dtype::of<double>());
+    py::array a_dot = kbind::block_array(g, py::dtype::of<double>());
+    py::array a_err = kbind::block_array(g, py::dtype::of<double>());
+    py::array a_maxe = kbind::block_array(g, py::dtype::of<float>());
+    py::array a_clip = kbind::block_array(g, py::dtype::of<uint64_t>());
+    py::array a_bad = kbind::block_array(g, py::dtype::of<uint64_t>());
+    py::array a_rbad = kbind::block_array(g, py::dtype::of<uint64_t>());
+    k::CompareOut o;
+    o.bound_sq = static_cast<double*>(a_bound.mutable_data());
+    o.ref_sq = static_cast<double*>(a_ref.mutable_data());
+    o.code_sq = static_cast<double*>(a_code.mutable_data());
+    o.dot = static_cast<double*>(a_dot.mutable_data());
+    o.err_sq = static_cast<double*>(a_err.mutable_data());
+    o.max_err = static_cast<float*>(a_maxe.mutable_data());
+    o.clipped = static_cast<uint64_t*>(a_clip.mutable_data());
+    o.bad = static_cast<uint64_t*>(a_bad.mutable_data());
+    o.ref_bad = static_cast<uint64_t*>(a_rbad.mutable_data());
+    o.len = g.blocks;
+    const bool copy = reinterpret_cast<uintptr_t>(s.data()) % alignof(float) != 0;
+    std::vector<float> aligned(copy ? s.size() / 4 : 0);
+    float* ap = aligned.data();
+    const float lim = static_cast<float>(clip);
+    check(kbind::run_guarded([&] {
+            if (copy) std::memcpy(ap, s.data(), s.size());
+            const float* sp = copy ? ap : reinterpret_cast<const float*>(s.data());
+            return fp4 ? k::fp4_compare(q.data(), q.size(), batch, rows, cols, sp, srows, scols,
+                                        s.size() / 4, g.br, g.bc, r.data(), r.size() / rwidth,
+                                        rf, lim, rb, o)
+                       : k::fp8_compare(q.data(), q.size(), batch, rows, cols, f, sp, srows,
+                                        scols, s.size() / 4, g.br, g.bc, r.data(),
+                                        r.size() / rwidth, rf, lim, rb, o);
+          }),
+          "scale [" + std::to_string(s.size() / 4) + " floats] as [" + std::to_string(batch) +
+              ", " + std::to_string(srows) + ", " + std::to_string(scols) + "]");
+    py::dict d;
+    d["bound_sq"] = a_bound;
+    d["ref_sq"] = a_ref;
+    d["code_sq"] = a_code;
+    d["dot"] = a_dot;
+    d["err_sq"] = a_err;
+    d["max_err"] = a_maxe;
+    d["clipped"] = a_clip;
+    d["bad"] = a_bad;
+    d["ref_bad"] = a_rbad;
+    return d;
+  };
+  m.def(
+      "fp8_compare",
+      [compare](const py::object& data, const py::object& rows, const py::object& cols,
+                const std::string& dtype, const py::object& scale, const py::object& scale_rows,
+                const py::object& scale_cols, const py::object& block_rows,
+                const py::object& block_cols, const py::object& ref, const std::string& ref_dtype,
+                double clip, const py::object& bound, const py::object& batch) {
+        return compare(false, data, rows, cols, dtype, scale, scale_rows, scale_cols, block_rows,
+                       block_cols, ref, ref_dtype, clip, bound, batch);
+      },
+      py::arg("data"), py::arg("rows"), py::arg("cols"), py::arg("dtype"), py::arg("scale"),
+      py::arg("scale_rows"), py::arg("scale_cols"), py::arg("block_rows"), py::arg("block_cols"),
+      py::arg("ref"), py::arg("ref_dtype"), py::arg("clip"), py::arg("bound") = py::none(),
+      py::arg("batch") = 1,
+      "FP8 [batch, rows, cols] dequantized with scale[b, i // br, j // bc] against ref (BF16, "
+      "F16 or F32) in one pass: per-block ref_sq, code_sq, dot, err_sq, max_err, "
+      "clipped (|ref| > clip * scale), bad, ref_bad and bound_sq (bound: (vmax, rel, sub, "
+      "slack) of kernels.h's RoundBound).");
+  m.def(
+      "fp4_compare",
+      [compare](const py::object& data, const py::object& rows, const py::object& cols,
+                const py::object& scale, const py::object& scale_rows,
+                const py::object& scale_cols, const py::object& block_rows,
+                const py::object& block_cols, const py::object& ref, const std::string& ref_dtype,
+                double clip, const py::object& bound, const py::object& batch) {
+        return compare(true, data, rows, cols, "", scale, scale_rows, scale_cols, block_rows,
+                       block_cols, ref, ref_dtype, clip, bound, batch);
+      },
+      py::arg("data"), py::arg("rows"), py::arg("cols"), py::arg("scale"), py::arg("scale_rows"),
+      py::arg("scale_cols"), py::arg("block_rows"), py::arg("block_cols"), py::arg("ref"),
+      py::arg("ref_dtype"), py::arg("clip"), py::arg("bound") = py::none(), py::arg("batch") = 1,
+      "fp8_compare for packed FP4 E2M1 (two per byte, low nibble first).");
 
   m.def("copy_guarded", &kbind::copy_guarded, py::arg("data"),
         "A fresh uint8 copy of a buffer, read under the fault guard with the GIL released: a "

@@ -98,6 +98,14 @@ void MappedFile::prefault(uint64_t offset, uint64_t len) const {
   ::madvise(map_ + start, end - start, MADV_POPULATE_READ);
 }
 
+void MappedFile::release(uint64_t offset, uint64_t len) const {
+  if (map_ == nullptr || len == 0 || offset >= size_) return;
+  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  const uint64_t start = offset & ~(page - 1);
+  const uint64_t end = std::min<uint64_t>(offset + len, size_);
+  ::madvise(map_ + start, end - start, MADV_DONTNEED);
+}
+
 // ---- fault guard -------------------------------------------------------------
 
 namespace {

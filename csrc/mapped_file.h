@@ -41,6 +41,14 @@ class MappedFile {
   // without MADV_POPULATE_READ (Linux < 5.14) just faults as usual.
   void prefault(uint64_t offset, uint64_t len) const;
 
+  // Drops this process's page-table entries of [offset, offset + len) (whole
+  // pages around it): the pages stay in the page cache and fault back in on the
+  // next access. A scan that streams through a file calls it behind itself so
+  // that its resident memory stays bounded whatever the file's size (mapped
+  // file pages count in RSS). The mapping is read-only and shared: nothing is
+  // lost.
+  void release(uint64_t offset, uint64_t len) const;
+
  private:
   std::string path_;
   int fd_ = -1;

@@ -432,6 +432,191 @@ void dequantize(const detail::DequantArgs& a) {
   });
 }
 
+// ---- dequantize and compare -------------------------------------------------------
+// compare_generic (per_isa.h) on 16 floats held as two YMM; the 16 double lanes
+// as four, in the order kernels.h's reduction tree needs.
+struct CmpLanes {
+  struct V {
+    __m256 lo, hi;
+  };
+  struct D {
+    __m256d d[4];
+  };
+  static V zero() { return {_mm256_setzero_ps(), _mm256_setzero_ps()}; }
+  static V set1(float x) { return {_mm256_set1_ps(x), _mm256_set1_ps(x)}; }
+  static V add(V a, V b) { return {_mm256_add_ps(a.lo, b.lo), _mm256_add_ps(a.hi, b.hi)}; }
+  static V sub(V a, V b) { return {_mm256_sub_ps(a.lo, b.lo), _mm256_sub_ps(a.hi, b.hi)}; }
+  static V mul(V a, V b) { return {_mm256_mul_ps(a.lo, b.lo), _mm256_mul_ps(a.hi, b.hi)}; }
+  static V fma(V a, V b, V c) {
+    return {_mm256_fmadd_ps(a.lo, b.lo, c.lo), _mm256_fmadd_ps(a.hi, b.hi, c.hi)};
+  }
+  static __m256 abs1(__m256 x) {
+    return _mm256_and_ps(x, _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF)));
+  }
+  static V abs(V a) { return {abs1(a.lo), abs1(a.hi)}; }
+  static V max(V a, V b) { return {_mm256_max_ps(a.lo, b.lo), _mm256_max_ps(a.hi, b.hi)}; }
+  static uint32_t bits(__m256 lo, __m256 hi) {
+    return static_cast<uint32_t>(_mm256_movemask_ps(lo)) |
+           (static_cast<uint32_t>(_mm256_movemask_ps(hi)) << 8);
+  }
+  static __m256 nonfinite1(__m256 x) {
+    const __m256i e = _mm256_set1_epi32(0x7F800000);
+    return _mm256_castsi256_ps(
+        _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_castps_si256(x), e), e));
+  }
+  static uint32_t nonfinite(V a) { return bits(nonfinite1(a.lo), nonfinite1(a.hi)); }
+  static uint32_t gt(V a, V b) {
+    return bits(_mm256_cmp_ps(a.lo, b.lo, _CMP_GT_OQ), _mm256_cmp_ps(a.hi, b.hi, _CMP_GT_OQ));
+  }
+  // lanes of 8 mask bits as all-ones / zero floats
+  static __m256 lanes(uint32_t m) {
+    const __m256i sel = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    return _mm256_castsi256_ps(_mm256_cmpeq_epi32(
+        _mm256_and_si256(_mm256_set1_epi32(static_cast<int>(m & 0xFF)), sel), sel));
+  }
+  static V zero_where(V a, uint32_t m) {
+    return {_mm256_andnot_ps(lanes(m), a.lo), _mm256_andnot_ps(lanes(m >> 8), a.hi)};
+  }
+  static V blend(V a, V b, uint32_t m) {
+    return {_mm256_blendv_ps(a.lo, b.lo, lanes(m)), _mm256_blendv_ps(a.hi, b.hi, lanes(m >> 8))};
+  }
+  static D dzero() {
+    const __m256d z = _mm256_setzero_pd();
+    return {{z, z, z, z}};
+  }
+  static void fold(D& d, V v) {
+    d.d[0] = _mm256_add_pd(d.d[0], _mm256_cvtps_pd(_mm256_castps256_ps128(v.lo)));
+    d.d[1] = _mm256_add_pd(d.d[1], _mm256_cvtps_pd(_mm256_extractf128_ps(v.lo, 1)));
+    d.d[2] = _mm256_add_pd(d.d[2], _mm256_cvtps_pd(_mm256_castps256_ps128(v.hi)));
+    d.d[3] = _mm256_add_pd(d.d[3], _mm256_cvtps_pd(_mm256_extractf128_ps(v.hi, 1)));
+  }
+  static double reduce(const D& d) {
+    // lanes l + l+8 (0-3: d0 + d2, 4-7: d1 + d3), then l + l+4, l + l+2, l + l+1
+    const __m256d t4 = _mm256_add_pd(_mm256_add_pd(d.d[0], d.d[2]), _mm256_add_pd(d.d[1], d.d[3]));
+    const __m128d t2 = _mm_add_pd(_mm256_castpd256_pd128(t4), _mm256_extractf128_pd(t4, 1));
+    return _mm_cvtsd_f64(t2) + _mm_cvtsd_f64(_mm_unpackhi_pd(t2, t2));
+  }
+  static float hmax(V v) {
+    const __m256 m = _mm256_max_ps(v.lo, v.hi);
+    __m128 x = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    x = _mm_max_ps(x, _mm_movehl_ps(x, x));
+    x = _mm_max_ss(x, _mm_shuffle_ps(x, x, 1));
+    return _mm_cvtss_f32(x);
+  }
+};
+
+// n bytes of p, zero-padded to 64 (the partial vectors at a row's end)
+struct Tail {
+  alignas(32) uint8_t b[64];
+  const uint8_t* at(const uint8_t* p, size_t n) {
+    std::memset(b, 0, sizeof(b));
+    std::memcpy(b, p, n);
+    return b;
+  }
+};
+
+template <Fp8Format F>
+struct Fp8Codes {
+  Decoder<F> dec;
+  void load(const uint8_t* row, size_t j, size_t k, CmpLanes::V& lo, CmpLanes::V& hi) const {
+    Tail t;
+    const uint8_t* p = k >= 32 ? row + j : t.at(row + j, k);
+    if (k >= 32 && (j & 63) == 0) prefetch_stream(row + j);
+    const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16));
+    lo = {dec(_mm256_cvtepu8_epi32(a)), dec(_mm256_cvtepu8_epi32(_mm_srli_si128(a, 8)))};
+    hi = {dec(_mm256_cvtepu8_epi32(b)), dec(_mm256_cvtepu8_epi32(_mm_srli_si128(b, 8)))};
+  }
+};
+
+// (j even: rows of whole bytes and even block widths)
+struct Fp4Codes {
+  // 8 values from 4 bytes: each byte doubled, shifted by 0 / 4, magnitude looked up
+  static __m256 eight(const uint8_t* p) {
+    uint32_t w;
+    std::memcpy(&w, p, 4);
+    const __m128i b = _mm_cvtsi32_si128(static_cast<int>(w));
+    const __m256i c = _mm256_and_si256(
+        _mm256_srlv_epi32(_mm256_cvtepu8_epi32(_mm_unpacklo_epi8(b, b)),
+                          _mm256_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4)),
+        _mm256_set1_epi32(0xF));
+    const __m256 mag = _mm256_permutevar8x32_ps(
+        _mm256_setr_ps(0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f), c);
+    const __m256i sign = _mm256_slli_epi32(_mm256_and_si256(c, _mm256_set1_epi32(8)), 28);
+    return _mm256_or_ps(mag, _mm256_castsi256_ps(sign));
+  }
+  void load(const uint8_t* row, size_t j, size_t k, CmpLanes::V& lo, CmpLanes::V& hi) const {
+    Tail t;
+    const uint8_t* p = k >= 32 ? row + j / 2 : t.at(row + j / 2, (k + 1) / 2);
+    if (k >= 32 && (j & 127) == 0) prefetch_stream(row + j / 2);
+    lo = {eight(p), eight(p + 4)};
+    hi = {eight(p + 8), eight(p + 12)};
+  }
+};
+
+struct RefBf16 {
+  static __m256 eight(const uint8_t* p) {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  }
+  void load(const uint8_t* row, size_t j, size_t k, CmpLanes::V& lo, CmpLanes::V& hi) const {
+    Tail t;
+    const uint8_t* p = k >= 32 ? row + 2 * j : t.at(row + 2 * j, 2 * k);
+    if (k >= 32 && (j & 31) == 0) prefetch_stream(row + 2 * j);
+    lo = {eight(p), eight(p + 16)};
+    hi = {eight(p + 32), eight(p + 48)};
+  }
+};
+
+struct RefF16 {
+  static __m256 eight(const uint8_t* p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  }
+  void load(const uint8_t* row, size_t j, size_t k, CmpLanes::V& lo, CmpLanes::V& hi) const {
+    Tail t;
+    const uint8_t* p = k >= 32 ? row + 2 * j : t.at(row + 2 * j, 2 * k);
+    if (k >= 32 && (j & 31) == 0) prefetch_stream(row + 2 * j);
+    lo = {eight(p), eight(p + 16)};
+    hi = {eight(p + 32), eight(p + 48)};
+  }
+};
+
+struct RefF32 {
+  void load(const uint8_t* row, size_t j, size_t k, CmpLanes::V& lo, CmpLanes::V& hi) const {
+    if (k >= 32) {
+      const float* p = reinterpret_cast<const float*>(row + 4 * j);
+      if ((j & 15) == 0) prefetch_stream(row + 4 * j);
+      lo = {_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8)};
+      hi = {_mm256_loadu_ps(p + 16), _mm256_loadu_ps(p + 24)};
+      return;
+    }
+    alignas(32) float b[32] = {};
+    std::memcpy(b, row + 4 * j, 4 * k);
+    lo = {_mm256_load_ps(b), _mm256_load_ps(b + 8)};
+    hi = {_mm256_load_ps(b + 16), _mm256_load_ps(b + 24)};
+  }
+};
+
+template <class Codes>
+void compare_with(const detail::CompareArgs& a, const Codes& codes) {
+  switch (a.rf) {
+    case FloatFormat::bf16: return compare_generic<CmpLanes>(a, codes, RefBf16{});
+    case FloatFormat::f16: return compare_generic<CmpLanes>(a, codes, RefF16{});
+    case FloatFormat::f32: return compare_generic<CmpLanes>(a, codes, RefF32{});
+  }
+}
+
+void compare(const detail::CompareArgs& a) {
+  if (a.fp4) {
+    if (a.m.bc % 2 != 0) return scalar::compare(a);  // blocks starting inside a byte
+    return compare_with(a, Fp4Codes{});
+  }
+  with_format(a.fmt, [&](auto fmt) {
+    const Fp8Codes<decltype(fmt)::value> codes{};
+    compare_with(a, codes);
+  });
+}
+
 // ---- BF16 / F16 / F32 statistics ------------------------------------------------
 // Integer compares on the bit patterns (exact, and immune to DAZ/FTZ).
 // W = lane width in bits (16 or 32); INF = bits of +Inf; MINN = smallest normal.
@@ -595,6 +780,7 @@ const detail::KernelTable table = {
     &block_stats,
     &dequantize,
     &scalar::fp4_dequantize,
+    &compare,
     &float_stats,
     &scalar::e8m0_stats,
     &read_probe,

@@ -489,6 +489,139 @@ void fp4_dequantize(const detail::DequantArgs& a) {
   else fp4_dequantize_t<OutType::bf16>(a);
 }
 
+// ---- dequantize and compare -------------------------------------------------------
+// compare_generic (per_isa.h) on 16-float vectors; FP8 codes through LutDecoder
+// (32 at a time), FP4 as fp4_dequantize, the reference widened to float32.
+struct CmpLanes {
+  using V = __m512;
+  struct D {
+    __m512d lo, hi;
+  };
+  static V zero() { return _mm512_setzero_ps(); }
+  static V set1(float x) { return _mm512_set1_ps(x); }
+  static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+  static V sub(V a, V b) { return _mm512_sub_ps(a, b); }
+  static V add(V a, V b) { return _mm512_add_ps(a, b); }
+  static V blend(V a, V b, uint32_t m) {
+    return _mm512_mask_mov_ps(a, static_cast<__mmask16>(m), b);
+  }
+  static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  static V abs(V a) { return _mm512_abs_ps(a); }
+  static V max(V a, V b) { return _mm512_max_ps(a, b); }
+  // QNaN (0x01), +Inf (0x08), -Inf (0x10), SNaN (0x80)
+  static uint32_t nonfinite(V a) { return _mm512_fpclass_ps_mask(a, 0x99); }
+  static uint32_t gt(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ); }
+  static V zero_where(V a, uint32_t m) {
+    return _mm512_maskz_mov_ps(static_cast<__mmask16>(~m), a);
+  }
+  static D dzero() { return {_mm512_setzero_pd(), _mm512_setzero_pd()}; }
+  static void fold(D& d, V v) {
+    const __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+    d.lo = _mm512_add_pd(d.lo, _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
+    d.hi = _mm512_add_pd(d.hi, _mm512_cvtps_pd(hi));
+  }
+  static double reduce(const D& d) {
+    const __m512d t8 = _mm512_add_pd(d.lo, d.hi);
+    const __m256d t4 = _mm256_add_pd(_mm512_castpd512_pd256(t8), _mm512_extractf64x4_pd(t8, 1));
+    const __m128d t2 = _mm_add_pd(_mm256_castpd256_pd128(t4), _mm256_extractf128_pd(t4, 1));
+    return _mm_cvtsd_f64(t2) + _mm_cvtsd_f64(_mm_unpackhi_pd(t2, t2));
+  }
+  static float hmax(V v) { return _mm512_reduce_max_ps(v); }
+};
+
+inline __mmask32 first32(size_t k) {
+  return k >= 32 ? static_cast<__mmask32>(0xFFFFFFFFu) : _bzhi_u32(~0u, static_cast<unsigned>(k));
+}
+
+template <Fp8Format F>
+struct Fp8Codes {
+  Fp8Codes() : dec() {}
+  LutDecoder<F> dec;
+  void load(const uint8_t* row, size_t j, size_t k, __m512& lo, __m512& hi) const {
+    if ((j & 63) == 0) prefetch_stream(row + j);
+    const __m256i bytes = _mm256_maskz_loadu_epi8(first32(k), row + j);
+    const __m512i w = dec(_mm512_castsi256_si512(bytes));
+    lo = _mm512_castsi512_ps(_mm512_unpacklo_epi16(_mm512_setzero_si512(), w));
+    hi = _mm512_castsi512_ps(_mm512_unpackhi_epi16(_mm512_setzero_si512(), w));
+  }
+};
+
+// (j even: rows of whole bytes and even block widths)
+struct Fp4Codes {
+  __m512 table;
+  __m512i shift;
+  Fp4Codes() {
+    alignas(64) float lut[16];
+    alignas(64) uint32_t sh[16];
+    for (int c = 0; c < 16; ++c) {
+      lut[c] = fp4_decode(static_cast<uint8_t>(c));
+      sh[c] = (c & 1) ? 4 : 0;
+    }
+    table = _mm512_load_ps(lut);
+    shift = _mm512_load_si512(sh);
+  }
+  __m512 decode(__m128i doubled) const {
+    const __m512i c = _mm512_and_si512(_mm512_srlv_epi32(_mm512_cvtepu8_epi32(doubled), shift),
+                                       _mm512_set1_epi32(0xF));
+    return _mm512_permutexvar_ps(c, table);
+  }
+  void load(const uint8_t* row, size_t j, size_t k, __m512& lo, __m512& hi) const {
+    if ((j & 127) == 0) prefetch_stream(row + j / 2);
+    const __mmask16 m = static_cast<__mmask16>(first32((k + 1) / 2));
+    const __m128i b = _mm_maskz_loadu_epi8(m, row + j / 2);
+    lo = decode(_mm_unpacklo_epi8(b, b));
+    hi = decode(_mm_unpackhi_epi8(b, b));
+  }
+};
+
+struct RefBf16 {
+  void load(const uint8_t* row, size_t j, size_t k, __m512& lo, __m512& hi) const {
+    if ((j & 31) == 0) prefetch_stream(row + 2 * j);
+    const __m512i w = _mm512_maskz_loadu_epi16(first32(k), row + 2 * j);
+    lo = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(w)), 16));
+    hi = _mm512_castsi512_ps(
+        _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(w, 1)), 16));
+  }
+};
+
+struct RefF16 {
+  void load(const uint8_t* row, size_t j, size_t k, __m512& lo, __m512& hi) const {
+    if ((j & 31) == 0) prefetch_stream(row + 2 * j);
+    const __m512i w = _mm512_maskz_loadu_epi16(first32(k), row + 2 * j);
+    lo = _mm512_cvtph_ps(_mm512_castsi512_si256(w));
+    hi = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(w, 1));
+  }
+};
+
+struct RefF32 {
+  void load(const uint8_t* row, size_t j, size_t k, __m512& lo, __m512& hi) const {
+    if ((j & 15) == 0) prefetch_stream(row + 4 * j);
+    const __mmask32 m = first32(k);
+    lo = _mm512_maskz_loadu_ps(static_cast<__mmask16>(m), row + 4 * j);
+    hi = _mm512_maskz_loadu_ps(static_cast<__mmask16>(m >> 16), row + 4 * j + 64);
+  }
+};
+
+template <class Codes>
+void compare_with(const detail::CompareArgs& a, const Codes& codes) {
+  switch (a.rf) {
+    case FloatFormat::bf16: return compare_generic<CmpLanes>(a, codes, RefBf16{});
+    case FloatFormat::f16: return compare_generic<CmpLanes>(a, codes, RefF16{});
+    case FloatFormat::f32: return compare_generic<CmpLanes>(a, codes, RefF32{});
+  }
+}
+
+void compare(const detail::CompareArgs& a) {
+  if (a.fp4) {
+    if (a.m.bc % 2 != 0) return scalar::compare(a);  // blocks starting inside a byte
+    return compare_with(a, Fp4Codes{});
+  }
+  with_format(a.fmt, [&](auto fmt) {
+    const Fp8Codes<decltype(fmt)::value> codes;
+    compare_with(a, codes);
+  });
+}
+
 // ---- BF16 / F16 / F32 statistics ------------------------------------------------
 // Integer compares on bit patterns under masks; W = lane width in bits.
 template <int W>
@@ -653,6 +786,7 @@ const detail::KernelTable table = {
     &block_stats,
     &dequantize,
     &fp4_dequantize,
+    &compare,
     &float_stats,
     &scalar::e8m0_stats,
     &read_probe,

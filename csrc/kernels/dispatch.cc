@@ -493,6 +493,65 @@ Status fp4_dequantize(const uint8_t* q, size_t n, size_t batch, size_t rows, siz
   return Status::ok;
 }
 
+namespace {
+
+// The checks both compare entry points share; calls the kernel per matrix.
+Status compare_checked(const uint8_t* q, size_t n, size_t batch, size_t rows, size_t cols,
+                       bool fp4, Fp8Format f, const float* scale, size_t srows, size_t scols,
+                       size_t scale_len, size_t br, size_t bc, const uint8_t* ref,
+                       size_t ref_len, FloatFormat rf, float clip, const RoundBound& bound,
+                       const CompareOut& out) {
+  if (!fp4 && !valid(f)) return Status::bad_format;
+  if (!valid(rf)) return Status::bad_format;
+  BlockGrid g;
+  if (Status st = block_grid(batch, rows, cols, br, bc, &g); st != Status::ok) return st;
+  if (fp4 ? (cols % 2 != 0 || g.elems / 2 != n) : g.elems != n) return Status::bad_length;
+  if (ref_len != g.elems) return Status::bad_length;
+  if (srows != g.nbr || scols != g.nbc || scale_len != g.blocks) return Status::bad_scale_shape;
+  if (out.len != g.blocks || !out.bound_sq || !out.ref_sq || !out.code_sq || !out.dot ||
+      !out.err_sq ||
+      !out.max_err || !out.clipped || !out.bad || !out.ref_bad) {
+    return Status::bad_buffer;
+  }
+  const detail::KernelTable* t = nullptr;
+  if (Status st = active_table(&t); st != Status::ok) return st;
+  const size_t rwidth = rf == FloatFormat::f32 ? 4 : 2;
+  for_each_matrix(q, g, fp4 ? 4 : 8, [&](const detail::Matrix& m, size_t k0, size_t e0) {
+    CompareOut o = out;
+    o.bound_sq += k0;
+    o.ref_sq += k0;
+    o.code_sq += k0;
+    o.dot += k0;
+    o.err_sq += k0;
+    o.max_err += k0;
+    o.clipped += k0;
+    o.bad += k0;
+    o.ref_bad += k0;
+    o.len = m.nbr * m.nbc;
+    t->compare(
+        detail::CompareArgs{m, fp4, f, scale + k0, ref + e0 * rwidth, rf, clip, bound, o});
+  });
+  return Status::ok;
+}
+
+}  // namespace
+
+Status fp8_compare(const uint8_t* q, size_t n, size_t batch, size_t rows, size_t cols,
+                   Fp8Format f, const float* scale, size_t srows, size_t scols, size_t scale_len,
+                   size_t br, size_t bc, const uint8_t* ref, size_t ref_len, FloatFormat rf,
+                   float clip, const RoundBound& bound, const CompareOut& out) {
+  return compare_checked(q, n, batch, rows, cols, false, f, scale, srows, scols, scale_len, br,
+                         bc, ref, ref_len, rf, clip, bound, out);
+}
+
+Status fp4_compare(const uint8_t* q, size_t n, size_t batch, size_t rows, size_t cols,
+                   const float* scale, size_t srows, size_t scols, size_t scale_len, size_t br,
+                   size_t bc, const uint8_t* ref, size_t ref_len, FloatFormat rf, float clip,
+                   const RoundBound& bound, const CompareOut& out) {
+  return compare_checked(q, n, batch, rows, cols, true, Fp8Format::e4m3fn, scale, srows, scols,
+                         scale_len, br, bc, ref, ref_len, rf, clip, bound, out);
+}
+
 float fp4_decode(uint8_t code) {
   static constexpr float kMag[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
   const float v = kMag[code & 7];

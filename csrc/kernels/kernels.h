@@ -181,6 +181,63 @@ Status fp4_dequantize(const uint8_t* q, size_t n, size_t batch, size_t rows, siz
                       size_t br, size_t bc, OutType out_type, void* out, size_t out_len);
 float fp4_decode(uint8_t code);  // of the low nibble
 
+// ---- dequantize and compare ----------------------------------------------------
+// One pass over a quantized weight and the high-precision tensor it was made
+// from (`ref`, row-major [batch, rows, cols] of BF16 / F16 / F32): per (br, bc)
+// block, with c = decode(q) (unscaled), d = c * s (float32 product, s the
+// block's scale), r the reference and e = d - r (float32),
+//   ref_sq Σ r², code_sq Σ c², dot Σ c·r, err_sq Σ e²  (doubles),
+//   max_err max |e|  (float),
+//   clipped #{|r| > clip * s}, bad #{e not finite: d or r not finite, or their
+//   difference overflows}, ref_bad #{r not finite},
+//   bound_sq Σ b², b the largest error round to nearest into the format allows
+//   for r under the block's scale (RoundBound),
+// over the elements whose e is finite (the others are only counted in bad /
+// ref_bad). Σc², Σc·r and Σr² give the error of any other scale s' for
+// the block without reading it again: s'² Σc² - 2 s' Σc·r + Σr².
+//
+// Summation order, the same on every ISA (results are bit-identical): within a
+// block's row segment [j0, j1) element j is added to float lane (j - j0) % 16
+// with a fused multiply-add, in column order; every 128 columns and at the
+// segment's end the 16 float lanes are added to 16 double lanes; at the block's
+// end the double lanes l are reduced as t_l = D_l + D_{l+8}, then t_l + t_{l+4},
+// t_l + t_{l+2}, t_0 + t_1.
+// b for |r| = t under scale s, in float32 in this order: m = vmax * s, h = sub * s;
+// b = t > m ? fma(slack, t, t - m) : max((rel + slack) * t, h), rel + slack
+// rounded to float32 once. (vmax: the largest finite code value; rel: round to
+// nearest's largest relative error over the normal range; sub: half the
+// smallest subnormal step, the error of everything below the normal range;
+// slack: relative allowance for roundings outside the quantizer, such as a
+// scale stored in BF16.)
+struct RoundBound {
+  float vmax = 0.0f, rel = 0.0f, sub = 0.0f, slack = 0.0f;
+};
+
+struct CompareOut {
+  double* bound_sq = nullptr;
+  double* ref_sq = nullptr;
+  double* code_sq = nullptr;
+  double* dot = nullptr;
+  double* err_sq = nullptr;
+  float* max_err = nullptr;
+  uint64_t* clipped = nullptr;
+  uint64_t* bad = nullptr;
+  uint64_t* ref_bad = nullptr;
+  size_t len = 0;  // entries of each array (all required): the grid's blocks
+};
+
+// q: FP8 codes, n == batch * rows * cols bytes; scale as fp8_dequantize; ref
+// holds ref_len == batch * rows * cols elements of format rf.
+Status fp8_compare(const uint8_t* q, size_t n, size_t batch, size_t rows, size_t cols,
+                   Fp8Format f, const float* scale, size_t srows, size_t scols, size_t scale_len,
+                   size_t br, size_t bc, const uint8_t* ref, size_t ref_len, FloatFormat rf,
+                   float clip, const RoundBound& bound, const CompareOut& out);
+// The same for packed FP4 E2M1 (as fp4_dequantize: n == batch * rows * cols / 2, cols even).
+Status fp4_compare(const uint8_t* q, size_t n, size_t batch, size_t rows, size_t cols,
+                   const float* scale, size_t srows, size_t scols, size_t scale_len, size_t br,
+                   size_t bc, const uint8_t* ref, size_t ref_len, FloatFormat rf, float clip,
+                   const RoundBound& bound, const CompareOut& out);
+
 // data holds nbytes of bf16/f16/f32 little-endian elements.
 Status float_stats(const uint8_t* data, size_t nbytes, FloatFormat f, FloatStats* out);
 Status e8m0_stats(const uint8_t* data, size_t n, E8m0Stats* out);
@@ -270,6 +327,20 @@ struct DequantArgs {
   void* out;           // [m.rows, m.cols], aligned to its element
 };
 
+// One fp8_compare / fp4_compare call on one Matrix (pointers at its first block
+// and first element; `fp4`: q holds packed nibbles, rows of cols / 2 bytes).
+struct CompareArgs {
+  Matrix m;
+  bool fp4;
+  Fp8Format fmt;       // (FP8 only)
+  const float* scale;  // [m.nbr, m.nbc]
+  const uint8_t* ref;  // [m.rows, m.cols] elements of rf
+  FloatFormat rf;
+  float clip;
+  RoundBound bound;
+  CompareOut out;      // at the matrix's first block
+};
+
 struct KernelTable {
   const char* name;
   uint32_t requires_features;
@@ -280,6 +351,7 @@ struct KernelTable {
   void (*block_stats)(const Matrix&, Fp8Format, Fp8Raw* raw, const BlockOut&);
   void (*dequantize)(const DequantArgs&);
   void (*fp4_dequantize)(const DequantArgs&);
+  void (*compare)(const CompareArgs&);
   void (*float_stats)(const uint8_t*, size_t count, FloatFormat, FloatRaw*);
   void (*e8m0_stats)(const uint8_t*, size_t, E8m0Stats*);
   uint64_t (*read_probe)(const uint8_t*, size_t);
@@ -296,6 +368,7 @@ void histogram(const uint8_t*, size_t, uint64_t*);
 void block_stats(const detail::Matrix&, Fp8Format, detail::Fp8Raw*, const detail::BlockOut&);
 void dequantize(const detail::DequantArgs&);
 void fp4_dequantize(const detail::DequantArgs&);
+void compare(const detail::CompareArgs&);
 void float_stats(const uint8_t*, size_t, FloatFormat, detail::FloatRaw*);
 void e8m0_stats(const uint8_t*, size_t, E8m0Stats*);
 uint64_t read_probe(const uint8_t*, size_t);

@@ -223,6 +223,7 @@ const detail::KernelTable table = {
     &block_stats,
     &scalar::dequantize,
     &scalar::fp4_dequantize,
+    &scalar::compare,
     &scalar::float_stats,
     &scalar::e8m0_stats,
     &read_probe,

@@ -337,3 +337,115 @@ void block_stats_generic(const detail::Matrix& m, detail::Fp8Raw* raw, const det
   if (raw != nullptr) block_stats_mode<L, true>(m, raw, o);
   else block_stats_mode<L, false>(m, raw, o);
 }
+
+// ---- dequantize and compare (kernels.h: fp8_compare) ----------------------------------
+// Written once against an ISA's CmpLanes C (16 floats per V, 16 doubles per D,
+// lane masks as the low 16 bits of a uint32_t):
+//   zero(), set1(x), add, mul, sub, fma(a, b, acc) (fused), abs, max, hmax(V)
+//   nonfinite(V) and gt(a, b) -> mask, zero_where(V, mask), blend(a, b, mask) (b where set)
+//   dzero(), fold(D&, V) (D_l += double(V_l)), reduce(const D&) (the tree of kernels.h)
+// and a Source S for the quantized codes and one for the reference, each with
+//   load(row pointer, j, k, V& lo, V& hi): elements j .. j + k - 1 (k <= 32) of a
+//   row as floats, lanes past k zero.
+template <class C>
+struct CmpAcc {
+  typename C::D sum[5];  // ref_sq, code_sq, dot, err_sq, bound_sq
+  typename C::V max_err;
+  uint64_t clipped, bad, ref_bad;
+};
+
+template <class C, class Codes, class Refs>
+void compare_generic(const detail::CompareArgs& a, const Codes& codes, const Refs& refs) {
+  using V = typename C::V;
+  constexpr size_t kGroup = 16;  // blocks of a band accumulated side by side
+  const detail::Matrix& g = a.m;
+  const size_t q_row = a.fp4 ? g.cols / 2 : g.cols;
+  const size_t r_row = g.cols * (a.rf == FloatFormat::f32 ? 4 : 2);
+  CmpAcc<C> acc[kGroup];
+  for (size_t bi = 0; bi < g.nbr; ++bi) {
+    const size_t r0 = bi * g.br, r1 = end_of(r0, g.br, g.rows);
+    for (size_t g0 = 0; g0 < g.nbc; g0 += kGroup) {
+      const size_t g1 = end_of(g0, kGroup, g.nbc);
+      for (size_t b = 0; b < g1 - g0; ++b) {
+        CmpAcc<C>& x = acc[b];
+        for (auto& d : x.sum) d = C::dzero();
+        x.max_err = C::zero();
+        x.clipped = x.bad = x.ref_bad = 0;
+      }
+      for (size_t i = r0; i < r1; ++i) {
+        const uint8_t* qrow = g.q + i * q_row;
+        const uint8_t* rrow = a.ref + i * r_row;
+        for (size_t bj = g0; bj < g1; ++bj) {
+          CmpAcc<C>& x = acc[bj - g0];
+          const size_t j0 = bj * g.bc, j1 = end_of(j0, g.bc, g.cols);
+          const float sv = a.scale[bi * g.nbc + bj];
+          const V s = C::set1(sv), lim = C::set1(a.clip * sv);
+          const V bm = C::set1(a.bound.vmax * sv), bh = C::set1(a.bound.sub * sv);
+          const V brel = C::set1(a.bound.rel + a.bound.slack), bslack = C::set1(a.bound.slack);
+          V f0 = C::zero(), f1 = f0, f2 = f0, f3 = f0, f4 = f0, me = f0;
+          uint64_t clipped = 0;
+          auto step = [&](V c, V r, uint32_t valid) {
+            V e = C::sub(C::mul(c, s), r);
+            // lanes past k hold zeros, whose product is NaN under a NaN or
+            // infinite scale: zeroed too, but not counted
+            const uint32_t out = C::nonfinite(e);
+            uint32_t drop = ~valid;
+            if (out != 0) {
+              const uint32_t rbad = C::nonfinite(r);
+              c = C::zero_where(c, out);
+              r = C::zero_where(r, out);
+              e = C::zero_where(e, out);
+              x.bad += static_cast<uint64_t>(__builtin_popcount(out & valid));
+              x.ref_bad += static_cast<uint64_t>(__builtin_popcount(rbad & valid));
+              drop |= out;
+            }
+            f0 = C::fma(r, r, f0);
+            f1 = C::fma(c, c, f1);
+            f2 = C::fma(c, r, f2);
+            f3 = C::fma(e, e, f3);
+            const V ar = C::abs(r);
+            const V b = C::zero_where(C::blend(C::max(C::mul(brel, ar), bh),
+                                               C::fma(bslack, ar, C::sub(ar, bm)),
+                                               C::gt(ar, bm)), drop);
+            f4 = C::fma(b, b, f4);
+            me = C::max(me, C::abs(e));
+            clipped += static_cast<uint64_t>(__builtin_popcount(C::gt(ar, lim) & ~drop));
+          };
+          for (size_t j = j0; j < j1;) {
+            const size_t k = j1 - j < 32 ? j1 - j : 32;
+            V c0, c1, q0, q1;
+            codes.load(qrow, j, k, c0, c1);
+            refs.load(rrow, j, k, q0, q1);
+            step(c0, q0, k >= 16 ? 0xFFFFu : (1u << k) - 1);
+            if (k > 16) step(c1, q1, k >= 32 ? 0xFFFFu : (1u << (k - 16)) - 1);
+            j += k;
+            if ((j - j0) % 128 == 0 || j == j1) {
+              C::fold(x.sum[0], f0);
+              C::fold(x.sum[1], f1);
+              C::fold(x.sum[2], f2);
+              C::fold(x.sum[3], f3);
+              C::fold(x.sum[4], f4);
+              f0 = f1 = f2 = f3 = f4 = C::zero();
+            }
+          }
+          x.max_err = C::max(x.max_err, me);
+          x.clipped += clipped;
+        }
+      }
+      const CompareOut& o = a.out;
+      for (size_t bj = g0; bj < g1; ++bj) {
+        const CmpAcc<C>& x = acc[bj - g0];
+        const size_t k = bi * g.nbc + bj;
+        o.ref_sq[k] = C::reduce(x.sum[0]);
+        o.code_sq[k] = C::reduce(x.sum[1]);
+        o.dot[k] = C::reduce(x.sum[2]);
+        o.err_sq[k] = C::reduce(x.sum[3]);
+        o.bound_sq[k] = C::reduce(x.sum[4]);
+        o.max_err[k] = C::hmax(x.max_err);
+        o.clipped[k] = x.clipped;
+        o.bad[k] = x.bad;
+        o.ref_bad[k] = x.ref_bad;
+      }
+    }
+  }
+}

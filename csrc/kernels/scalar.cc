@@ -1,9 +1,11 @@
 // Portable reference implementation: the oracle every SIMD path must match
 // bit for bit. Written for obviousness first; fast enough to be the fallback.
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <type_traits>
 
 #include "kernels/kernels.h"
@@ -210,6 +212,116 @@ void fp4_dequantize(const detail::DequantArgs& a) {
   }
 }
 
+// The reference of fp8_compare / fp4_compare: element by element, in the
+// summation order kernels.h defines (float lanes by column within a row
+// segment, folded into double lanes every 128 columns, reduced as a tree).
+namespace {
+
+float half_to_float(uint16_t h) {
+  const int e = (h >> 10) & 0x1F, m = h & 0x3FF;
+  float v;
+  if (e == 0x1F) {
+    v = m ? std::numeric_limits<float>::quiet_NaN() : std::numeric_limits<float>::infinity();
+  } else if (e == 0) {
+    v = std::ldexp(static_cast<float>(m), -24);
+  } else {
+    v = std::ldexp(static_cast<float>(0x400 | m), e - 25);
+  }
+  return (h & 0x8000) ? -v : v;
+}
+
+float ref_value(const uint8_t* p, size_t i, FloatFormat f) {
+  if (f == FloatFormat::f32) {
+    float x;
+    std::memcpy(&x, p + 4 * i, 4);
+    return x;
+  }
+  uint16_t h;
+  std::memcpy(&h, p + 2 * i, 2);
+  if (f == FloatFormat::f16) return half_to_float(h);
+  const uint32_t u = static_cast<uint32_t>(h) << 16;
+  float x;
+  std::memcpy(&x, &u, 4);
+  return x;
+}
+
+double reduce16(const double* d) {
+  double t[8];
+  for (int l = 0; l < 8; ++l) t[l] = d[l] + d[l + 8];
+  for (int l = 0; l < 4; ++l) t[l] = t[l] + t[l + 4];
+  for (int l = 0; l < 2; ++l) t[l] = t[l] + t[l + 2];
+  return t[0] + t[1];
+}
+
+}  // namespace
+
+void compare(const detail::CompareArgs& a) {
+  float lut[256];
+  if (a.fp4) {
+    for (int v = 0; v < 16; ++v) lut[v] = fp4_decode(static_cast<uint8_t>(v));
+  } else {
+    for (int v = 0; v < 256; ++v) lut[v] = decode_f32(static_cast<uint8_t>(v), a.fmt);
+  }
+  const detail::Matrix& g = a.m;
+  const size_t row_bytes = a.fp4 ? g.cols / 2 : g.cols;
+  for (size_t bi = 0; bi < g.nbr; ++bi) {
+    const size_t r0 = bi * g.br, r1 = end_of(r0, g.br, g.rows);
+    for (size_t bj = 0; bj < g.nbc; ++bj) {
+      const size_t j0 = bj * g.bc, j1 = end_of(j0, g.bc, g.cols);
+      const size_t k = bi * g.nbc + bj;
+      const float s = a.scale[k], lim = a.clip * s;
+      const float bm = a.bound.vmax * s, bh = a.bound.sub * s;
+      const float brel = a.bound.rel + a.bound.slack;
+      double dl[5][16] = {};
+      float fl[5][16] = {};
+      float max_err = 0.0f;
+      uint64_t clipped = 0, bad = 0, ref_bad = 0;
+      for (size_t i = r0; i < r1; ++i) {
+        const uint8_t* row = g.q + i * row_bytes;
+        for (size_t j = j0; j < j1; ++j) {
+          const size_t lane = (j - j0) % 16;
+          const uint8_t code = a.fp4 ? static_cast<uint8_t>((row[j / 2] >> (4 * (j & 1))) & 0xF)
+                                     : row[j];
+          const float c = lut[code], r = ref_value(a.ref, i * g.cols + j, a.rf);
+          const float d = c * s, e = d - r;
+          if (!std::isfinite(e)) {
+            ++bad;
+            ref_bad += !std::isfinite(r);
+          } else {
+            fl[0][lane] = std::fma(r, r, fl[0][lane]);
+            fl[1][lane] = std::fma(c, c, fl[1][lane]);
+            fl[2][lane] = std::fma(c, r, fl[2][lane]);
+            fl[3][lane] = std::fma(e, e, fl[3][lane]);
+            const float t = std::fabs(r);
+            const float b = t > bm ? std::fma(a.bound.slack, t, t - bm) : std::max(brel * t, bh);
+            fl[4][lane] = std::fma(b, b, fl[4][lane]);
+            max_err = std::max(max_err, std::fabs(e));
+            clipped += std::fabs(r) > lim;
+          }
+          if ((j - j0) % 128 == 127 || j + 1 == j1) {
+            for (int m = 0; m < 5; ++m) {
+              for (int l = 0; l < 16; ++l) {
+                dl[m][l] += fl[m][l];
+                fl[m][l] = 0.0f;
+              }
+            }
+          }
+        }
+      }
+      const CompareOut& o = a.out;
+      o.ref_sq[k] = reduce16(dl[0]);
+      o.code_sq[k] = reduce16(dl[1]);
+      o.dot[k] = reduce16(dl[2]);
+      o.err_sq[k] = reduce16(dl[3]);
+      o.bound_sq[k] = reduce16(dl[4]);
+      o.max_err[k] = max_err;
+      o.clipped[k] = clipped;
+      o.bad[k] = bad;
+      o.ref_bad[k] = ref_bad;
+    }
+  }
+}
+
 void float_stats(const uint8_t* p, size_t count, FloatFormat f, detail::FloatRaw* out) {
   const FloatLayout L = layout(f);
   const uint32_t all = L.sign | (L.sign - 1);  // all bits of the element
@@ -282,8 +394,8 @@ uint64_t read_probe(const uint8_t* p, size_t n) {
 }
 
 const detail::KernelTable table = {
-    "scalar",        0u,           &fp8_stats,  &histogram,  &block_stats, &dequantize,
-    &fp4_dequantize, &float_stats, &e8m0_stats, &read_probe,
+    "scalar",        0u,       &fp8_stats,   &histogram,  &block_stats, &dequantize,
+    &fp4_dequantize, &compare, &float_stats, &e8m0_stats, &read_probe,
 };
 
 }  // namespace ckptscan::kernels::scalar

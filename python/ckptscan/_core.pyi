@@ -71,6 +71,8 @@ class Shard:
     def shape(self, i: int) -> tuple[int, ...]: ...
     def index(self, name: str) -> int: ...
     def raw(self, row: int, populate: bool = False) -> npt.NDArray[np.uint8]: ...
+    def pages(self, row: int, start: int, stop: int, populate: bool) -> None:
+        """Maps (populate) or drops (not populate) the pages of bytes [start, stop) of a row."""
 
 class Index:
     """A parsed model.safetensors.index.json.
@@ -153,6 +155,20 @@ def fp4_dequantize(
 ) -> None:
     """Packed FP4 E2M1 (two per byte, low nibble first) [batch, rows, cols] times a
     float32 block scale [batch, scale_rows, scale_cols]."""
+def fp8_compare(
+    data: _Buffer, rows: _Size, cols: _Size, dtype: str, scale: _Buffer, scale_rows: _Size,
+    scale_cols: _Size, block_rows: _Size, block_cols: _Size, ref: _Buffer, ref_dtype: str,
+    clip: float, bound: tuple[float, float, float, float] | None = None, batch: _Size = 1,
+) -> dict[str, npt.NDArray[_Any]]:
+    """FP8 [batch, rows, cols] dequantized against ref (BF16 / F16 / F32) in one pass:
+    per block bound_sq, ref_sq, code_sq, dot, err_sq (float64), max_err (float32),
+    clipped, bad, ref_bad (uint64), shaped [batch,] nbr, nbc."""
+def fp4_compare(
+    data: _Buffer, rows: _Size, cols: _Size, scale: _Buffer, scale_rows: _Size,
+    scale_cols: _Size, block_rows: _Size, block_cols: _Size, ref: _Buffer, ref_dtype: str,
+    clip: float, bound: tuple[float, float, float, float] | None = None, batch: _Size = 1,
+) -> dict[str, npt.NDArray[_Any]]:
+    """fp8_compare for packed FP4 E2M1 (two per byte, low nibble first)."""
 def copy_guarded(data: _Buffer) -> npt.NDArray[np.uint8]:
     """A fresh copy read under the fault guard (OSError if the file shrank)."""
 def float_stats(data: _Buffer, dtype: str) -> dict[str, _Any]:

@@ -152,13 +152,51 @@ def _parser() -> argparse.ArgumentParser:
                     help="threads for --deep (default: one per core)")
     df.add_argument("--allow", action="append", metavar="RULE,...",
                     help="differences that are expected (see below)")
-    df.add_argument("--format", choices=("text", "json", "md"), default="text")
+    df.add_argument("--format", choices=("text", "json", "md", "html"), default="text",
+                    help="html: one self-contained page")
     df.add_argument("--revision-a", metavar="REV", help="A's revision (Hugging Face cache)")
     df.add_argument("--revision-b", metavar="REV", help="B's revision (Hugging Face cache)")
     df.add_argument("--follow-symlinks", action="store_true",
                     help="read files that symlinks lead to outside the checkpoints")
     df.add_argument("--output", "-o", metavar="FILE", help="write the comparison to FILE")
     terminal_options(df, "-q: only the result line; -qq: nothing, only the exit code")
+    v = sub.add_parser(
+        "verify", help="compare a quantized checkpoint with the high-precision checkpoint it "
+                       "was made from: error per tensor, block, role and layer; scale defects",
+        description="Dequantizes every quantized weight of CANDIDATE (FP8 block / channel / "
+                    "tensor / group scales, MXFP8, NVFP4, MXFP4, gpt-oss, DeepSeek-V4 FP4) and "
+                    "compares it with its tensor in SOURCE (BF16 / F16 / F32): relative error, "
+                    "SQNR, cosine, max abs error, clipped values, per tensor and per block. "
+                    "Names scales applied the wrong way, transposed or shifted block scales, "
+                    "clipping, errors above the format's bound, weights left unquantized and "
+                    "tensors missing on either side. Exit 1 on findings at --fail-on.",
+        epilog="Bounds (relative error) default to the largest error round to nearest gives "
+               "in the format: E4M3 0.0625 (0.125 under E8M0 scales), E5M2 0.125, E2M1 0.25; "
+               "--threshold E4M3=0.05 overrides one.")
+    v.add_argument("candidate", metavar="CANDIDATE")
+    v.add_argument("--against", required=True, metavar="SOURCE",
+                   help="the high-precision checkpoint CANDIDATE was made from")
+    v.add_argument("--format", choices=("text", "json", "md", "html"), default="text",
+                   help="json: schema ckptscan.verify/1; html: one self-contained page")
+    v.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="threads (default: one per core)")
+    v.add_argument("--threshold", action="append", metavar="FORMAT=VALUE",
+                   help="relative-error bound for a format (e4m3, e5m2, e2m1 ...), repeatable")
+    v.add_argument("--fail-on", choices=("error", "warning", "info", "never"), default="error",
+                   help="exit 1 when a finding at this level or above exists (default: error)")
+    v.add_argument("--select", action="append", metavar="CODE,...",
+                   help="only these finding codes (or prefixes)")
+    v.add_argument("--ignore", action="append", metavar="CODE,...",
+                   help="leave out these finding codes (or prefixes)")
+    v.add_argument("--revision", metavar="REV", help="CANDIDATE's revision (Hugging Face cache "
+                                                     "or hf://)")
+    v.add_argument("--against-revision", metavar="REV", help="SOURCE's revision")
+    v.add_argument("--follow-symlinks", action="store_true",
+                   help="read files that symlinks lead to outside the checkpoints")
+    remote_options(v)
+    v.add_argument("--output", "-o", metavar="FILE", help="write the result to FILE")
+    terminal_options(v, "-q: only the findings, one line each; -qq: nothing, only the exit "
+                        "code")
     t = sub.add_parser(
         "tensors", help="one row per tensor (name, dtype, shape, role, layer, expert, shard, "
                         "offsets ...) as CSV, JSON Lines or Parquet")
@@ -433,10 +471,51 @@ def _diff(args: argparse.Namespace) -> int:
         _write(render.to_json(d, rules), args)
     elif args.format == "md":
         _write(render.to_markdown(d, rules), args)
+    elif args.format == "html":
+        _write(render.to_html(d, rules), args)
     else:
         _write(render.to_text(d, rules, color=args.output is None and _color(sys.stdout, args),
                               width=_width(args)), args)
     return EXIT_FINDINGS if violations else EXIT_OK
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from .errors import CkptScanError
+    from .render import verify as render
+    from .selection import check_selectors, selected, split_codes
+    from .verify import parse_thresholds, verify
+
+    select, ignore = split_codes(args.select), split_codes(args.ignore)
+    try:
+        thresholds = parse_thresholds(args.threshold or ())
+        check_selectors(select + ignore)
+    except ValueError as exc:
+        raise CkptScanError(str(exc)) from None
+    bar = None
+    if sys.stderr.isatty():
+        from .render.console import DeepProgressBar
+
+        bar = DeepProgressBar(sys.stderr, "verify")
+    result = verify(args.candidate, args.against, jobs=args.jobs, thresholds=thresholds,
+                    progress=bar, revision=args.revision,
+                    against_revision=args.against_revision,
+                    follow_symlinks=args.follow_symlinks, max_requests=args.max_requests)
+    shown = replace(result, findings=[f for f in result.findings
+                                      if selected(f.code, select, ignore)])
+    if args.quiet < 2:
+        if args.format == "json":
+            data: str | bytes = render.to_json(shown)
+        elif args.format == "md":
+            data = render.to_markdown(shown)
+        elif args.format == "html":
+            data = render.to_html(shown)
+        else:
+            data = render.to_text(shown, color=args.output is None and _color(sys.stdout, args),
+                                  width=_width(args), quiet=args.quiet > 0)
+        _write(data, args)
+    return EXIT_FINDINGS if shown.fails(args.fail_on) else EXIT_OK
 
 
 def _tensors(args: argparse.Namespace) -> int:
@@ -641,6 +720,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _demo(args)
         if args.command == "diff":
             return _diff(args)
+        if args.command == "verify":
+            return _verify(args)
         if args.command == "tensors":
             return _tensors(args)
         if args.command == "doctor":

@@ -6,7 +6,8 @@ own table) and the data checks of ``--deep`` emit only codes registered here;
 
 Subjects, in report order: ``file`` (a file cannot be used as it is: missing,
 unreadable, rejected header, another format ...), ``index``, ``tensors``,
-``quantization``, ``config``, ``data`` (what ``--deep`` reads). ``root`` codes are
+``quantization``, ``config``, ``data`` (what ``--deep`` reads), ``verify`` (``ckptscan
+verify``: a quantized checkpoint against its source). ``root`` codes are
 root causes: findings a root cause explains are attached to it instead of
 standing as their own.
 """
@@ -21,7 +22,7 @@ from .findings import Finding, Severity
 
 E, W, INFO = Severity.ERROR, Severity.WARNING, Severity.INFO
 
-SUBJECTS = ("file", "index", "tensors", "quantization", "config", "data")
+SUBJECTS = ("file", "index", "tensors", "quantization", "config", "data", "verify")
 
 
 @dataclass(frozen=True)
@@ -202,6 +203,42 @@ def _register_all() -> None:
         ("zero-point-range", E, "zero points outside the integer range of their bits"),
     ):
         register(code, sev, "data", text)
+    # -- ckptscan verify: a quantized checkpoint against the checkpoint it was made from
+    for code, sev, text in (
+        ("verify-scale-inverted", E, "a weight that fits its source only with a scale read the "
+                                     "other way round (1 / scale, or a global scale's "
+                                     "direction): a scale applied in the wrong direction, "
+                                     "values off by about scale squared"),
+        ("verify-scale-transposed", E, "block scales transposed: the weight fits its source "
+                                       "with its scale grid transposed"),
+        ("verify-scale-shifted", E, "block scales shifted by one block (row, column or "
+                                    "expert): the weight fits its source with its "
+                                    "neighbours' scales"),
+        ("verify-error-high", E, "a quantized weight whose relative error against its source "
+                                 "is above its format's bound, or with blocks holding more "
+                                 "error than round to nearest allows for their values, and no "
+                                 "other reading of its scales fits"),
+        ("verify-clipped", W, "source values beyond what their block's scale represents (the "
+                              "format's max plus half a step, times the scale): the scale is "
+                              "too small and they saturate"),
+        ("verify-nonfinite", E, "dequantized values that are NaN or Inf where the source is "
+                                "finite"),
+        ("verify-not-quantized", E, "a linear weight left in high precision although the "
+                                    "declared scheme converts it (targeted, not excluded)"),
+        ("verify-missing-in-candidate", E, "a source tensor the candidate lacks (under its own "
+                                           "name and as a quantized weight)"),
+        ("verify-missing-in-source", W, "a candidate tensor the source lacks: a quantized "
+                                        "weight without a source cannot be verified"),
+        ("verify-shape-mismatch", E, "a quantized weight whose logical shape differs from its "
+                                     "source tensor's (transposed included)"),
+        ("verify-not-compared", E, "a quantized weight that could not be compared: its scale "
+                                   "missing or not fitting its block grid, its data unreadable, "
+                                   "its source not BF16 / F16 / F32"),
+        ("verify-unsupported", INFO, "a quantized weight no kernel dequantizes (INT4, NF4 ...), "
+                                     "or a tensor re-typed outside any declared scheme: not "
+                                     "compared"),
+    ):
+        register(code, sev, "verify", text)
 
 
 _register_all()

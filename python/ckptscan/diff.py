@@ -51,7 +51,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -493,10 +493,29 @@ def _rewrites(ta: str, ends: dict[str, list[str]]) -> list[tuple[str, str]]:
     return []
 
 
+class NameColumns(Protocol):
+    """What pairing reads of a side: per row its name, template id and integers."""
+
+    names: list[str]
+    templates: list[str]
+    template: np.ndarray
+    ints: list[tuple[int, ...]]
+
+
+def pair_names(a: NameColumns, b: NameColumns
+               ) -> tuple[dict[int, int], list[tuple[str, str] | None]]:
+    """A's rows paired with B's by name, then by prefix rewrites of A's name
+    templates (steps 1 and 2 of the module's docstring): (A row -> B row, per A
+    template the rewrite that renamed it, (A's template prefix, B's), or None)."""
+    p = _Pairing(a, b)
+    p.find_prefix_rules()
+    return p.exact(), list(p.rule)
+
+
 class _Pairing:
     """A's rows mapped into B's names (prefix rewrites), then paired."""
 
-    def __init__(self, a: _Tensors, b: _Tensors) -> None:
+    def __init__(self, a: NameColumns, b: NameColumns) -> None:
         self.a, self.b = a, b
         # Per A template: its template in B's naming and the rule that made it.
         self.mapped = list(a.templates)
@@ -963,5 +982,6 @@ def _bump(counts: dict[str, int], key: str) -> None:
     counts[key] = counts.get(key, 0) + 1
 
 
-__all__ = ["SCHEMA", "Change", "DeepDiff", "Diff", "Rename", "RenameGroup", "RoleDiff", "Rule",
-           "Side", "TensorRef", "ValueChange", "compare", "json_diff", "parse_rules"]
+__all__ = ["SCHEMA", "Change", "DeepDiff", "Diff", "NameColumns", "Rename", "RenameGroup",
+           "RoleDiff", "Rule", "Side", "TensorRef", "ValueChange", "compare", "json_diff",
+           "pair_names", "parse_rules"]

@@ -71,6 +71,8 @@ __all__ = [
     "dequantize",
     "dequantize_array",
     "dequantize_fp4",
+    "BlockErrors",
+    "dequantize_compare",
     "FP4_CODES",
     "SCALE_DTYPES",
     "read_probe",
@@ -662,3 +664,102 @@ def dequantize_fp4(packed: Any, scale: Any, block: tuple[int, int] = (1, 32),
             return out
         return out.view(ml_dtypes.bfloat16)
     return out
+
+
+# ---- dequantize and compare -------------------------------------------------------------
+@dataclass(frozen=True)
+class BlockErrors:
+    """One dequantize-and-compare pass (`dequantize_compare`), per block, in arrays
+    shaped [batch, nbr, nbc] for a 3-D weight and [nbr, nbc] otherwise. With c the
+    decoded code (unscaled), s the block's scale, d = float32(c * s) the
+    dequantized value, r the reference and e = d - r (float32), over the elements
+    whose e is finite:
+
+    - ``ref_sq`` Σr², ``code_sq`` Σc², ``dot`` Σc·r, ``err_sq`` Σe² (float64);
+    - ``max_err`` max|e| (float32);
+    - ``clipped``: elements with |r| > clip * s (beyond what the block's scale can
+      represent), ``bad``: elements left out (e not finite: d or r not finite, or
+      their difference overflows), ``ref_bad``: those whose r is not finite
+      (uint64);
+    - ``bound_sq``: Σb², b the largest error round to nearest into the format
+      allows for r under s (`dequantize_compare`'s ``bound``; zeros without one).
+
+    Σc², Σc·r and Σr² give the error of any other scale s' of a block without
+    reading it again (``s'² Σc² - 2 s' Σc·r + Σr²``: `err_sq_with`). The sums are
+    bit-identical on every SIMD path (kernels.h defines their order)."""
+
+    block: tuple[int, int]
+    bound_sq: np.ndarray
+    ref_sq: np.ndarray
+    code_sq: np.ndarray
+    dot: np.ndarray
+    err_sq: np.ndarray
+    max_err: np.ndarray
+    clipped: np.ndarray
+    bad: np.ndarray
+    ref_bad: np.ndarray
+
+    def err_sq_with(self, scale: np.ndarray) -> np.ndarray:
+        """Σ(c·s' - r)² per block for other block scales s' (float64, exact
+        arithmetic on the sums; NaN where s' is NaN)."""
+        s = np.asarray(scale, np.float64)
+        out: np.ndarray = np.maximum((s * s) * self.code_sq - 2.0 * s * self.dot + self.ref_sq,
+                                     0.0)
+        return out
+
+
+def dequantize_compare(q: Any, scale: Any, ref: Any, block: tuple[int, int] = (128, 128), *,
+                       clip: float, bound: tuple[float, float, float, float] | None = None,
+                       fp8_dtype: str | None = None,
+                       global_scale: float | None = None) -> BlockErrors:
+    """Dequantizes a quantized weight and compares it with the high-precision
+    tensor it was made from, in one pass (see `BlockErrors`).
+
+    ``q``: FP8 codes (any FP8 tensor source; uint8 bytes with ``fp8_dtype``) or
+    packed FP4 E2M1 (a uint8 / int8 array [..., cols / 2], or a `RawTensor` of
+    dtype U8, I8 or F4 with the logical shape; two codes per byte, low nibble
+    first); [E, rows, cols] is a batch of matrices. ``scale``: float32 in the
+    block grid [E,] ceil(rows / br), ceil(cols / bc) (or any scale source:
+    F32, BF16, F16, F8_E8M0, F8_E4M3), times ``global_scale`` when given.
+    ``ref``: BF16, F16 or F32 in the weight's logical shape. ``clip``: the
+    largest |r| / s a block represents (the format's max plus half its top
+    step for round to nearest). ``bound``: (vmax, rel, sub, slack) of the error
+    round to nearest allows per element, in float32: with t = |r|, m = vmax * s,
+    b = t - m + slack * t beyond m, else max((rel + slack) * t, sub * s)."""
+    fp4 = False
+    if isinstance(q, np.ndarray) and q.dtype in (np.uint8, np.int8) and fp8_dtype is None:
+        t = raw_tensor(q, dtype="U8")
+    else:
+        t = raw_tensor(q, dtype=fp8_dtype)
+    if t.dtype in ("U8", "I8", "F4"):
+        fp4 = True
+        if t.dtype != "F4":
+            if not t.shape:
+                raise ValueError("packed FP4 needs at least one dimension")
+            t = _logical(t, (*t.shape[:-1], 2 * t.shape[-1]))
+    else:
+        _fp8(t)
+    batch, rows, cols = _batched(t)
+    br, bc = _block(block)
+    s = scale if isinstance(scale, np.ndarray) and scale.dtype == np.float32 else \
+        _scale_f32(raw_tensor(scale))
+    if global_scale is not None:
+        s = (s * np.float32(global_scale)).astype(np.float32)
+    s = np.ascontiguousarray(s, np.float32)
+    srows, scols = (1, s.size) if s.ndim <= 1 else s.shape[-2:]
+    r = raw_tensor(ref)
+    if r.dtype not in FLOAT_DTYPES:
+        raise ValueError(f"the reference must be BF16, F16 or F32, not {r.dtype}")
+    if r.numel != batch * rows * cols:
+        raise ValueError(f"reference of shape {list(r.shape)} for a weight of shape "
+                         f"{list(t.shape)}")
+    if fp4:
+        d = _core.fp4_compare(t.data, rows, cols, s, srows, scols, br, bc, r.data, r.dtype,
+                              float(clip), bound, batch)
+    else:
+        d = _core.fp8_compare(t.data, rows, cols, t.dtype, s, srows, scols, br, bc, r.data,
+                              r.dtype, float(clip), bound, batch)
+    if len(t.shape) == 3 and batch == 1:  # the core drops a batch of 1
+        d = {k: v.reshape(1, *v.shape) for k, v in d.items()}
+    return BlockErrors((operator.index(br), operator.index(bc)), **d)
+

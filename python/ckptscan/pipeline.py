@@ -72,7 +72,7 @@ class ScanOptions:
     `max_bytes`: a deep scan that would read more tensor bytes is refused
     (`ReadBudgetExceeded`) before it reads any. `against`: a Hub URL (or its
     listing, `remote.against.Reference`) whose file sizes (and with `hash`,
-    SHA-256) the local files are compared with."""
+    SHA-256) the local files are compared with. `inspect`: see the field."""
 
     deep: bool = False
     jobs: int | None = None
@@ -82,6 +82,10 @@ class ScanOptions:
     max_bytes: int | None = None
     against: Any = None  # a URL, or its listing (`ckptscan.remote.against.Reference`)
     hash: bool = False
+    # Called with the ScanContext after the checks (and the deep pass), while the
+    # shards are open, before the findings are finished: what a command built on
+    # the pipeline reads (`ckptscan.verify`), its findings added to ctx.findings.
+    inspect: Callable[[ScanContext], None] | None = None
 
 
 @dataclass
@@ -269,6 +273,8 @@ def _scan(spec: CheckpointSpec, options: ScanOptions, cache: dict[Any, Any],
             msg = _changed(fs, by_path[fs.path]) if fs.path in by_path else None
             if msg:
                 ctx.findings.root(fs.path, codes.finding("file-changed", msg, fs.path))
+    if options.inspect is not None:
+        options.inspect(ctx)
     findings = ctx.findings.finish()
     report = build_report(spec, ckpt, frame, findings, deep_summary, ctx)
     if remote is not None:

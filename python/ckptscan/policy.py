@@ -112,6 +112,10 @@ class FindingSet:
     def cause_keys(self) -> set[str]:
         return set(self._causes)
 
+    def root_causes(self) -> dict[str, Finding]:
+        """The root causes added so far, by key (what they explain not attached)."""
+        return {k: c.finding for k, c in self._causes.items()}
+
     # ---- the policy ---------------------------------------------------------
     def finish(self) -> list[Finding]:
         kept = self._attach(self._dedupe(self._entries))

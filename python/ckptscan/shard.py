@@ -195,6 +195,20 @@ class Shard:
         except RuntimeError as exc:
             raise ShardIOError(self.path, f"{name}: {exc}") from None
 
+    def populate(self, name: str, start: int = 0, stop: int | None = None) -> None:
+        """Maps the pages of bytes [start, stop) of a tensor's data in one call
+        (a scan is about to read them)."""
+        self.core.pages(self._row(name), start, self[name].nbytes if stop is None else stop,
+                        True)
+
+    def release(self, name: str, start: int = 0, stop: int | None = None) -> None:
+        """Drops this process's mapped pages of bytes [start, stop) of a tensor's
+        data once read: a scan streaming through a large file keeps its resident
+        memory bounded (mapped file pages count in RSS). The page cache keeps them;
+        a later read maps them again."""
+        self.core.pages(self._row(name), start, self[name].nbytes if stop is None else stop,
+                        False)
+
     def array(self, name: str) -> np.ndarray:
         """A typed zero-copy view with the tensor's shape.
 

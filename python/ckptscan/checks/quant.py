@@ -205,6 +205,28 @@ def _targets(ctx: ScanContext, det: schemes.Detection, module: str, kind: str,
     return [(np.array(v, dtype=np.int64), t) for t, v in by.items()]
 
 
+def unconverted(ctx: ScanContext) -> list[tuple[np.ndarray, str]]:
+    """(rows, why) of the high-precision linear weights that ``unquantized-linear``
+    reports: the declared scheme targets their module, no exclusion entry keeps
+    them, and the config lists modules it keeps (or the rest of their template
+    is quantized). What `ckptscan verify` calls left unquantized."""
+    det = ctx.detection
+    if det is None:
+        return []
+    out = []
+    for pl in ctx.quant_map.plain:
+        holes = any(ws.module == pl.module for ws in ctx.quant_map.sets)
+        if not (det.exclusions.entries or holes):
+            continue
+        for rows, tgt in _targets(ctx, det, pl.module, pl.kind, pl.rows):
+            if tgt.group is None or tgt.excluded_by is not None or tgt.target is None:
+                continue
+            why = (f"{det.exclusions.key} does not list it" if det.exclusions.entries
+                   else "the rest of its template is quantized")
+            out.append((rows, f"the scheme quantizes {tgt.target.entry}; {why}"))
+    return out
+
+
 def _plain(ctx: ScanContext, pl: PlainLinear) -> None:
     """A high-precision linear the config targets and does not exclude."""
     det, frame = ctx.detection, ctx.frame

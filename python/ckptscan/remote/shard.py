@@ -36,8 +36,6 @@ class RemoteShard(Shard):
         self.cost: Stats | None = None  # the scan's requests and bytes, when counted
 
     def raw(self, name: str, populate: bool = False) -> np.ndarray:
-        from ..sources import SourceError
-
         row = self._row(name)
         start, end = int(self.core.begins[row]), int(self.core.ends[row])
         feed = self.feed
@@ -45,6 +43,18 @@ class RemoteShard(Shard):
             got = feed.view(self, start, end)
             if got is not None:
                 return got
+        return self._read(name, start, end)
+
+    def read(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Bytes [start, stop) of a tensor's data (relative to it) in one range
+        request: a stream through a large tensor holds one piece at a time."""
+        row = self._row(name)
+        begin, end = int(self.core.begins[row]), int(self.core.ends[row])
+        return self._read(name, begin + start, min(end, begin + stop))
+
+    def _read(self, name: str, start: int, end: int) -> np.ndarray:
+        from ..sources import SourceError
+
         try:
             data = metered(self.source, self.cost,
                            lambda: self.source.read(self.source_name, start, end))

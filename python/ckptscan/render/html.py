@@ -746,13 +746,19 @@ def _where(f: Finding, root: str) -> str:
 
 
 def _findings(r: Report, prefix: str) -> str:
+    return findings_box(r.findings, r.checkpoint, prefix)
+
+
+def findings_box(findings: Sequence[Finding], root: str, prefix: str) -> str:
+    """The findings table grouped by root cause, with its severity and code
+    filters (file names relative to `root`; element ids prefixed by `prefix`)."""
     from ..codes import CODES
 
-    if not r.findings:
+    if not findings:
         return '<p data-k="no-findings">No findings.</p>'
-    sev_counts = {s: r.count(s) for s in reversed(Severity)}
+    sev_counts = {s: sum(1 for f in findings if f.severity == s) for s in reversed(Severity)}
     code_counts: dict[str, int] = {}
-    for f in r.findings:
+    for f in findings:
         for g in (f, *f.explains):
             code_counts[g.code] = code_counts.get(g.code, 0) + 1
     sev_boxes = "".join(
@@ -763,10 +769,10 @@ def _findings(r: Report, prefix: str) -> str:
         f'type="checkbox" data-filter="code" value="{esc(c)}" checked> <code>{esc(c)}</code> '
         f"({n:,})</label>" for c, n in sorted(code_counts.items()))
     groups = []
-    for f in r.findings:
+    for f in findings:
         codes = " ".join(sorted({f.code, *(x.code for x in f.explains)}))
-        rows = [_finding_row(f, r.checkpoint, False)]
-        rows += [_finding_row(x, r.checkpoint, True) for x in f.explains]
+        rows = [_finding_row(f, root, False)]
+        rows += [_finding_row(x, root, True) for x in f.explains]
         groups.append(f'<tbody class="group" data-sev="{f.severity}" data-codes="{esc(codes)}">'
                       + "".join(rows) + "</tbody>")
     return (f'<div class="findings" id="{prefix}findings-box"><div class="filters">'

@@ -10,7 +10,7 @@ terminal.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from ..findings import Finding, Severity
 from ..result import Count, Report
@@ -93,12 +93,19 @@ def where(r: Report, f: Finding) -> str:
 
 
 def _finding_lines(r: Report, f: Finding, st: Style, width: int) -> Iterator[str]:
+    return finding_lines(f, r.relative, st, width)
+
+
+def finding_lines(f: Finding, relative: Callable[[str | None], str | None], st: Style,
+                  width: int) -> Iterator[str]:
+    """One finding as the text report prints it (`relative`: file names relative
+    to the checkpoint), and the findings it explains."""
     label = f"{str(f.severity).upper():<7}"
     first = wrap(f"{label} {f.code}: {safe(f.message)}", width, " " * 10, "  ")
     yield first[0].replace(label, st.sev(f.severity, label), 1)
     yield from first[1:]
     # Where a finding is: whole (wrapped if need be), it is what the reader acts on.
-    file = r.relative(f.file)
+    file = relative(f.file)
     if f.tensor:
         yield from wrap(safe(f.tensor), width, " " * 13, "          at ")
     if file:

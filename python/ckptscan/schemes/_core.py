@@ -270,7 +270,9 @@ class Companion:
     + ``suffix``. ``dtypes`` are accepted (the first is what the producer writes);
     ``shapes`` maps the LOGICAL weight shape to the accepted shapes (None: any).
     ``fused_equal``: siblings fused at load time (q/k/v, gate/up, w1/w3) must hold
-    the same value, or loaders take the max. No companion is a parameter."""
+    the same value, or loaders take the max. ``divides``: a scale the weight is
+    divided by (compressed-tensors' ``weight_global_scale``: w = q * scale /
+    global_scale); scales multiply otherwise. No companion is a parameter."""
 
     suffix: str
     kind: str
@@ -279,6 +281,7 @@ class Companion:
     required: bool = True
     fused_equal: bool = False
     note: str = ""
+    divides: bool = False
 
     @property
     def is_parameter(self) -> bool:
@@ -306,7 +309,10 @@ class Layout:
     the stem ends with the parameter's own name (fused experts, gpt-oss,
     torchao) and the module is the stem without its last component;
     ``param_pattern`` (a regex) must then fullmatch that last component.
-    ``ranks`` are the accepted logical ranks (2: a linear, 3: an expert stack)."""
+    ``ranks`` are the accepted logical ranks (2: a linear, 3: an expert stack).
+    ``source_transposed``: the unquantized parameter the weight stands for is
+    stored [.., in, out] (transformers' ``GptOssExperts``), the transpose of the
+    logical [.., out, in] (what ``ckptscan verify`` compares it with)."""
 
     name: str
     title: str
@@ -323,6 +329,7 @@ class Layout:
     ranks: tuple[int, ...] = (2, 3)
     convention: str = ""
     source: str = ""
+    source_transposed: bool = False
 
     def __repr__(self) -> str:
         return f"Layout({self.name!r})"

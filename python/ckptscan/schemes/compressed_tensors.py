@@ -281,7 +281,7 @@ def weight_companions(fmt: str, w: Args) -> list[Companion]:
         out.append(Companion(".weight_g_idx", G_IDX, ("I32", "I64"), PerInput()))
     if w.strategy == "tensor_group":
         out.append(Companion(".weight_global_scale", GLOBAL_SCALE, ("F32",),
-                             PerTensor(shapes=((1,), ())), fused_equal=True))
+                             PerTensor(shapes=((1,), ())), fused_equal=True, divides=True))
     return out
 
 

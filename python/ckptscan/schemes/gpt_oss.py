@@ -55,6 +55,7 @@ LAYOUT = Layout(
     companions=(Companion("_scales", SCALE, ("U8", "F8_E8M0"), PerGroup(32),
                           note="blocks.shape[:-1] == scales.shape"),),
     param_style=True, param_pattern=r"[A-Za-z0-9_]*_proj", ranks=(2, 3), source=SOURCE,
+    source_transposed=True,  # GptOssExperts.gate_up_proj is [E, H, 2I]
 )
 
 
