@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import os
 import re
 import stat
@@ -217,6 +216,8 @@ class CheckpointSpec:
     hf_quant_config: FileStat | None = None  # beside config.json (ModelOpt exports)
 
     def fingerprint(self) -> str:
+        import hashlib  # the farm's: a report never needs it
+
         h = hashlib.blake2b(digest_size=16)
         h.update(repr((FINGERPRINT_VERSION, self.kind, self.format, self.component,
                        [s.key() for s in self.shards],

@@ -39,7 +39,6 @@ from .checkpoint import (
 from .config import MAX_CONFIG_BYTES
 from .context import FP8_DTYPES, ScanContext
 from .errors import CkptScanError, Problem
-from .farm.store import ShardRow
 from .findings import Finding
 from .frame import Frame, build_frame
 from .layout import CheckpointSpec, FileStat, LayoutError, resolve
@@ -62,6 +61,25 @@ from .taxonomy import KIND_CODE, MOE_EXPERT, ROLES
 EXAMPLES_PER_ROLE = 16
 
 __all__ = ["Outcome", "ScanOptions", "ShardRow", "scan", "scan_all", "scan_spec"]
+
+
+@dataclass
+class ShardRow:
+    """How one file of a checkpoint looked (stat) and what its header held: what
+    the farm's store keeps to know, next time, whether the file changed."""
+
+    name: str
+    path: str
+    target: str | None
+    size: int | None
+    mtime_ns: int | None
+    ctime_ns: int | None
+    inode: int | None
+    dev: int | None
+    tensors: int | None = None
+    header_bytes: int | None = None
+    problems: int = 0
+    error: str | None = None
 
 
 @dataclass

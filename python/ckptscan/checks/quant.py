@@ -272,8 +272,8 @@ def _companion(ctx: ScanContext, qm: QuantMap, ws: WeightSet, cr: CompanionRows)
     if c.shapes is None:
         return
     cinv, cshapes = distinct_shapes(frame, crow)
-    pairs = np.unique(np.stack([ws.shape_of[there], cinv], axis=1), axis=0)
-    for k, j in pairs.tolist():
+    pairs = np.unique(ws.shape_of[there] * len(cshapes) + cinv)  # one int key: a 1-D sort
+    for k, j in (divmod(p, len(cshapes)) for p in pairs.tolist()):
         logical = ws.logical[k]
         if logical is None or _shape_fits(ws.layout, c, cshapes[j], logical):
             continue

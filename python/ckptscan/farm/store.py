@@ -28,12 +28,15 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from ..errors import CkptScanError
 from ..render.console import printable
+
+if TYPE_CHECKING:
+    from ..pipeline import ShardRow
 
 SCHEMA_VERSION = 3
 SCHEMA_NAME = "ckptscan.farm/3"
@@ -129,22 +132,6 @@ def default_db_path() -> Path:
     """``$XDG_CACHE_HOME/ckptscan/farm.db`` (default ``~/.cache/ckptscan/farm.db``)."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "ckptscan" / "farm.db"
-
-
-@dataclass
-class ShardRow:
-    name: str
-    path: str
-    target: str | None
-    size: int | None
-    mtime_ns: int | None
-    ctime_ns: int | None
-    inode: int | None
-    dev: int | None
-    tensors: int | None = None
-    header_bytes: int | None = None
-    problems: int = 0
-    error: str | None = None
 
 
 @dataclass
