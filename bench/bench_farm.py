@@ -19,7 +19,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -28,6 +27,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from machine import describe
 
 LAYOUT_NAMES = ("minimax_m2", "deepseek_v3")
 SHORT = {"minimax_m2": "m2", "deepseek_v3": "ds"}
@@ -150,22 +151,6 @@ def cli_seconds(farm: Path, db: Path) -> float:
     return time.perf_counter() - t0
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import ckptscan
-
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return (f"{cpu}; {os.cpu_count()} cores; Python {platform.python_version()}; "
-            f"ckptscan {ckptscan.__version__}; load average {load}")
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -191,7 +176,7 @@ def main() -> None:
     root = Path(args.dir)
     build_farm(root, per_layout)
     lays = {n: LAYOUTS[n]() for n in LAYOUT_NAMES}
-    print(f"# {machine()}")
+    print(f"# {describe()}")
     print(f"# mode={args.mode} jobs={args.jobs or 'default'} io_jobs={args.io_jobs}; "
           f"best of {args.repeat} first scans, page cache warm")
     print(f"{'ckpts':>5} {'shards':>7} {'tensors':>10} {'first s':>8} {'main cpu':>8} "

@@ -24,8 +24,6 @@ Every result is checked against the scalar path / numpy before it is printed.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -37,25 +35,10 @@ import ckptscan
 import numpy as np
 from ckptscan import _core
 from ckptscan import kernels as K
+from machine import describe
 
 COLS = 7168
 BLOCK = 128
-
-
-def machine() -> str:
-    model, flags = "?", ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model == "?":
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags") and not flags:
-                flags = line.split(":", 1)[1]
-    except OSError:
-        pass
-    want = ["avx2", "avx512f", "avx512bw", "avx512vl", "avx512vbmi", "bmi2", "f16c"]
-    have = [f for f in want if f" {f} " in f" {flags} "]
-    return (f"{model}; {os.cpu_count()} logical CPUs; flags: {' '.join(have)}; "
-            f"python {platform.python_version()}, numpy {np.__version__}")
 
 
 def make_file(path: Path, size: int) -> None:
@@ -113,7 +96,7 @@ def main() -> int:
     data = shard.raw("w")
     rows, cols = shard["w"].shape
     n = data.size
-    print(f"machine: {machine()}")
+    print(f"machine: {describe()}")
     print(f"simd: {K.simd_info()}")
     print(f"tensor: F8_E4M3 [{rows}, {cols}] = {n / 2**30:.2f} GiB, mapped from {path}")
     _core.read_probe(data)  # fault the mapping in once (page cache -> page tables)

@@ -27,27 +27,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from machine import describe
+
 ROWS, COLS, TILE = 4096, 8192, 128
 PER_SHARD = 4
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}; {os.cpu_count()} cores; Python {platform.python_version()}"
 
 
 def build(root: Path, gib: float) -> tuple[Path, Path]:
@@ -193,7 +182,7 @@ def main() -> None:
 
     src, cand = build(Path(args.dir), args.gib)
     size = sum(f.stat().st_size for d in (src, cand) for f in d.glob("*.safetensors"))
-    print(machine())
+    print(describe())
     print(f"ckptscan kernels: {simd_info()['active']}; pair: {size / 2**30:.2f} GiB of files "
           f"({args.gib:g} GiB FP8 + scales, {2 * args.gib:g} GiB BF16) in {cand}")
     methods = [args.only] if args.only else ["ckptscan", "torch"]

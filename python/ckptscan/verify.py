@@ -65,6 +65,7 @@ from typing import Any
 import numpy as np
 
 from . import codes, kernels, schemes
+from .checks.data import tile_of
 from .context import ScanContext
 from .errors import CkptScanError
 from .findings import Finding, Severity
@@ -656,17 +657,6 @@ def _dequantizable(ws: WeightSet) -> bool:
             and p.order == "low-nibble-first" and not p.flat and not p.transposed)
 
 
-def _tile(lay: schemes.Layout, rows: int, cols: int) -> tuple[int, int]:
-    g = lay.granularity
-    if g.kind == "block" and g.block is not None:
-        return g.block
-    if g.kind == "group" and g.size:
-        return 1, g.size
-    if g.kind == "channel":
-        return 1, max(cols, 1)
-    return max(1, min(128, rows)), max(1, min(128, cols))  # per tensor: judged in tiles
-
-
 # ---------------------------------------------------------------- the measurement
 
 
@@ -1142,7 +1132,7 @@ class _Verifier:
             skip("its scale is missing (companion-missing / fp8-scale-missing in ckptscan "
                  "report)", cause)
             return None
-        block = _tile(ws.layout, rows, cols)
+        block = tile_of(ws.layout, (rows, cols))
         nbr, nbc = -(-rows // block[0]), -(-cols // block[1])
         sdtype = cf.dtype_name(scale_row)
         if sdtype not in _SCALE_DTYPES:
