@@ -5,7 +5,7 @@ MiniMax-M2 replica. Each row is the median wall time of --repeat fresh
 processes (after one warm-up run each; page cache warm). Target: ckptscan
 report <= 0.3 s.
 
-The ckptscan command is the `ckptscan` console script if it is on PATH, else
+The ckptscan command is the `ckptscan` console script beside this interpreter, else
 `python -c "from ckptscan.cli import main; ..."`; --cmd overrides it. If there is
 no CLI or no `report` subcommand yet, the row is skipped with the reason.
 
@@ -41,9 +41,12 @@ def env() -> dict[str, str]:
 def ckptscan_cmd(override: str | None) -> list[str] | None:
     if override:
         return shlex.split(override)
-    exe = shutil.which("ckptscan")
-    if exe:
-        return [exe]
+    # the console script of this interpreter's environment, not whatever
+    # `ckptscan` PATH finds first (a pyenv shim is a shell script, and may run
+    # another install)
+    exe = Path(sys.executable).parent / "ckptscan"
+    if exe.is_file():
+        return [str(exe)]
     if importlib.util.find_spec("ckptscan") is None:
         sys.path.insert(0, str(SRC))
     try:
