@@ -35,7 +35,7 @@ import numpy as np
 from . import _core, kernels, schemes
 from .checks import data
 from .context import ScanContext
-from .deepmap import DeepMaps, sample_histogram
+from .deepmap import DeepMaps, sample_histogram, sample_spans
 from .errors import CkptScanError
 from .quantmap import WeightSet
 from .result import DeepSummary
@@ -100,6 +100,7 @@ class _Task:
     scale_row: int  # -1: none
     nbytes: int
     weight: WeightSet | None = None  # a quantized weight read with its scale
+    logical: tuple[int, ...] | None = None  # the weight's logical shape (None: none)
 
 
 def _copy(shard: Shard, name: str) -> np.ndarray:
@@ -173,12 +174,12 @@ def _tasks(ctx: ScanContext) -> list[_Task]:
     """What to read, in file order. A scale read with its weight is not read again."""
     frame, qm = ctx.frame, ctx.quant_map
     pair = np.full(len(frame), -1, dtype=np.int64)
-    weight_of: dict[int, WeightSet] = {}
+    weight_of: dict[int, tuple[WeightSet | None, tuple[int, ...] | None]] = {}
     for ws in qm.sets:
         if not (data.fp8_weight_set(ws) or data.packed_weight_set(ws)):
             continue
-        for pos, r in enumerate(ws.rows.tolist()):
-            weight_of[r] = ws
+        for pos, (r, k) in enumerate(zip(ws.rows.tolist(), ws.shape_of.tolist(), strict=True)):
+            weight_of[r] = ws, ws.logical[k]
             pair[r] = _scale_companion(ws, pos)
     covered = np.zeros(len(frame), dtype=bool)
     covered[pair[pair >= 0]] = True
@@ -188,8 +189,9 @@ def _tasks(ctx: ScanContext) -> list[_Task]:
     out = []
     for r in rows[order].tolist():
         p = int(pair[r])
-        out.append(_Task(r, p, int(nbytes[r]) + (int(nbytes[p]) if p >= 0 else 0),
-                         weight_of.get(r)))
+        weight, logical = weight_of.get(r, (None, None))
+        out.append(_Task(r, p, int(nbytes[r]) + (int(nbytes[p]) if p >= 0 else 0), weight,
+                         logical))
     return out
 
 
@@ -347,7 +349,7 @@ def _weight(ctx: ScanContext, task: _Task) -> _Measured:
     i, s = task.row, task.scale_row
     shard = frame.shards[int(frame.shard_of[i])]
     name = frame.name(i)
-    logical = ws.logical[int(ws.shape_of[ws.position(i)])]
+    logical = task.logical
     if logical is None or len(logical) < 1:
         return _Measured(i, fp8=kernels.fp8_stats(shard, name)) if data.fp8_weight_set(ws) \
             else _Measured(i)
@@ -357,13 +359,14 @@ def _weight(ctx: ScanContext, task: _Task) -> _Measured:
         raw_scale = _copy(frame.shards[int(frame.shard_of[s])], frame.name(s))
         sdtype = frame.dtype_name(s)
     if data.fp8_weight_set(ws):
-        m = kernels.fp8_block_stats(shard, name, tile)
+        # the code histogram's sample is counted in the same call (one GIL hand-over)
+        m = kernels.fp8_block_stats(shard, name, tile,
+                                    sample=sample_spans(int(frame.nbytes[i])))
         scale = _grid(raw_scale, sdtype, m.absmax_codes.shape,
                       ws.layout.granularity.kind == "tensor")
         return _Measured(i, weight=data.Fp8WeightMeasure(
-            i, s, m.stats, tile, m.absmax_codes, m.nan, m.saturated, m.elements, scale,
-            raw_scale if sdtype in ("F8_E8M0", "U8") else None, ws.layout),
-            hist=sample_histogram(shard.raw(name)))
+            i, s, m, tile, scale, raw_scale if sdtype in ("F8_E8M0", "U8") else None,
+            ws.layout), hist=m.sample)
     groups = _packed_groups(shard, name, ws.layout, logical, tile[1], ws.dtype)
     scale = _grid(raw_scale, sdtype, groups.zero.shape)
     return _Measured(i, packed=data.PackedMeasure(i, s, ws.layout, groups, scale, raw_scale,
