@@ -28,6 +28,7 @@ of Gaussian weights do, so a fifth counts; smaller INT4 groups and FP4 groups of
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -67,6 +68,35 @@ def max_code(dtype: str) -> int:
     table = decode_table(dtype)[:128]
     finite = np.where(np.isfinite(table), table, -np.inf)
     return int(np.argmax(finite))
+
+
+@lru_cache(maxsize=8)
+def _format_max(dtype: str) -> float:
+    """The format's largest finite value."""
+    return float(decode_table(dtype)[max_code(dtype)])
+
+
+@lru_cache(maxsize=8)
+def _low_code(dtype: str) -> int:
+    """The smallest magnitude code from which every finite code's value is at
+    least max / RANGE_FACTOR: a block whose largest code is at least this one is
+    not low (a block's largest code is a finite one)."""
+    table = decode_table(dtype)
+    bound = table[max_code(dtype)] / RANGE_FACTOR
+    c = 0x80
+    while c > 0 and (not np.isfinite(table[c - 1]) or table[c - 1] >= bound):
+        c -= 1
+    return c
+
+
+def _smallest_block(shape: tuple[int, ...], block: tuple[int, int]) -> int:
+    """Elements of the smallest block of a weight cut into (br, bc) blocks (the
+    last row and column of blocks may be partial; kernels.Fp8BlockStats.elements)."""
+    rows, cols = (shape[-2], shape[-1]) if len(shape) >= 2 else (1, shape[-1] if shape else 1)
+
+    def last(n: int, b: int) -> int:
+        return n - (-(-n // b) - 1) * b if n else 0
+    return last(rows, block[0]) * last(cols, block[1])
 
 
 def fp8_weight_set(ws: WeightSet) -> bool:
@@ -178,7 +208,7 @@ def fp8_weight(ctx: ScanContext, m: Fp8WeightMeasure, summary: DeepSummary) -> B
     nblocks = int(m.codes.size)
     if stats.dtype == "F8_E4M3":
         summary.e4m3_negative_zero += stats.neg_zero
-    maxf = float(decode_table(stats.dtype)[max_code(stats.dtype)])
+    maxf = _format_max(stats.dtype)
     if stats.nan:
         nan_blocks = m.blocks.nan > 0
         first = _first(nan_blocks, 1)[0]
@@ -187,22 +217,23 @@ def fp8_weight(ctx: ScanContext, m: Fp8WeightMeasure, summary: DeepSummary) -> B
                 f"blocks (first block {first})", count=stats.nan, blocks=nb, first_block=first)
     if stats.inf:
         fs.rows("fp8-inf", [m.row], lambda i: f"{stats.inf} Inf codes", count=stats.inf)
-    table = decode_table(stats.dtype)
     # under one per-tensor scale a tile's maximum may be anything below the tensor's
     per_tile = m.layout.granularity.kind != "tensor"
-    # A weight without NaN codes whose every block has a non-zero largest code at
-    # or above max / RANGE_FACTOR (the usual one) has no zero and no low block:
-    # two reductions tell, instead of the masks.
-    if stats.nan or not nblocks or int(m.codes.min()) == 0 or (
-            per_tile and float(table[m.codes].min()) < maxf / RANGE_FACTOR):
-        classes = _block_classes(ctx, m, table, maxf, per_tile)
+    # A weight without NaN codes whose every block's largest code is non-zero and at
+    # least max / RANGE_FACTOR (the usual one) has no zero and no low block: one
+    # reduction tells, instead of the masks.
+    lowest = int(m.codes.min()) if nblocks else 0
+    if stats.nan or lowest == 0 or (per_tile and lowest < _low_code(stats.dtype)):
+        classes = _block_classes(ctx, m, decode_table(stats.dtype), maxf, per_tile)
     else:
         classes = BlockClasses(nblocks, 0, 0)
-    saturated = m.blocks.saturated
-    # a block clips with more than CLIP_MIN_CODES saturated codes; the tensor's are their sum
-    if stats.saturated > CLIP_MIN_CODES and int(saturated.max()) > CLIP_MIN_CODES:
-        _clipping(ctx, "fp8-clipping", m.row, saturated, m.blocks.elements,
-                  _clip_share(m.layout), f"+-{maxf:g}")
+    # A block clips with more saturated codes than its limit, which grows with its
+    # size: none does when the most any block has is within the smallest one's limit.
+    saturated, share = m.blocks.saturated, _clip_share(m.layout)
+    if stats.saturated > CLIP_MIN_CODES and int(saturated.max()) > max(
+            CLIP_MIN_CODES, math.ceil(share * _smallest_block(m.blocks.shape, m.blocks.block))):
+        _clipping(ctx, "fp8-clipping", m.row, saturated, m.blocks.elements, share,
+                  f"+-{maxf:g}")
     if m.e8m0 is not None:
         e8m0_codes(ctx, m.scale_row, m.e8m0)
     elif m.scale is not None and m.scale_row not in ctx.scales_read:
