@@ -16,7 +16,9 @@ What is read, and how, follows the scan's `QuantMap` (the declared scheme):
 Only readable shards are in the frame (a rejected header is never deep-read),
 and every read is bounded by the file's size. Work fans out over a thread pool
 (the kernels release the GIL), one worker per core by default, tensors in file
-order; `cancel` stops it between tensors.
+order, consecutive small tensors of mapped files handed to a worker together
+(one hand-over for up to 8 of them or 16 MiB); `cancel` stops it between
+tensors.
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ from .taxonomy import KIND_CODE
 FLOAT_DTYPES = ("BF16", "F16", "F32", "F64")
 # F64 is read in pieces of this many bytes (the kernels know no F64).
 _F64_PIECE = 64 << 20
+# A worker is handed up to this many consecutive tensors, of up to this many bytes.
+_BATCH_TENSORS = 8
+_BATCH_BYTES = 16 << 20
 # Packed weights are unpacked this many stored bytes at a time.
 _PACKED_PIECE = 16 << 20
 # Companion kinds whose values are scales (finite, positive); offsets (MLX
@@ -297,37 +302,54 @@ def deep_scan(ctx: ScanContext, jobs: int | None = None,
     total_bytes = sum(t.nbytes for t in tasks)
     workers = max(1, jobs or os.cpu_count() or 1)
     pool = ThreadPoolExecutor(workers, thread_name_prefix="ckptscan-deep")
-    pending: deque[tuple[_Task, Future[_Measured]]] = deque()
+    pending: deque[tuple[list[_Task], Future[list[_Measured]]]] = deque()
     queue = iter(tasks)
 
+    def run_batch(batch: list[_Task]) -> list[_Measured]:
+        return [run(task) for task in batch]
+
+    # Consecutive small tensors of mapped files go to a worker together: one
+    # hand-over each way for several of them (a remote feed keeps its window of
+    # single tensors, which bounds the bytes it holds).
+    per_batch = _BATCH_TENSORS if feed is None else 1
+
     def submit_next() -> None:
-        task = next(queue, None)
-        if task is not None:
-            pending.append((task, pool.submit(run, task)))
+        batch: list[_Task] = []
+        size = 0
+        while len(batch) < per_batch and size < _BATCH_BYTES:
+            task = next(queue, None)
+            if task is None:
+                break
+            batch.append(task)
+            size += task.nbytes
+        if batch:
+            pending.append((batch, pool.submit(run_batch, batch)))
 
     try:
-        # A bounded window in flight: Ctrl-C stops after at most a window of tensors.
+        # A bounded window in flight: Ctrl-C stops after at most a window of batches.
         for _ in range(4 * workers):
             submit_next()
         done = done_bytes = 0
         while pending:
-            task, fut = pending.popleft()
-            judge(fut.result())
-            if feed is not None:
-                feed.done(task.row)
-            done += 1
-            done_bytes += task.nbytes
-            if progress is not None:
-                progress(DeepProgress(done, len(tasks), done_bytes, total_bytes))
-            if cancel.is_set():
-                raise Cancelled("deep scan interrupted")
+            batch, fut = pending.popleft()
+            for task, measured in zip(batch, fut.result(), strict=True):
+                judge(measured)
+                if feed is not None:
+                    feed.done(task.row)
+                done += 1
+                done_bytes += task.nbytes
+                if progress is not None:
+                    progress(DeepProgress(done, len(tasks), done_bytes, total_bytes))
+                if cancel.is_set():
+                    raise Cancelled("deep scan interrupted")
             submit_next()
     except BaseException:
         cancel.set()
         raise
     finally:
-        # On Ctrl-C the queued tensors are cancelled and the ones in flight (one
-        # per worker) finish: no thread is left inside a kernel at exit.
+        # On Ctrl-C the queued batches are cancelled and the ones in flight (one
+        # per worker; their tensors not yet begun are skipped) finish: no thread is
+        # left inside a kernel at exit.
         pool.shutdown(wait=True, cancel_futures=True)
         if feed is not None:
             feed.close()
