@@ -143,10 +143,9 @@ def raw_tensor(source: Any, name: str | None = None, *, dtype: str | None = None
                shape: Sequence[int] | None = None) -> RawTensor:
     """Resolves a tensor source (see the module docstring) to its bytes, dtype and shape."""
     if name is not None:
-        if hasattr(source, "raw"):  # a shard: every kernel reads all of it, so map in bulk
+        if hasattr(source, "raw"):  # a shard: its pages mapped by the kernel's own faults
             info = source[name]
-            return RawTensor(source.raw(name), str(info.dtype),
-                             tuple(info.shape))
+            return RawTensor(source.raw(name), str(info.dtype), tuple(info.shape))
         if isinstance(source, Mapping):
             return raw_tensor(source[name], None, dtype=dtype, shape=shape)
         raise TypeError(f"a tensor name ({name!r}) needs a shard or a mapping as source")
