@@ -111,7 +111,7 @@ class _Task:
 def _copy(shard: Shard, name: str) -> np.ndarray:
     """A tensor's bytes as a fresh array (what the scale checks inspect), copied
     under the fault guard: a file that shrank is an OSError, not SIGBUS."""
-    return kernels.copy_tensor(shard, name).data
+    return _core.copy_guarded(shard.raw(name))
 
 
 def _scale_f32(raw: np.ndarray, dtype: str) -> np.ndarray | None:
