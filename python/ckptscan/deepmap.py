@@ -17,6 +17,7 @@ block statistics ~170 us.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -110,6 +111,7 @@ class DeepMaps:
         self.hists: dict[tuple[str, str], _Hist] = {}
 
     @staticmethod
+    @cache  # a small, fixed set: components x roles
     def _column(c: int) -> str:
         comp, part = divmod(c, len(ROLES))
         return column_name(COMPONENTS[comp], ROLES[part])
@@ -124,7 +126,9 @@ class DeepMaps:
         block classes when it was read with a block scale."""
         if hist is not None:
             key = (self._column(int(self.col[row])), stats.dtype)
-            h = self.hists.setdefault(key, _Hist())
+            h = self.hists.get(key)
+            if h is None:
+                h = self.hists[key] = _Hist()
             h.counts += hist
             h.tensors += 1
             h.sampled += int(hist.sum())
