@@ -389,13 +389,17 @@ class Bytes {
 // Runs a kernel with the GIL released. The bytes may be a mapping of a file
 // that shrinks meanwhile: the fault that follows becomes an OSError for this
 // call instead of killing the process (see run_fault_guarded).
+// `release_gil` false: work too short to be worth handing the GIL over (a
+// thread that gives it up may wait for it behind the others).
 template <class F>
-k::Status run_guarded(F&& kernel) {
+k::Status run_guarded(F&& kernel, bool release_gil = true) {
   k::Status st = k::Status::ok;
   std::string err;
   bool ok;
-  {
+  if (release_gil) {
     py::gil_scoped_release nogil;
+    ok = ckptscan::fault_guarded([&] { st = kernel(); }, &err);
+  } else {
     ok = ckptscan::fault_guarded([&] { st = kernel(); }, &err);
   }
   if (!ok) {
@@ -548,18 +552,53 @@ py::dict simd_info() {
   return d;
 }
 
+// Copies up to this many bytes (a scale tensor) keep the GIL: faster than
+// handing it over.
+constexpr size_t kCopyKeepsGil = 64 << 10;
+
 // data copied into a fresh uint8 array under the fault guard.
 py::array_t<uint8_t> copy_guarded(const py::object& data) {
   Bytes b(data, false, "data");
   py::array_t<uint8_t> out(static_cast<py::ssize_t>(b.size()));
   uint8_t* o = out.mutable_data();
   if (b.size() > 0) {
-    run_guarded([&] {
-      std::memcpy(o, b.data(), b.size());
-      return k::Status::ok;
-    });
+    run_guarded(
+        [&] {
+          std::memcpy(o, b.data(), b.size());
+          return k::Status::ok;
+        },
+        b.size() > kCopyKeepsGil);
   }
   return out;
+}
+
+// Byte ranges [start, stop) of an n-byte buffer from a sequence of (start, stop)
+// pairs; ValueError for one that is reversed or outside the buffer.
+std::vector<std::pair<size_t, size_t>> spans_of(const py::handle& spans, size_t n) {
+  std::vector<std::pair<size_t, size_t>> out;
+  for (const py::handle item : spans) {
+    const auto pair = py::reinterpret_borrow<py::sequence>(item);
+    if (pair.size() != 2) throw py::value_error("a span is a (start, stop) pair");
+    const size_t a = as_size(pair[0], "span start"), b = as_size(pair[1], "span stop");
+    if (a > b || b > n) {
+      throw py::value_error("span (" + std::to_string(a) + ", " + std::to_string(b) +
+                            ") is not inside the " + std::to_string(n) + " bytes");
+    }
+    out.emplace_back(a, b);
+  }
+  return out;
+}
+
+// Counts of the 256 byte values over the spans of data, into out[256].
+k::Status histogram_spans(const uint8_t* data, const std::vector<std::pair<size_t, size_t>>& spans,
+                          uint64_t* out) {
+  std::fill(out, out + 256, uint64_t{0});
+  uint64_t part[256];
+  for (const auto& [a, b] : spans) {
+    if (const k::Status st = k::histogram(data + a, b - a, part); st != k::Status::ok) return st;
+    for (int i = 0; i < 256; ++i) out[i] += part[i];
+  }
+  return k::Status::ok;
 }
 
 }  // namespace kbind
@@ -625,14 +664,18 @@ static void bind_kernels(py::module_& m) {
 
   m.def(
       "histogram",
-      [](const py::object& data) {
+      [](const py::object& data, const py::object& spans) {
         Bytes b(data, false, "data");
+        const auto ranges = spans.is_none() ? std::vector<std::pair<size_t, size_t>>{{0, b.size()}}
+                                            : kbind::spans_of(spans, b.size());
         py::array_t<uint64_t> out(256);
         uint64_t* o = out.mutable_data();
-        check(kbind::run_guarded([&] { return k::histogram(b.data(), b.size(), o); }));
+        check(kbind::run_guarded([&] { return kbind::histogram_spans(b.data(), ranges, o); }));
         return out;
       },
-      py::arg("data"), "Counts of the 256 byte values (uint64[256]).");
+      py::arg("data"), py::arg("spans") = py::none(),
+      "Counts of the 256 byte values (uint64[256]) of the whole buffer, or of its byte ranges "
+      "spans [(start, stop), ...] together (one call: one GIL hand-over).");
 
   m.def(
       "fp8_block_absmax",
@@ -663,13 +706,16 @@ static void bind_kernels(py::module_& m) {
       "fp8_block_stats",
       [](const py::object& data, const py::object& rows, const py::object& cols,
          const py::object& block_rows, const py::object& block_cols, const std::string& dtype,
-         const py::object& batch) {
+         const py::object& batch, const py::object& sample) {
         const k::Fp8Format f = kbind::fp8_format(dtype);
         const k::BlockGrid g =
             kbind::grid(as_size(batch, "batch"), as_size(rows, "rows"), as_size(cols, "cols"),
                         as_size(block_rows, "block_rows"), as_size(block_cols, "block_cols"));
         Bytes b(data, false, "data");
         kbind::check_length(g, b.size(), "data");
+        const auto spans = kbind::spans_of(sample, b.size());
+        py::array_t<uint64_t> hist(256);
+        uint64_t* ph = hist.mutable_data();
         const int width = k::count_width(g.block_elems);
         const py::dtype cdt = kbind::count_dtype(width);
         py::array am = kbind::block_array(g, py::dtype::of<uint8_t>());
@@ -689,17 +735,20 @@ static void bind_kernels(py::module_& m) {
         out.len = g.blocks;
         k::Fp8Stats s;
         check(kbind::run_guarded([&] {
-          return k::fp8_block_stats(b.data(), b.size(), g.batch, g.rows, g.cols, g.br, g.bc, f,
-                                    &s, out);
+          const k::Status st = k::fp8_block_stats(b.data(), b.size(), g.batch, g.rows, g.cols,
+                                                  g.br, g.bc, f, &s, out);
+          return st != k::Status::ok ? st : kbind::histogram_spans(b.data(), spans, ph);
         }));
-        return py::make_tuple(kbind::stats_dict(s), am, nn, ii, ss);
+        return py::make_tuple(kbind::stats_dict(s), am, nn, ii, ss, hist);
       },
       py::arg("data"), py::arg("rows"), py::arg("cols"), py::arg("block_rows"),
       py::arg("block_cols"), py::arg("dtype"), py::arg("batch") = 1,
+      py::arg("sample") = py::tuple(),
       "One pass over a row-major [batch, rows, cols] FP8 tensor: (whole-tensor stats as "
       "fp8_stats, absmax codes uint8, NaN, Inf and saturated counts) per block, arrays "
       "[batch, nbr, nbc] ([nbr, nbc] when batch is 1); counts in the smallest unsigned dtype "
-      "that holds a block's element count.");
+      "that holds a block's element count; and the byte histogram (uint64[256]) of the byte "
+      "ranges sample [(start, stop), ...], zeros without any, in the same call.");
 
   m.def(
       "fp8_dequantize",

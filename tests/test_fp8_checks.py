@@ -227,3 +227,79 @@ def test_the_kernels_measure_and_never_judge() -> None:
     st = K.fp8_block_stats(q, block=BLOCK)
     assert not any(isinstance(v, ckptscan.Finding) for v in vars(st).values())
     assert not hasattr(K, "check_fp8_weight") and not hasattr(K, "FINDING_CODES")
+
+
+FORMATS = {"F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
+           "F8_E4M3FNUZ": "float8_e4m3fnuz", "F8_E5M2FNUZ": "float8_e5m2fnuz"}
+
+
+@pytest.mark.parametrize("dtype", sorted(FORMATS))
+def test_low_block_code_bound_against_ml_dtypes(dtype: str) -> None:
+    """The judge tells "no low block" from the smallest block maximum code alone:
+    every finite magnitude code at or above its bound is worth at least max / 4,
+    every one below it less (values from ml_dtypes)."""
+    from ckptscan.checks import data
+
+    vals = np.arange(128, dtype=np.uint8).view(getattr(ml_dtypes, FORMATS[dtype]))
+    vals = vals.astype(np.float64)
+    top = float(np.nanmax(np.where(np.isfinite(vals), vals, np.nan)))
+    bound = data._low_code(dtype)
+    for code, v in enumerate(vals.tolist()):
+        if np.isfinite(v):
+            assert (code >= bound) == (v >= top / data.RANGE_FACTOR), (dtype, code, v)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_block_verdicts_match_the_codes(tmp_path: Path, seed: int) -> None:
+    """Zero, low and clipping blocks (and the deep maps' counts) of weights with
+    planted blocks at random, edge blocks included, equal what numpy counts on
+    the codes themselves (the judge's shortcuts for clean weights never hide one)."""
+    rng = np.random.default_rng(seed)
+    tensors: dict[str, np.ndarray] = {}
+    want = {"zero": 0, "low": 0, "clip": 0, "zero_under_scale": 0, "all_zero": 0}
+    for k in range(6):
+        r, c = int(rng.integers(1, 400)), int(rng.integers(1, 600))
+        q, s = quantize(weights(r, c, seed=seed * 10 + k))
+        raw = q.view(np.uint8).copy()
+        nbr, nbc = s.shape
+        for _ in range(int(rng.integers(0, 6))):
+            bi, bj = int(rng.integers(nbr)), int(rng.integers(nbc))
+            blk = raw[bi * 128:(bi + 1) * 128, bj * 128:(bj + 1) * 128]
+            kind = int(rng.integers(4))
+            if kind == 0:
+                blk[:] = 0
+            elif kind == 1:
+                blk[:] &= 0x8F  # magnitudes <= 0x0F: far below 112
+            elif kind == 2:  # saturated codes around the limit: 5% of the block, at least 4
+                limit = max(4, int(np.ceil(0.05 * blk.size)))
+                n = min(blk.size, limit + int(rng.integers(-2, 3)))
+                blk.reshape(-1)[rng.choice(blk.size, n, replace=False)] = 0x7E
+            else:
+                s[bi, bj] = 0  # a zero block under a zero scale is no lost data
+                blk[:] = 0
+        name = f"model.layers.{k}.mlp.down_proj"  # in a layer: the deep maps count it
+        tensors[f"{name}.weight"], tensors[f"{name}.weight_scale_inv"] = raw.view(E4M3), s
+        all_zero = bool(((raw & 0x7F) == 0).all())  # one finding for the weight instead
+        want["all_zero"] += all_zero
+        for bi in range(nbr):
+            for bj in range(nbc):
+                blk = raw[bi * 128:(bi + 1) * 128, bj * 128:(bj + 1) * 128]
+                mag = blk & 0x7F
+                top = int(mag[mag != 0x7F].max(initial=0))
+                if top == 0 and s[bi, bj] != 0 and not all_zero:
+                    want["zero_under_scale"] += 1
+                want["zero"] += top == 0
+                want["low"] += 0 < top < 0x6E  # 0x6E: 112 = 448 / 4
+                want["clip"] += int((mag == 0x7E).sum()) > max(4, np.ceil(0.05 * blk.size))
+    res = check(write(tmp_path, tensors))
+
+    def blocks(code: str) -> int:
+        return sum(int(f.detail.get("blocks", 0)) for f in res.findings if f.code == code)
+    assert blocks("fp8-zero-block") == want["zero_under_scale"]
+    assert codes(res).count("fp8-all-zero") == want["all_zero"]
+    assert blocks("fp8-range-unused") == want["low"]
+    assert blocks("fp8-clipping") == want["clip"]
+    assert res.deep is not None
+    maps = res.deep.maps
+    assert sum(sum(m.zero_blocks) for m in maps) == want["zero"]
+    assert sum(sum(m.low_blocks) for m in maps) == want["low"]

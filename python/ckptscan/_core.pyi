@@ -118,6 +118,7 @@ def name_template(name: str) -> tuple[str, tuple[int, ...]]: ...
 # refused before any byte is read); a file that shrinks under a mapping being
 # read raises OSError; a CKPTSCAN_SIMD naming an unknown/unsupported path raises
 # RuntimeError on every kernel call until set_simd() succeeds.
+from collections.abc import Sequence as _Sequence  # noqa: E402
 from typing import Any as _Any  # noqa: E402
 
 _Buffer = _Any  # collections.abc.Buffer from Python 3.12
@@ -131,18 +132,22 @@ def fp8_decode(code: _Size, dtype: str) -> float: ...
 def fp8_traits(dtype: str) -> dict[str, _Any]: ...
 def fp8_stats(data: _Buffer, dtype: str) -> dict[str, _Any]:
     """count nan inf zero neg_zero subnormal saturated negative absmax_code (int), absmax (float)"""
-def histogram(data: _Buffer) -> npt.NDArray[np.uint64]: ...
+def histogram(data: _Buffer,
+              spans: _Sequence[tuple[_Size, _Size]] | None = None) -> npt.NDArray[np.uint64]:
+    """Counts of the 256 byte values of data, or of its byte ranges spans together."""
 def fp8_block_absmax(
     data: _Buffer, rows: _Size, cols: _Size, block_rows: _Size, block_cols: _Size, dtype: str
 ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint64]]: ...
 def fp8_block_stats(
     data: _Buffer, rows: _Size, cols: _Size, block_rows: _Size, block_cols: _Size, dtype: str,
-    batch: _Size = 1,
+    batch: _Size = 1, sample: _Sequence[tuple[_Size, _Size]] = (),
 ) -> tuple[dict[str, _Any], npt.NDArray[np.uint8], npt.NDArray[np.unsignedinteger[_Any]],
-           npt.NDArray[np.unsignedinteger[_Any]], npt.NDArray[np.unsignedinteger[_Any]]]:
+           npt.NDArray[np.unsignedinteger[_Any]], npt.NDArray[np.unsignedinteger[_Any]],
+           npt.NDArray[np.uint64]]:
     """One pass over [batch, rows, cols]: (stats as fp8_stats, absmax codes, nan, inf,
     saturated) per block, [batch, nbr, nbc] ([nbr, nbc] when batch is 1); counts in the
-    smallest unsigned dtype holding a block's element count."""
+    smallest unsigned dtype holding a block's element count; then the byte histogram of
+    the ranges in sample (zeros without any), in the same call."""
 def fp8_dequantize(
     data: _Buffer, rows: _Size, cols: _Size, dtype: str, scale_inv: _Buffer,
     scale_rows: _Size, scale_cols: _Size, block_rows: _Size, block_cols: _Size, out: _Buffer,

@@ -16,7 +16,9 @@ What is read, and how, follows the scan's `QuantMap` (the declared scheme):
 Only readable shards are in the frame (a rejected header is never deep-read),
 and every read is bounded by the file's size. Work fans out over a thread pool
 (the kernels release the GIL), one worker per core by default, tensors in file
-order; `cancel` stops it between tensors.
+order, consecutive small tensors of mapped files handed to a worker together
+(one hand-over for up to 8 of them or 16 MiB); `cancel` stops it between
+tensors.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import numpy as np
 from . import _core, kernels, schemes
 from .checks import data
 from .context import ScanContext
-from .deepmap import DeepMaps, sample_histogram
+from .deepmap import DeepMaps, sample_histogram, sample_spans
 from .errors import CkptScanError
 from .quantmap import WeightSet
 from .result import DeepSummary
@@ -45,6 +47,9 @@ from .taxonomy import KIND_CODE
 FLOAT_DTYPES = ("BF16", "F16", "F32", "F64")
 # F64 is read in pieces of this many bytes (the kernels know no F64).
 _F64_PIECE = 64 << 20
+# A worker is handed up to this many consecutive tensors, of up to this many bytes.
+_BATCH_TENSORS = 8
+_BATCH_BYTES = 16 << 20
 # Packed weights are unpacked this many stored bytes at a time.
 _PACKED_PIECE = 16 << 20
 # Companion kinds whose values are scales (finite, positive); offsets (MLX
@@ -100,12 +105,13 @@ class _Task:
     scale_row: int  # -1: none
     nbytes: int
     weight: WeightSet | None = None  # a quantized weight read with its scale
+    logical: tuple[int, ...] | None = None  # the weight's logical shape (None: none)
 
 
 def _copy(shard: Shard, name: str) -> np.ndarray:
     """A tensor's bytes as a fresh array (what the scale checks inspect), copied
     under the fault guard: a file that shrank is an OSError, not SIGBUS."""
-    return kernels.copy_tensor(shard, name).data
+    return _core.copy_guarded(shard.raw(name))
 
 
 def _scale_f32(raw: np.ndarray, dtype: str) -> np.ndarray | None:
@@ -173,12 +179,12 @@ def _tasks(ctx: ScanContext) -> list[_Task]:
     """What to read, in file order. A scale read with its weight is not read again."""
     frame, qm = ctx.frame, ctx.quant_map
     pair = np.full(len(frame), -1, dtype=np.int64)
-    weight_of: dict[int, WeightSet] = {}
+    weight_of: dict[int, tuple[WeightSet | None, tuple[int, ...] | None]] = {}
     for ws in qm.sets:
         if not (data.fp8_weight_set(ws) or data.packed_weight_set(ws)):
             continue
-        for pos, r in enumerate(ws.rows.tolist()):
-            weight_of[r] = ws
+        for pos, (r, k) in enumerate(zip(ws.rows.tolist(), ws.shape_of.tolist(), strict=True)):
+            weight_of[r] = ws, ws.logical[k]
             pair[r] = _scale_companion(ws, pos)
     covered = np.zeros(len(frame), dtype=bool)
     covered[pair[pair >= 0]] = True
@@ -188,8 +194,9 @@ def _tasks(ctx: ScanContext) -> list[_Task]:
     out = []
     for r in rows[order].tolist():
         p = int(pair[r])
-        out.append(_Task(r, p, int(nbytes[r]) + (int(nbytes[p]) if p >= 0 else 0),
-                         weight_of.get(r)))
+        weight, logical = weight_of.get(r, (None, None))
+        out.append(_Task(r, p, int(nbytes[r]) + (int(nbytes[p]) if p >= 0 else 0), weight,
+                         logical))
     return out
 
 
@@ -295,37 +302,54 @@ def deep_scan(ctx: ScanContext, jobs: int | None = None,
     total_bytes = sum(t.nbytes for t in tasks)
     workers = max(1, jobs or os.cpu_count() or 1)
     pool = ThreadPoolExecutor(workers, thread_name_prefix="ckptscan-deep")
-    pending: deque[tuple[_Task, Future[_Measured]]] = deque()
+    pending: deque[tuple[list[_Task], Future[list[_Measured]]]] = deque()
     queue = iter(tasks)
 
+    def run_batch(batch: list[_Task]) -> list[_Measured]:
+        return [run(task) for task in batch]
+
+    # Consecutive small tensors of mapped files go to a worker together: one
+    # hand-over each way for several of them (a remote feed keeps its window of
+    # single tensors, which bounds the bytes it holds).
+    per_batch = _BATCH_TENSORS if feed is None else 1
+
     def submit_next() -> None:
-        task = next(queue, None)
-        if task is not None:
-            pending.append((task, pool.submit(run, task)))
+        batch: list[_Task] = []
+        size = 0
+        while len(batch) < per_batch and size < _BATCH_BYTES:
+            task = next(queue, None)
+            if task is None:
+                break
+            batch.append(task)
+            size += task.nbytes
+        if batch:
+            pending.append((batch, pool.submit(run_batch, batch)))
 
     try:
-        # A bounded window in flight: Ctrl-C stops after at most a window of tensors.
+        # A bounded window in flight: Ctrl-C stops after at most a window of batches.
         for _ in range(4 * workers):
             submit_next()
         done = done_bytes = 0
         while pending:
-            task, fut = pending.popleft()
-            judge(fut.result())
-            if feed is not None:
-                feed.done(task.row)
-            done += 1
-            done_bytes += task.nbytes
-            if progress is not None:
-                progress(DeepProgress(done, len(tasks), done_bytes, total_bytes))
-            if cancel.is_set():
-                raise Cancelled("deep scan interrupted")
+            batch, fut = pending.popleft()
+            for task, measured in zip(batch, fut.result(), strict=True):
+                judge(measured)
+                if feed is not None:
+                    feed.done(task.row)
+                done += 1
+                done_bytes += task.nbytes
+                if progress is not None:
+                    progress(DeepProgress(done, len(tasks), done_bytes, total_bytes))
+                if cancel.is_set():
+                    raise Cancelled("deep scan interrupted")
             submit_next()
     except BaseException:
         cancel.set()
         raise
     finally:
-        # On Ctrl-C the queued tensors are cancelled and the ones in flight (one
-        # per worker) finish: no thread is left inside a kernel at exit.
+        # On Ctrl-C the queued batches are cancelled and the ones in flight (one
+        # per worker; their tensors not yet begun are skipped) finish: no thread is
+        # left inside a kernel at exit.
         pool.shutdown(wait=True, cancel_futures=True)
         if feed is not None:
             feed.close()
@@ -347,7 +371,7 @@ def _weight(ctx: ScanContext, task: _Task) -> _Measured:
     i, s = task.row, task.scale_row
     shard = frame.shards[int(frame.shard_of[i])]
     name = frame.name(i)
-    logical = ws.logical[int(ws.shape_of[ws.position(i)])]
+    logical = task.logical
     if logical is None or len(logical) < 1:
         return _Measured(i, fp8=kernels.fp8_stats(shard, name)) if data.fp8_weight_set(ws) \
             else _Measured(i)
@@ -357,13 +381,14 @@ def _weight(ctx: ScanContext, task: _Task) -> _Measured:
         raw_scale = _copy(frame.shards[int(frame.shard_of[s])], frame.name(s))
         sdtype = frame.dtype_name(s)
     if data.fp8_weight_set(ws):
-        m = kernels.fp8_block_stats(shard, name, tile)
+        # the code histogram's sample is counted in the same call (one GIL hand-over)
+        m = kernels.fp8_block_stats(shard, name, tile,
+                                    sample=sample_spans(int(frame.nbytes[i])))
         scale = _grid(raw_scale, sdtype, m.absmax_codes.shape,
                       ws.layout.granularity.kind == "tensor")
         return _Measured(i, weight=data.Fp8WeightMeasure(
-            i, s, m.stats, tile, m.absmax_codes, m.nan, m.saturated, m.elements, scale,
-            raw_scale if sdtype in ("F8_E8M0", "U8") else None, ws.layout),
-            hist=sample_histogram(shard.raw(name)))
+            i, s, m, tile, scale, raw_scale if sdtype in ("F8_E8M0", "U8") else None,
+            ws.layout), hist=m.sample)
     groups = _packed_groups(shard, name, ws.layout, logical, tile[1], ws.dtype)
     scale = _grid(raw_scale, sdtype, groups.zero.shape)
     return _Measured(i, packed=data.PackedMeasure(i, s, ws.layout, groups, scale, raw_scale,

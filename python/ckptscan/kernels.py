@@ -143,10 +143,9 @@ def raw_tensor(source: Any, name: str | None = None, *, dtype: str | None = None
                shape: Sequence[int] | None = None) -> RawTensor:
     """Resolves a tensor source (see the module docstring) to its bytes, dtype and shape."""
     if name is not None:
-        if hasattr(source, "raw"):  # a shard: every kernel reads all of it, so map in bulk
+        if hasattr(source, "raw"):  # a shard: its pages mapped by the kernel's own faults
             info = source[name]
-            return RawTensor(source.raw(name, populate=True), str(info.dtype),
-                             tuple(info.shape))
+            return RawTensor(source.raw(name), str(info.dtype), tuple(info.shape))
         if isinstance(source, Mapping):
             return raw_tensor(source[name], None, dtype=dtype, shape=shape)
         raise TypeError(f"a tensor name ({name!r}) needs a shard or a mapping as source")
@@ -361,6 +360,9 @@ class Fp8BlockStats:
       of magnitude the format max, either sign): counts, in the smallest unsigned
       dtype that holds a block's element count (uint8 for 1 x 32 groups, uint16
       for 128 x 128 blocks).
+
+    ``sample``: counts of the 256 byte values over the byte ranges asked for
+    (``fp8_block_stats(..., sample=...)``), None when none were.
     """
 
     dtype: str
@@ -371,6 +373,7 @@ class Fp8BlockStats:
     nan: np.ndarray
     inf: np.ndarray
     saturated: np.ndarray
+    sample: np.ndarray | None = None
 
     @property
     def absmax(self) -> np.ndarray:
@@ -405,24 +408,27 @@ def _block_sizes(n: int, b: int) -> np.ndarray:
 
 
 def fp8_block_stats(source: Any, name: str | None = None, block: tuple[int, int] = (128, 128),
-                    *, dtype: str | None = None) -> Fp8BlockStats:
+                    *, dtype: str | None = None,
+                    sample: Sequence[tuple[int, int]] | None = None) -> Fp8BlockStats:
     """Whole-tensor `Fp8Stats` and, per (br, bc) block, the largest finite code and
     the NaN, Inf and saturated counts of an FP8 weight, in one pass over its bytes.
 
     A 3-D weight [E, rows, cols] (fused MoE experts) is E matrices cut into blocks
-    separately. A block larger than the tensor is one partial block. Measurements
-    only: what they mean is the checks' business."""
+    separately. A block larger than the tensor is one partial block. `sample`:
+    byte ranges [(start, stop), ...] whose byte histogram the same call counts
+    (``.sample``). Measurements only: what they mean is the checks' business."""
     t = raw_tensor(source, name, dtype=dtype)
     fmt = _fp8(t)
     batch, rows, cols = _batched(t)
     br, bc = _block(block)
-    d, codes, nan, inf, sat = _core.fp8_block_stats(t.data, rows, cols, br, bc, fmt, batch)
+    d, codes, nan, inf, sat, hist = _core.fp8_block_stats(t.data, rows, cols, br, bc, fmt,
+                                                          batch, sample or ())
     if len(t.shape) == 3 and batch == 1:  # the core drops a batch of 1
         codes, nan, inf, sat = (a.reshape(1, *a.shape) for a in (codes, nan, inf, sat))
     stats = Fp8Stats(dtype=fmt, absmax=float(d["absmax"]),
                      **{k: int(d[k]) for k in _FP8_COUNTS + ("count", "absmax_code")})
     return Fp8BlockStats(fmt, tuple(t.shape), (operator.index(br), operator.index(bc)), stats,
-                         codes, nan, inf, sat)
+                         codes, nan, inf, sat, hist if sample is not None else None)
 
 
 def copy_tensor(source: Any, name: str | None = None, *, dtype: str | None = None) -> RawTensor:

@@ -187,8 +187,10 @@ class Shard:
     def raw(self, name: str, populate: bool = False) -> np.ndarray:
         """The tensor's bytes: a read-only zero-copy uint8 view of the mapping.
 
-        `populate=True` maps all of its pages at once (one call instead of a
-        page fault per 4 KiB): for a caller about to read every byte.
+        `populate=True` maps all of its pages in one call (MADV_POPULATE_READ)
+        first. The kernels do not ask for it: reading through page faults (each
+        maps 16 pages, or a whole large folio, of page-cached data) measured
+        faster for a whole-tensor pass (bench/bench_deep.py).
         """
         try:
             return self.core.raw(self._row(name), populate)  # type: ignore[no-any-return]

@@ -28,6 +28,7 @@ of Gaussian weights do, so a fifth counts; smaller INT4 groups and FP4 groups of
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -51,6 +52,7 @@ CLIP_MIN_INT_GROUP = 64
 #: E8M0 scale exponents a weight's scale can plausibly have (code 0 is an
 #: all-zero group's); outside: integers stored as exponents, or garbage
 E8M0_PLAUSIBLE = (127 - 64, 127 + 32)
+_F32_TINY = np.float32(np.finfo(np.float32).tiny)
 _FP8_FORMATS = frozenset({"E4M3", "E5M2", "E4M3FNUZ", "E5M2FNUZ"})
 
 
@@ -66,6 +68,35 @@ def max_code(dtype: str) -> int:
     table = decode_table(dtype)[:128]
     finite = np.where(np.isfinite(table), table, -np.inf)
     return int(np.argmax(finite))
+
+
+@lru_cache(maxsize=8)
+def _format_max(dtype: str) -> float:
+    """The format's largest finite value."""
+    return float(decode_table(dtype)[max_code(dtype)])
+
+
+@lru_cache(maxsize=8)
+def _low_code(dtype: str) -> int:
+    """The smallest magnitude code from which every finite code's value is at
+    least max / RANGE_FACTOR: a block whose largest code is at least this one is
+    not low (a block's largest code is a finite one)."""
+    table = decode_table(dtype)
+    bound = table[max_code(dtype)] / RANGE_FACTOR
+    c = 0x80
+    while c > 0 and (not np.isfinite(table[c - 1]) or table[c - 1] >= bound):
+        c -= 1
+    return c
+
+
+def _smallest_block(shape: tuple[int, ...], block: tuple[int, int]) -> int:
+    """Elements of the smallest block of a weight cut into (br, bc) blocks (the
+    last row and column of blocks may be partial; kernels.Fp8BlockStats.elements)."""
+    rows, cols = (shape[-2], shape[-1]) if len(shape) >= 2 else (1, shape[-1] if shape else 1)
+
+    def last(n: int, b: int) -> int:
+        return n - (-(-n // b) - 1) * b if n else 0
+    return last(rows, block[0]) * last(cols, block[1])
 
 
 def fp8_weight_set(ws: WeightSet) -> bool:
@@ -115,26 +146,31 @@ class Fp8WeightMeasure:
 
     row: int
     scale_row: int
-    stats: kernels.Fp8Stats
+    blocks: kernels.Fp8BlockStats  # whole-tensor stats; per block codes and counts
     tile: tuple[int, int]
-    codes: np.ndarray       # largest finite magnitude code per block
-    nan: np.ndarray         # NaN codes per block
-    saturated: np.ndarray   # codes at +-max per block
-    elements: np.ndarray    # elements per block (edge blocks are partial)
     scale: np.ndarray | None  # float32 in the block grid; None: no usable scale
     e8m0: np.ndarray | None   # the scale's E8M0 exponent codes when stored so
     layout: schemes.Layout
 
+    @property
+    def stats(self) -> kernels.Fp8Stats:
+        return self.blocks.stats
+
+    @property
+    def codes(self) -> np.ndarray:
+        """The largest finite magnitude code per block."""
+        return self.blocks.absmax_codes
+
 
 @dataclass
 class BlockClasses:
-    """Blocks of one FP8 weight (bool masks in its block grid): with NaN codes,
-    all zeros, and non-zero with their largest code below max / RANGE_FACTOR
-    (what the deep maps of the HTML report count)."""
+    """How many blocks one FP8 weight has, how many are all zeros, and how many
+    are non-zero with their largest code below max / RANGE_FACTOR (what the deep
+    maps of the HTML report count)."""
 
-    nan: np.ndarray
-    zero: np.ndarray
-    low: np.ndarray
+    blocks: int
+    zero: int
+    low: int
 
 
 @dataclass
@@ -172,16 +208,54 @@ def fp8_weight(ctx: ScanContext, m: Fp8WeightMeasure, summary: DeepSummary) -> B
     nblocks = int(m.codes.size)
     if stats.dtype == "F8_E4M3":
         summary.e4m3_negative_zero += stats.neg_zero
-    maxf = float(decode_table(stats.dtype)[max_code(stats.dtype)])
-    nan_blocks = m.nan > 0
+    maxf = _format_max(stats.dtype)
     if stats.nan:
+        nan_blocks = m.blocks.nan > 0
         first = _first(nan_blocks, 1)[0]
         nb = int(nan_blocks.sum())
         fs.rows("fp8-nan", [m.row], lambda i: f"{stats.nan} NaN codes in {nb} of {nblocks} "
                 f"blocks (first block {first})", count=stats.nan, blocks=nb, first_block=first)
     if stats.inf:
         fs.rows("fp8-inf", [m.row], lambda i: f"{stats.inf} Inf codes", count=stats.inf)
+    # under one per-tensor scale a tile's maximum may be anything below the tensor's
+    per_tile = m.layout.granularity.kind != "tensor"
+    # A weight without NaN codes whose every block's largest code is non-zero and at
+    # least max / RANGE_FACTOR (the usual one) has no zero and no low block: one
+    # reduction tells, instead of the masks.
+    lowest = int(m.codes.min()) if nblocks else 0
+    if stats.nan or lowest == 0 or (per_tile and lowest < _low_code(stats.dtype)):
+        classes = _block_classes(ctx, m, decode_table(stats.dtype), maxf, per_tile)
+    else:
+        classes = BlockClasses(nblocks, 0, 0)
+    # A block clips with more saturated codes than its limit, which grows with its
+    # size: none does when the most any block has is within the smallest one's limit.
+    saturated, share = m.blocks.saturated, _clip_share(m.layout)
+    if stats.saturated > CLIP_MIN_CODES and int(saturated.max()) > max(
+            CLIP_MIN_CODES, math.ceil(share * _smallest_block(m.blocks.shape, m.blocks.block))):
+        _clipping(ctx, "fp8-clipping", m.row, saturated, m.blocks.elements, share,
+                  f"+-{maxf:g}")
+    if m.e8m0 is not None:
+        e8m0_codes(ctx, m.scale_row, m.e8m0)
+    elif m.scale is not None and m.scale_row not in ctx.scales_read:
+        ue8m0 = m.layout.scale_format == "UE8M0"
+        scale_values(ctx, m.scale_row, m.scale if per_tile else m.scale[..., :1, :1], ue8m0)
+    if m.scale is not None and m.layout.granularity.kind == "block":
+        s = m.scale if _positive_finite(m.scale) else m.scale[
+            np.isfinite(m.scale) & (m.scale > 0)]
+        summary.block_scales += int(m.scale.size)
+        summary.block_scales_pow2 += int((np.frexp(s)[0] == 0.5).sum())
+    return classes
+
+
+def _block_classes(ctx: ScanContext, m: Fp8WeightMeasure, table: np.ndarray, maxf: float,
+                   per_tile: bool) -> BlockClasses:
+    """Zero and low blocks of an FP8 weight, block by block, with their findings."""
+    fs = ctx.findings
+    stats = m.stats
+    nblocks = int(m.codes.size)
+    nan_blocks = m.blocks.nan > 0
     zero_blocks = (m.codes == 0) & ~nan_blocks
+    all_zero = zero_blocks.copy()
     if m.scale is not None:
         zero_blocks &= m.scale != 0
     nonzero = (m.codes != 0) & ~nan_blocks
@@ -193,9 +267,6 @@ def fp8_weight(ctx: ScanContext, m: Fp8WeightMeasure, summary: DeepSummary) -> B
             f"{nz} of {nblocks} blocks ({m.tile[0]} x {m.tile[1]}) are all zeros under a "
             f"nonzero scale (first {_first(zero_blocks, 1)[0]}): lost data"), blocks=nz,
             first_blocks=_first(zero_blocks))
-    table = decode_table(stats.dtype)
-    # under one per-tensor scale a tile's maximum may be anything below the tensor's
-    per_tile = m.layout.granularity.kind != "tensor"
     low = nonzero & (table[m.codes] < maxf / RANGE_FACTOR) & per_tile
     if low.any():
         nl = int(low.sum())
@@ -204,18 +275,12 @@ def fp8_weight(ctx: ScanContext, m: Fp8WeightMeasure, summary: DeepSummary) -> B
             f"{maxf / RANGE_FACTOR:g} (format max {maxf:g}): unused range, or a scale that "
             "belongs to another block"), blocks=nl, first_blocks=_first(low),
             smallest_absmax=float(table[m.codes][low].min()))
-    _clipping(ctx, "fp8-clipping", m.row, m.saturated, m.elements, _clip_share(m.layout),
-              f"+-{maxf:g}")
-    if m.e8m0 is not None:
-        e8m0_codes(ctx, m.scale_row, m.e8m0)
-    elif m.scale is not None and m.scale_row not in ctx.scales_read:
-        ue8m0 = m.layout.scale_format == "UE8M0"
-        scale_values(ctx, m.scale_row, m.scale if per_tile else m.scale[..., :1, :1], ue8m0)
-    if m.scale is not None and m.layout.granularity.kind == "block":
-        s = m.scale[np.isfinite(m.scale) & (m.scale > 0)]
-        summary.block_scales += int(m.scale.size)
-        summary.block_scales_pow2 += int((np.frexp(s)[0] == 0.5).sum())
-    return BlockClasses(nan_blocks, (m.codes == 0) & ~nan_blocks, low)
+    return BlockClasses(nblocks, int(all_zero.sum()), int(low.sum()))
+
+
+def _positive_finite(s: np.ndarray) -> bool:
+    """Every value finite and > 0 (a NaN makes the minimum NaN, so False)."""
+    return bool(s.size) and bool(s.min() > 0) and bool(np.isfinite(s.max()))
 
 
 def _clipping(ctx: ScanContext, code: str, row: int, saturated: np.ndarray,
@@ -315,10 +380,28 @@ def scale_values(ctx: ScanContext, row: int, s: np.ndarray, ue8m0: bool = False)
     loaded."""
     fs = ctx.findings
     s = s.astype(np.float32, copy=False).ravel()
+    # all of them normal and positive (the usual case: two reductions) is none of these
+    normal = not s.size or bool(s.min() >= _F32_TINY) and bool(np.isfinite(s.max()))
+    if not normal:
+        _bad_scales(ctx, row, s)
+    if ue8m0 and s.size and ctx.frame.dtype_name(row) == "F32":
+        good = s if normal else s[np.isfinite(s) & (s > 0)]
+        if not good.size:
+            return
+        mant, _ = np.frexp(good)
+        bad = int((mant != 0.5).sum())
+        if bad:
+            fs.rows("scale-not-pow2", [row], lambda i: f"{bad} scales are not powers of two "
+                    "(scale_fmt ue8m0)", count=bad)
+
+
+def _bad_scales(ctx: ScanContext, row: int, s: np.ndarray) -> None:
+    """Unfilled, NaN / Inf, non-positive and subnormal scales among float32 s."""
+    fs = ctx.findings
     unfilled = s == VLLM_UNFILLED_SCALE
     nonfinite = ~np.isfinite(s)
     nonpos = (s <= 0) & ~unfilled & ~nonfinite
-    subn = (s != 0) & (np.abs(s) < np.finfo(np.float32).tiny) & ~nonpos
+    subn = (s != 0) & (np.abs(s) < _F32_TINY) & ~nonpos
     if unfilled.any():
         n = int(unfilled.sum())
         fs.rows("scale-unfilled", [row], lambda i: f"{n} scales are -3.4028235e38, vLLM's "
@@ -334,13 +417,6 @@ def scale_values(ctx: ScanContext, row: int, s: np.ndarray, ue8m0: bool = False)
         n = int(subn.sum())
         fs.rows("scale-subnormal", [row], lambda i: f"{n} scales are float32 subnormals",
                 count=n)
-    good = np.isfinite(s) & (s > 0)
-    if ue8m0 and ctx.frame.dtype_name(row) == "F32" and good.any():
-        mant, _ = np.frexp(s[good])
-        bad = int((mant != 0.5).sum())
-        if bad:
-            fs.rows("scale-not-pow2", [row], lambda i: f"{bad} scales are not powers of two "
-                    "(scale_fmt ue8m0)", count=bad)
 
 
 def fp8_tensor(ctx: ScanContext, row: int, stats: kernels.Fp8Stats,
