@@ -33,6 +33,20 @@ def find_chromium() -> str | None:
     return next((p for c in CANDIDATES if (p := shutil.which(c))), None)
 
 
+def require_chromium() -> str:
+    """The browser, or the test skipped without one (failed in CI, which installs
+    it: `.ci/run`)."""
+    import pytest
+
+    exe = find_chromium()
+    if exe is None:
+        msg = "headless Chromium is needed (apt-get install chromium)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(msg + ": CI installs it (.ci/run)")
+        pytest.skip(msg)
+    return exe
+
+
 def _above_4(fd: int) -> int:
     high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
     os.close(fd)

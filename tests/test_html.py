@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import struct
 import subprocess
@@ -25,7 +24,7 @@ import ml_dtypes
 import numpy as np
 import orjson
 import pytest
-from browser import Browser, Page, find_chromium
+from browser import Browser, Page, require_chromium
 from ckptscan import scan
 from ckptscan.cli import main
 from ckptscan.deepmap import SAMPLE_BYTES, sample_histogram, sample_spans
@@ -43,13 +42,7 @@ CLI = [sys.executable, "-c", "import sys; from ckptscan.cli import main; sys.exi
 
 @pytest.fixture(scope="module")
 def chromium() -> str:
-    exe = find_chromium()
-    if exe is None:
-        msg = "headless Chromium is needed (apt-get install chromium)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(msg + ": CI installs it (.ci/run)")
-        pytest.skip(msg)
-    return exe
+    return require_chromium()
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ temporary directory."""
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
@@ -17,7 +16,7 @@ import ml_dtypes
 import numpy as np
 import orjson
 import pytest
-from browser import Browser, find_chromium
+from browser import Browser, require_chromium
 from ckptscan.cli import main
 from safetensors.numpy import save_file
 
@@ -27,12 +26,7 @@ HOSTILE = "model.layers.0.<img src=x onerror=alert(1)>.weight"
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    exe = find_chromium()
-    if exe is None:
-        msg = "headless Chromium is needed (apt-get install chromium)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(msg + ": CI installs it (.ci/run)")
-        pytest.skip(msg)
+    exe = require_chromium()
     b = Browser(exe)
     yield b
     b.close()
