@@ -92,6 +92,13 @@ EXPECTED: dict[str, tuple[str, set[str], dict[str, str]]] = {
         "model.layers.{}.ffn_norm.weight": "decoder norm",
         "output.weight": "decoder lm_head",
     }),
+    "llama-3.1-8b-bnb-int8": ("llama", {DECODER}, {
+        "model.embed_tokens.weight": "decoder embedding",
+        "model.layers.{}.self_attn.k_proj.weight": "decoder attention",
+        "model.layers.{}.self_attn.k_proj.SCB": "decoder attention",
+        "model.layers.{}.mlp.down_proj.weight_format": "decoder mlp",
+        "lm_head.weight": "decoder lm_head",
+    }),
     "llava-onevision-1.5-8b": ("llava", {DECODER, "vision"}, {
         "model.embed_tokens.weight": "decoder embedding",
         "model.layers.{}.mlp.up_proj.weight": "decoder mlp",
@@ -352,8 +359,9 @@ def logical_parameters(layout: CorpusLayout) -> int:
             total += (n * 32 // bits if last == "qweight"
                       else 0 if last in ("qzeros", "scales", "g_idx") else n)
         elif scheme == "bitsandbytes":
-            overhead = last in ("absmax", "quant_map") or ".quant_state." in name or \
-                "nested_" in last
+            # 4-bit: two values per U8 byte; LLM.int8(): one per I8, SCB row scales
+            overhead = last in ("absmax", "quant_map", "SCB", "weight_format") or \
+                ".quant_state." in name or "nested_" in last
             total += 0 if overhead else n * 2 if dtype == "U8" else n
         else:
             total += n
@@ -372,7 +380,8 @@ def test_parameter_count_against_total_size(corpus: dict[str, Built], name: str)
         # parameters the logical weights the packing facts give
         assert sum(stored.values()) == b.layout.total_size
         assert report.total.parameters == logical_parameters(b.layout)
-        assert report.total.parameters > sum(stored.values())  # 4-bit: > 1 per byte
+        if int(b.layout.data["packing"].get("bits", 4)) < 8:
+            assert report.total.parameters > sum(stored.values())  # 4-bit: > 1 per byte
         return
     assert b.layout.index_bytes(params) == b.layout.total_size
     # and the replica's own bytes agree with its headers
@@ -386,7 +395,8 @@ def test_packed_layouts_count_logical_weights(corpus: dict[str, Built], name: st
     assert report.total.parameters == logical_parameters(b.layout)
     q = report.quantization
     assert q.family == b.layout.data["packing"]["scheme"] and q.schemes
-    assert q.overhead_bytes > 0 and q.format in ("INT4", "NF4")
+    bits = int(b.layout.data["packing"].get("bits", 4))
+    assert q.overhead_bytes > 0 and q.format in (("INT4", "NF4") if bits == 4 else (f"INT{bits}",))
     assert sum(s["parameters"] for s in q.schemes) < report.total.parameters
 
 
