@@ -70,6 +70,13 @@ EXPECTED: dict[str, tuple[str, set[str], dict[str, str]]] = {
         "model.projector.layers.weight": "projector mlp",
         "model.view_seperator": "projector mlp",
     }),
+    "dolphin3-r1-mistral-24b": ("llama", {DECODER}, {
+        "model.embed_tokens.weight": "decoder embedding",
+        "model.layers.{}.self_attn.q_proj.weight": "decoder attention",
+        "model.layers.{}.mlp.gate_proj.weight": "decoder mlp",
+        "model.layers.{}.post_attention_layernorm.weight": "decoder norm",
+        "lm_head.weight": "decoder lm_head",
+    }),
     "falcon-180b-chat": ("falcon", {DECODER}, {
         "transformer.word_embeddings.weight": "decoder embedding",
         "transformer.h.{}.self_attention.query_key_value.weight": "decoder attention",
@@ -98,6 +105,21 @@ EXPECTED: dict[str, tuple[str, set[str], dict[str, str]]] = {
         "model.layers.{}.self_attn.k_proj.SCB": "decoder attention",
         "model.layers.{}.mlp.down_proj.weight_format": "decoder mlp",
         "lm_head.weight": "decoder lm_head",
+    }),
+    "llama3v": ("llama3v", {DECODER, "vision", "projector"}, {
+        "llm.model.embed_tokens.weight": "decoder embedding",
+        "llm.model.layers.{}.self_attn.k_proj.weight": "decoder attention",
+        "llm.lm_head.weight": "decoder lm_head",
+        # a SigLIP tower under a misspelt prefix: its patch embedding makes it vision
+        "vison.embeddings.patch_embedding.weight": "vision embedding",
+        "vison.embeddings.position_embedding.weight": "vision position",
+        "vison.encoder.layers.{}.self_attn.out_proj.weight": "vision attention",
+        "vison.encoder.layers.{}.mlp.fc2.weight": "vision mlp",
+        "vison.post_layernorm.weight": "vision norm",
+        "projection.attn.in_proj_weight": "projector attention",
+        "projection.kv_proj.weight": "projector mlp",
+        "projection.ln_q.weight": "projector norm",
+        "projection.query": "projector mlp",
     }),
     "llava-onevision-1.5-8b": ("llava", {DECODER, "vision"}, {
         "model.embed_tokens.weight": "decoder embedding",
@@ -159,6 +181,12 @@ EXPECTED: dict[str, tuple[str, set[str], dict[str, str]]] = {
         "visual.blocks.{}.norm1.weight": "vision norm",
         "visual.patch_embed.proj.weight": "vision embedding",
         "visual.merger.ln_q.weight": "vision projector",
+    }),
+    "openpangu-embedded-7b": ("PanguEmbedded", {DECODER}, {
+        "model.layers.{}.self_attn.o_proj.bias": "decoder attention",
+        "model.layers.{}.self_attn.rotary_emb.inv_freq": "decoder attention",
+        "model.layers.{}.mlp.down_proj.weight": "decoder mlp",
+        "lm_head.weight": "decoder lm_head",
     }),
     "phi3-mini-merge": ("phi", {DECODER}, {
         "model.layers.{}.self_attn.qkv_proj.weight": "decoder attention",
