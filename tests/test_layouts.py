@@ -99,6 +99,15 @@ EXPECTED: dict[str, tuple[str, set[str], dict[str, str]]] = {
         "model.layers.{}.ffn_norm.weight": "decoder norm",
         "output.weight": "decoder lm_head",
     }),
+    "kimi2-pcl": ("deepseek_v3", {DECODER}, {
+        "model.layers.{}.mlp.experts.{}.gate_proj.weight": "decoder moe_expert",
+        "model.layers.{}.mlp.shared_experts.down_proj.weight": "decoder shared_expert",
+        "model.layers.{}.mlp.gate.weight": "decoder router",
+        "model.layers.{}.mlp.gate.e_score_correction_bias": "decoder router",
+        "model.layers.{}.mlp.up_proj.weight": "decoder mlp",
+        "model.layers.{}.self_attn.q_layernorm.weight": "decoder attention",
+        "model.layers.{}.self_attn.rotary_emb.inv_freq": "decoder attention",
+    }),
     "llama-3.1-8b-bnb-int8": ("llama", {DECODER}, {
         "model.embed_tokens.weight": "decoder embedding",
         "model.layers.{}.self_attn.k_proj.weight": "decoder attention",
@@ -187,6 +196,14 @@ EXPECTED: dict[str, tuple[str, set[str], dict[str, str]]] = {
         "model.layers.{}.self_attn.rotary_emb.inv_freq": "decoder attention",
         "model.layers.{}.mlp.down_proj.weight": "decoder mlp",
         "lm_head.weight": "decoder lm_head",
+    }),
+    "paligemma-3b-pt-224": ("gemma", {DECODER, "vision", "projector"}, {
+        "language_model.model.embed_tokens.weight": "decoder embedding",
+        "language_model.model.layers.{}.self_attn.k_proj.weight": "decoder attention",
+        "vision_tower.vision_model.embeddings.patch_embedding.weight": "vision embedding",
+        "vision_tower.vision_model.encoder.layers.{}.mlp.fc1.weight": "vision mlp",
+        "vision_tower.vision_model.post_layernorm.weight": "vision norm",
+        "multi_modal_projector.linear.weight": "projector mlp",
     }),
     "phi3-mini-merge": ("phi", {DECODER}, {
         "model.layers.{}.self_attn.qkv_proj.weight": "decoder attention",
