@@ -70,6 +70,13 @@ EXPECTED: dict[str, tuple[str, set[str], dict[str, str]]] = {
         "model.projector.layers.weight": "projector mlp",
         "model.view_seperator": "projector mlp",
     }),
+    "dolphin3-r1-mistral-24b": ("llama", {DECODER}, {
+        "model.embed_tokens.weight": "decoder embedding",
+        "model.layers.{}.self_attn.q_proj.weight": "decoder attention",
+        "model.layers.{}.mlp.gate_proj.weight": "decoder mlp",
+        "model.layers.{}.post_attention_layernorm.weight": "decoder norm",
+        "lm_head.weight": "decoder lm_head",
+    }),
     "falcon-180b-chat": ("falcon", {DECODER}, {
         "transformer.word_embeddings.weight": "decoder embedding",
         "transformer.h.{}.self_attention.query_key_value.weight": "decoder attention",
@@ -91,6 +98,37 @@ EXPECTED: dict[str, tuple[str, set[str], dict[str, str]]] = {
         "model.layers.{}.feed_forward.w2.weight": "decoder mlp",
         "model.layers.{}.ffn_norm.weight": "decoder norm",
         "output.weight": "decoder lm_head",
+    }),
+    "kimi2-pcl": ("deepseek_v3", {DECODER}, {
+        "model.layers.{}.mlp.experts.{}.gate_proj.weight": "decoder moe_expert",
+        "model.layers.{}.mlp.shared_experts.down_proj.weight": "decoder shared_expert",
+        "model.layers.{}.mlp.gate.weight": "decoder router",
+        "model.layers.{}.mlp.gate.e_score_correction_bias": "decoder router",
+        "model.layers.{}.mlp.up_proj.weight": "decoder mlp",
+        "model.layers.{}.self_attn.q_layernorm.weight": "decoder attention",
+        "model.layers.{}.self_attn.rotary_emb.inv_freq": "decoder attention",
+    }),
+    "llama-3.1-8b-bnb-int8": ("llama", {DECODER}, {
+        "model.embed_tokens.weight": "decoder embedding",
+        "model.layers.{}.self_attn.k_proj.weight": "decoder attention",
+        "model.layers.{}.self_attn.k_proj.SCB": "decoder attention",
+        "model.layers.{}.mlp.down_proj.weight_format": "decoder mlp",
+        "lm_head.weight": "decoder lm_head",
+    }),
+    "llama3v": ("llama3v", {DECODER, "vision", "projector"}, {
+        "llm.model.embed_tokens.weight": "decoder embedding",
+        "llm.model.layers.{}.self_attn.k_proj.weight": "decoder attention",
+        "llm.lm_head.weight": "decoder lm_head",
+        # a SigLIP tower under a misspelt prefix: its patch embedding makes it vision
+        "vison.embeddings.patch_embedding.weight": "vision embedding",
+        "vison.embeddings.position_embedding.weight": "vision position",
+        "vison.encoder.layers.{}.self_attn.out_proj.weight": "vision attention",
+        "vison.encoder.layers.{}.mlp.fc2.weight": "vision mlp",
+        "vison.post_layernorm.weight": "vision norm",
+        "projection.attn.in_proj_weight": "projector attention",
+        "projection.kv_proj.weight": "projector mlp",
+        "projection.ln_q.weight": "projector norm",
+        "projection.query": "projector mlp",
     }),
     "llava-onevision-1.5-8b": ("llava", {DECODER, "vision"}, {
         "model.embed_tokens.weight": "decoder embedding",
@@ -152,6 +190,20 @@ EXPECTED: dict[str, tuple[str, set[str], dict[str, str]]] = {
         "visual.blocks.{}.norm1.weight": "vision norm",
         "visual.patch_embed.proj.weight": "vision embedding",
         "visual.merger.ln_q.weight": "vision projector",
+    }),
+    "openpangu-embedded-7b": ("PanguEmbedded", {DECODER}, {
+        "model.layers.{}.self_attn.o_proj.bias": "decoder attention",
+        "model.layers.{}.self_attn.rotary_emb.inv_freq": "decoder attention",
+        "model.layers.{}.mlp.down_proj.weight": "decoder mlp",
+        "lm_head.weight": "decoder lm_head",
+    }),
+    "paligemma-3b-pt-224": ("gemma", {DECODER, "vision", "projector"}, {
+        "language_model.model.embed_tokens.weight": "decoder embedding",
+        "language_model.model.layers.{}.self_attn.k_proj.weight": "decoder attention",
+        "vision_tower.vision_model.embeddings.patch_embedding.weight": "vision embedding",
+        "vision_tower.vision_model.encoder.layers.{}.mlp.fc1.weight": "vision mlp",
+        "vision_tower.vision_model.post_layernorm.weight": "vision norm",
+        "multi_modal_projector.linear.weight": "projector mlp",
     }),
     "phi3-mini-merge": ("phi", {DECODER}, {
         "model.layers.{}.self_attn.qkv_proj.weight": "decoder attention",
@@ -352,8 +404,9 @@ def logical_parameters(layout: CorpusLayout) -> int:
             total += (n * 32 // bits if last == "qweight"
                       else 0 if last in ("qzeros", "scales", "g_idx") else n)
         elif scheme == "bitsandbytes":
-            overhead = last in ("absmax", "quant_map") or ".quant_state." in name or \
-                "nested_" in last
+            # 4-bit: two values per U8 byte; LLM.int8(): one per I8, SCB row scales
+            overhead = last in ("absmax", "quant_map", "SCB", "weight_format") or \
+                ".quant_state." in name or "nested_" in last
             total += 0 if overhead else n * 2 if dtype == "U8" else n
         else:
             total += n
@@ -372,7 +425,8 @@ def test_parameter_count_against_total_size(corpus: dict[str, Built], name: str)
         # parameters the logical weights the packing facts give
         assert sum(stored.values()) == b.layout.total_size
         assert report.total.parameters == logical_parameters(b.layout)
-        assert report.total.parameters > sum(stored.values())  # 4-bit: > 1 per byte
+        if int(b.layout.data["packing"].get("bits", 4)) < 8:
+            assert report.total.parameters > sum(stored.values())  # 4-bit: > 1 per byte
         return
     assert b.layout.index_bytes(params) == b.layout.total_size
     # and the replica's own bytes agree with its headers
@@ -386,7 +440,8 @@ def test_packed_layouts_count_logical_weights(corpus: dict[str, Built], name: st
     assert report.total.parameters == logical_parameters(b.layout)
     q = report.quantization
     assert q.family == b.layout.data["packing"]["scheme"] and q.schemes
-    assert q.overhead_bytes > 0 and q.format in ("INT4", "NF4")
+    bits = int(b.layout.data["packing"].get("bits", 4))
+    assert q.overhead_bytes > 0 and q.format in (("INT4", "NF4") if bits == 4 else (f"INT{bits}",))
     assert sum(s["parameters"] for s in q.schemes) < report.total.parameters
 
 

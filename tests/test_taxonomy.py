@@ -794,6 +794,24 @@ def test_stacks_the_config_does_not_describe_are_towers() -> None:
     assert tax.resolve("gene_qformer.blocks.0.norm_q1.weight").component == DECODER
 
 
+@pytest.mark.parametrize("patch", ["patch_embedding", "patch_embed", "patch_embeddings"])
+def test_an_unnamed_tower_that_embeds_patches_is_vision(patch: str) -> None:
+    """llama3v's SigLIP sits under a misspelt ``vison.*``: no marker names it, its
+    patch embedding does; a stack beside it without one stays ``aux``."""
+    templates = ["llm.model.embed_tokens.weight", "llm.model.layers.{}.mlp.up_proj.weight",
+                 f"vison.embeddings.{patch}.weight", "vison.encoder.layers.{}.mlp.fc1.weight",
+                 "vison.post_layernorm.weight", "qformer.blocks.{}.mlp.fc1.weight",
+                 "qformer.query_tokens", "projection.query", "projection.kv_proj.weight"]
+    got = {c.template: c.component for c in Taxonomy().table(templates).classes}
+    assert got == {
+        "llm.model.embed_tokens.weight": DECODER, "llm.model.layers.{}.mlp.up_proj.weight": DECODER,
+        f"vison.embeddings.{patch}.weight": "vision",
+        "vison.encoder.layers.{}.mlp.fc1.weight": "vision", "vison.post_layernorm.weight": "vision",
+        "qformer.blocks.{}.mlp.fc1.weight": "aux", "qformer.query_tokens": "aux",
+        "projection.query": "projector", "projection.kv_proj.weight": "projector",
+    }
+
+
 @pytest.mark.parametrize(
     ("templates", "decoder_stack"),
     [

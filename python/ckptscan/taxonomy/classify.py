@@ -285,6 +285,13 @@ _BY_ARCHITECTURE = {a: f for f in R.FAMILIES for a in f.architectures}
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
+def _unnamed_tower(root: str, templates: Sequence[str]) -> str:
+    """A tower no marker names: vision if a module under ``root`` embeds image
+    patches, else ``aux``."""
+    under = (t for t in templates if t.startswith(root + "."))
+    return R.VISION if any(not R.PATCH_EMBEDDINGS.isdisjoint(t.split(".")) for t in under) else AUX
+
+
 def _known_family(config: Mapping[str, Any]) -> Family | None:
     model_type = config.get("model_type")
     if isinstance(model_type, str) and model_type in _BY_MODEL_TYPE:
@@ -459,7 +466,8 @@ class Taxonomy:
         main = decoder_stack(stacks, embedding_parents)
         if main is None:
             return tuple(classes)
-        towers.update((s, AUX) for s in stacks if s != main)
+        towers.update((s, _unnamed_tower(tower_root(s, main), templates))
+                      for s in stacks if s != main)
         roots = sorted(((tower_root(s, main) + ".", comp) for s, comp in towers.items()),
                        key=lambda rc: -len(rc[0]))  # the deepest root wins
         if not roots:

@@ -123,6 +123,7 @@ COMPONENT_MARKERS: Final[tuple[tuple[str, str], ...]] = (
     ("*_projector", PROJECTOR),  # gene_projector, image_projector outside a tower
     ("projector", PROJECTOR),  # DeepSeek-VL2 / OCR
     ("resampler", PROJECTOR),  # MiniCPM-V
+    ("^projection", PROJECTOR),  # llama3v's resampler
     ("vision_tokenizer", PROJECTOR),  # xgen-mm's perceiver resampler
     ("connector", PROJECTOR),  # Idefics3 / SmolVLM
     ("^mlp1", PROJECTOR),  # InternVL
@@ -133,6 +134,12 @@ COMPONENT_MARKERS: Final[tuple[tuple[str, str], ...]] = (
     ("mtp_*", MTP),  # MiMo: model.mtp_layers.{}.*
     ("talker", AUX),  # Qwen2.5-Omni's speech generator
     ("token2wav", AUX),
+)
+
+# A tower no marker names (llama3v's misspelt ``vison.*``) is a vision tower when
+# one of its modules embeds image patches.
+PATCH_EMBEDDINGS: Final[frozenset[str]] = frozenset(
+    {"patch_embed", "patch_embedding", "patch_embeddings"}
 )
 
 # Only in an encoder-decoder: the encoder's stack.
