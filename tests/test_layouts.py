@@ -449,13 +449,15 @@ def test_packed_layouts_count_logical_weights(corpus: dict[str, Built], name: st
 def test_the_report_has_no_false_finding(corpus: dict[str, Built], name: str) -> None:
     """The whole pipeline on each real layout: no error, no warning (a real
     checkpoint, faithfully rebuilt, has nothing wrong with it) but a deployment
-    limit its layout records with the reason (``deployment``)."""
+    limit its layout records with the reason (``deployment``): a warning for a
+    model of 20 B parameters or more that TP 8 cannot split."""
     report = scan(corpus[name].path)
     bad = [(f.code, f.message) for f in report.findings if f.severity >= Severity.WARNING]
     known = corpus[name].layout.data.get("deployment")
+    warned = set()
     if known is not None:
         tp = report.deployment.tensor_parallel
         assert tp is not None and tp["max"] == known["tensor_parallel_max"]
-        assert {c for c, _ in bad} == {"tensor-parallel-limit"}, bad
-    else:
-        assert bad == []
+        if tp["max"] < 8 and report.total.parameters >= 20_000_000_000:  # README's rule
+            warned = {"tensor-parallel-limit"}
+    assert {c for c, _ in bad} == warned, bad

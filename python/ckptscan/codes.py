@@ -156,7 +156,8 @@ def _register_all() -> None:
         ("fused-scale-mismatch", W, "fused siblings (q/k/v, gate/up, w1/w3) whose per-tensor or "
                                     "global scales differ: loaders fuse them with the max"),
         ("tensor-parallel-limit", W, "no tensor-parallel size of 8 splits every block- or "
-                                     "group-quantized linear on block boundaries"),
+                                     "group-quantized linear on block boundaries (models of "
+                                     "20 B parameters and more)"),
         ("fp8-without-config", W, "FP8 tensors but no quantization scheme declared (config.json, "
                                   "hf_quant_config.json)"),
         ("quant-config-invalid", E, "a quantization setting loaders cannot use (block size, "

@@ -600,6 +600,11 @@ def _real_name(ctx: ScanContext, style: schemes.Style, entry: str, t: int,
     return (frame.name(int(rows[0])), "") if len(rows) > _MAX_NAMES else None
 
 
+#: tensor-parallel-limit warns from this many logical parameters: the class of
+#: models served on 8 GPUs (Qwen3-30B-A3B, whose 768-wide experts stop TP 8 on
+#: 128-row blocks, and up); smaller ones fit on fewer, and a test model's tiny
+#: layers never split 8 ways
+TP_WARN_MIN_PARAMETERS = 20_000_000_000
 _MAX_NAMES = 20_000
 #: exclusion entries judged for matching nothing (real lists name a few hundred)
 MAX_ENTRIES_JUDGED = 1024
@@ -723,6 +728,8 @@ def _tensor_parallel(ctx: ScanContext, qm: QuantMap) -> None:
     tp = ctx.tensor_parallel
     if tp is None or 8 in tp["ok"]:
         return
+    if int(qm.params.sum()) < TP_WARN_MIN_PARAMETERS:
+        return  # not a model anyone spreads over 8 GPUs: deployment.tensor_parallel says it
     section = ctx.frame.taxonomy.component_config(DECODER) or {}
     heads = section.get("num_attention_heads")
     if isinstance(heads, int) and not isinstance(heads, bool) and heads > 0 and heads % 8:
