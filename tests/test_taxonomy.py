@@ -884,7 +884,7 @@ def test_a_known_model_type_never_gives_generic() -> None:
          "model.vision_embed_tokens.img_processor.vision_model.encoder.layers.0.mlp.fc1.weight",
          "vision mlp"),
         ({"model_type": "phi3_v"}, "model.vision_embed_tokens.img_projection.0.weight",
-         "vision other"),
+         "vision projector"),
         ({"model_type": "phi4mm"},
          "model.embed_tokens_extend.image_embed.img_processor.encoder.layers.0.mlp.fc2.bias",
          "vision mlp"),

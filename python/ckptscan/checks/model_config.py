@@ -85,18 +85,22 @@ def check(ctx: ScanContext) -> None:
     vocab = ok(spec.vocab, "vocab", R.VOCAB_KEYS)
     emb = _token_embedding(ctx, decoder)
     logical = ctx.quant_map.logical_shape  # packed containers (MLX U32, GPTQ) unpacked
+    heads = np.flatnonzero(decoder & (part == ROLE_CODE[LM_HEAD]) & (frame.ndim == 2)
+                           & (frame.kind == KIND_CODE["weight"]))
+    head_rows = [logical(i)[0] for i in heads[:1].tolist()]
     if emb is not None:
         rows_, width = logical(emb)
         if hidden is not None and width != hidden:
             ctx.findings.add(codes.finding(
                 "config-hidden-size", f"hidden_size is {hidden}, the embedding is {rows_} x "
                 f"{width}", frame.file(emb), frame.name(emb)))
-        if vocab is not None and rows_ != vocab:
+        # Rows past vocab_size with a head of exactly vocab_size rows are input-only
+        # tokens (Llama 3.2 Vision's image tokens): the model never predicts them.
+        input_only = rows_ > (vocab or 0) and head_rows == [vocab]
+        if vocab is not None and rows_ != vocab and not input_only:
             ctx.findings.add(codes.finding(
                 "config-vocab", f"vocab_size is {vocab}, the embedding has {rows_} rows",
                 frame.file(emb), frame.name(emb)))
-    heads = np.flatnonzero(decoder & (part == ROLE_CODE[LM_HEAD]) & (frame.ndim == 2)
-                           & (frame.kind == KIND_CODE["weight"]))
     for i in heads[:1].tolist():
         rows_ = logical(i)[0]
         if vocab is not None and rows_ != vocab:

@@ -105,6 +105,9 @@ class TensorClass:
     indices past ``num_hidden_layers`` (see ``Taxonomy``).
     ``layer_slot`` / ``expert_slot`` index the template's integers.
     ``rule`` is the pattern that decided the part (None: nothing matched).
+    ``scope`` is the prefix down to a tower's marker (``model.embed_tokens_extend.
+    image_embed.``): the part rules and ``is_linear`` read only what follows it,
+    so a wrapper's name (Phi-4-multimodal's ``*_embed``) decides no part.
     """
 
     template: str
@@ -116,6 +119,7 @@ class TensorClass:
     expert_slot: int | None
     rule: str | None
     component: str = DECODER
+    scope: str = ""
 
     @property
     def mtp_by_layer(self) -> bool:
@@ -132,7 +136,7 @@ def is_linear(tensor_class: TensorClass) -> bool:
     """
     if tensor_class.kind != WEIGHT or tensor_class.part not in R.LINEAR_PARTS:
         return False
-    modules = tensor_class.template.split(".")[:-1]
+    modules = tensor_class.template[len(tensor_class.scope):].split(".")[:-1]
     return not any(r.fullmatch(m) for m in modules for r in _NON_LINEAR_RES)
 
 
@@ -352,7 +356,8 @@ class Taxonomy:
         markers = (*family.components, *R.COMPONENT_MARKERS)
         if self.encoder_decoder:
             markers += tuple((m, ENCODER) for m in R.ENCODER_MARKERS)
-        self._markers = tuple((compile_pattern(p), comp) for p, comp in markers)
+        self._markers = tuple((compile_pattern(p), p.startswith("^"), comp)
+                              for p, comp in markers)
         self._memo: dict[str, TensorClass] = {}
 
     @classmethod
@@ -388,26 +393,35 @@ class Taxonomy:
             cached = self._memo[template] = self._classify(template, None)
         return cached
 
-    def _marker_component(self, template: str) -> str:
-        best: tuple[int, str] | None = None
-        for regex, comp in self._markers:
+    def _marker_component(self, template: str) -> tuple[str, str]:
+        """The component a template's leftmost marker names, and the prefix down to
+        the end of that marker (the scope, see ``TensorClass``)."""
+        best: tuple[int, int, str] | None = None
+        for regex, anchored, comp in self._markers:
             m = regex.search(template)
             if m is not None and (best is None or m.start() < best[0]):
-                best = (m.start(), comp)
+                # A top-level marker (^pooler, ^mlp1) or one that directly owns the
+                # parameter (visual.proj) stays in view: it is the module, not a wrapper.
+                wraps = not anchored and "." in template[m.end():]
+                best = (m.start(), m.end() if wraps else m.start(), comp)
         if best is not None:
-            return best[1]
+            return best[2], template[:best[1]]
         if any(r.search(template) for r, _ in _MTP_MARKER_RES):
-            return MTP
-        return DECODER
+            return MTP, ""
+        return DECODER, ""
 
     def _classify(self, template: str, component: str | None) -> TensorClass:
         components = template.split(".")
-        comp = self._marker_component(template) if component is None else component
+        comp, scope = (self._marker_component(template) if component is None
+                       else (component, ""))
         if comp in (DECODER, MTP, ENCODER):
-            table = self._rules
+            table, scope = self._rules, ""
         else:
             table = _GENERIC_RES if comp == R.PROJECTOR else _TOWER_RES
-        part, rule = next(((role, p) for regex, p, role in table if regex.search(template)),
+        # Anchored rules (^head, ^score) speak of the checkpoint's top level.
+        local = template[len(scope):]
+        part, rule = next(((role, p) for regex, p, role in table
+                           if regex.search(template if p.startswith("^") else local)),
                           (OTHER, None))
         if part == OTHER and comp == MTP:
             part, rule = MTP, next((m for r, m in _MTP_MARKER_RES if r.search(template)), None)
@@ -425,6 +439,7 @@ class Taxonomy:
             expert_slot=expert_slot,
             rule=rule,
             component=comp,
+            scope=scope,
         )
 
     def resolve(self, name: str) -> Resolved:

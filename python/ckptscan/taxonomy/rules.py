@@ -139,7 +139,7 @@ COMPONENT_MARKERS: Final[tuple[tuple[str, str], ...]] = (
 # A tower no marker names (llama3v's misspelt ``vison.*``) is a vision tower when
 # one of its modules embeds image patches.
 PATCH_EMBEDDINGS: Final[frozenset[str]] = frozenset(
-    {"patch_embed", "patch_embedding", "patch_embeddings"}
+    {"patch_embed", "patch_embedding", "patch_embeddings", "patch_conv"}
 )
 
 # Only in an encoder-decoder: the encoder's stack.
@@ -202,6 +202,7 @@ _BLOCK_SPARSE_MOE_RULES: Final[tuple[Rule, ...]] = (
     ("block_sparse_moe.e_score_correction_bias", ROUTER),
     ("block_sparse_moe.experts", MOE_EXPERT),
     ("block_sparse_moe", MOE_EXPERT),  # Granite-MoE: fused input_linear / output_linear
+    ("shared_mlp", SHARED_EXPERT),  # Granite-MoE-Shared / 4.0: beside block_sparse_moe
     *_DECODER_TAIL,
 )
 
@@ -264,6 +265,8 @@ _OLMO_RULES: Final[tuple[Rule, ...]] = (
     ("*_norm", NORM),
     ("ln_f", NORM),
     ("wte", EMBEDDING),
+    ("mlp.gate", ROUTER),  # OLMoE: mlp.gate / mlp.experts.{}, else the Llama names
+    ("mlp.experts", MOE_EXPERT),
     *_DECODER_TAIL,  # OLMo 2 / OLMoE in transformers use the Llama names
 )
 
@@ -301,11 +304,17 @@ GENERIC_RULES: Final[tuple[Rule, ...]] = (
     ("e_score_correction_bias", ROUTER),
     ("shared_experts", SHARED_EXPERT),
     ("shared_expert", SHARED_EXPERT),
+    ("mlp.shared_mlp", SHARED_EXPERT),  # Hunyuan-MoE: the MoE block's always-on MLP
     ("experts", MOE_EXPERT),
     ("block_sparse_moe", MOE_EXPERT),
     ("self_attn", ATTENTION),
     ("self_attention", ATTENTION),
     ("cross_attn", ATTENTION),
+    # Mllama's tanh gates on the cross-attention layers' and the vision encoder's branches
+    ("cross_attn_mlp_gate", MLP),
+    ("cross_attn_*", ATTENTION),
+    ("gate_attn", ATTENTION),
+    ("gate_ffn", MLP),
     ("attn", ATTENTION),
     ("attention", ATTENTION),
     ("linear_attn", ATTENTION),
@@ -318,8 +327,16 @@ GENERIC_RULES: Final[tuple[Rule, ...]] = (
     ("mixer", ATTENTION),
     # Before embeddings: pre_fc_norm_embedding, layernorm_embedding are norms.
     ("*norm*", NORM),
+    ("*Norm*", NORM),  # BERT's LayerNorm
     ("ln", NORM),
     ("ln_*", NORM),
+    # Masked-LM heads: BERT's cls.predictions (its bias is the tied decoder's),
+    # ModernBERT's head.dense + decoder.bias; next-sentence / pooling heads
+    ("cls.predictions.transform", HEAD),
+    ("cls.predictions", LM_HEAD),
+    ("^cls", HEAD),
+    ("^head.dense", HEAD),
+    ("^decoder.bias", LM_HEAD),
     ("lm_head", LM_HEAD),
     ("shared_head.head", LM_HEAD),
     ("embed_out", LM_HEAD),
@@ -335,7 +352,7 @@ GENERIC_RULES: Final[tuple[Rule, ...]] = (
     ("embed_positions", POSITION),
     ("wpe", POSITION),
     ("position_embedding*", POSITION),
-    ("positional_embedding", POSITION),
+    ("*positional_embedding*", POSITION),  # Llama 4's _vlm, Mllama's gated / tile tables
     ("pos_embed", POSITION),
     ("*pos_emb", POSITION),
     ("embed_tokens", EMBEDDING),
@@ -346,6 +363,7 @@ GENERIC_RULES: Final[tuple[Rule, ...]] = (
     # MLP blocks before the embedding globs: a wrapper named *_embed (Phi-4-mm's
     # image_embed) holds whole towers.
     ("mlp", MLP),
+    ("mlps", MLP),  # LongCat-Flash: two dense MLPs per layer, mlps.{}
     ("feed_forward*", MLP),
     ("ffn", MLP),
     ("fc1", MLP),
@@ -373,7 +391,12 @@ TOWER_RULES: Final[tuple[Rule, ...]] = (
     ("attn_pool", PROJECTOR),  # Qwen-VL
     ("image_pooling_2d", PROJECTOR),  # Molmo
     ("visual.proj", PROJECTOR),  # Qwen-VL: the tower's output projection (a bare parameter)
-    ("conv1", EMBEDDING),  # CLIP-style patch stem
+    ("downsample", PROJECTOR),  # GLM-4.1V: the conv that merges patches before the merger
+    ("img_projection*", PROJECTOR),  # Phi-4-multimodal: image_embed.img_projection_up / _down
+    ("*_proj_for_*speech", PROJECTOR),  # Phi-4-multimodal: audio_embed.up_proj_for_speech, ...
+    ("conv1", EMBEDDING),  # CLIP-style patch stem; Whisper-style audio stem conv1 / conv2
+    ("conv2", EMBEDDING),
+    ("patch_conv", EMBEDDING),  # Pixtral
 )
 
 # Parts a tensor gets when no rule knows it, per component: a projector's
@@ -385,7 +408,8 @@ DEFAULT_PARTS: Final[Mapping[str, str]] = {PROJECTOR: MLP}
 LINEAR_PARTS: Final[frozenset[str]] = frozenset(
     {ATTENTION, MOE_EXPERT, SHARED_EXPERT, ROUTER, MLP, LM_HEAD, MTP, PROJECTOR, HEAD}
 )
-NON_LINEAR_MODULES: Final[tuple[str, ...]] = ("*norm*", "ln", "ln_*", "*embed*", "*conv*")
+NON_LINEAR_MODULES: Final[tuple[str, ...]] = ("*norm*", "*Norm*", "ln", "ln_*", "*embed*",
+                                               "*conv*")
 
 
 # ---- families ---------------------------------------------------------------------------
