@@ -554,32 +554,33 @@ struct Fp4Codes {
   }
 };
 
-struct RefBf16 {
+// A 16-bit reference, eight values at a time widened to float32 by Widen.
+template <class Widen>
+struct Ref16 {
+  void load(const uint8_t* row, size_t j, size_t k, CmpLanes::V& lo, CmpLanes::V& hi) const {
+    Tail t;
+    const uint8_t* p = k >= 32 ? row + 2 * j : t.at(row + 2 * j, 2 * k);
+    if (k >= 32 && (j & 31) == 0) prefetch_stream(row + 2 * j);
+    lo = {Widen::eight(p), Widen::eight(p + 16)};
+    hi = {Widen::eight(p + 32), Widen::eight(p + 48)};
+  }
+};
+
+struct Bf16Widen {  // bfloat16 is float32's top half
   static __m256 eight(const uint8_t* p) {
     const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
   }
-  void load(const uint8_t* row, size_t j, size_t k, CmpLanes::V& lo, CmpLanes::V& hi) const {
-    Tail t;
-    const uint8_t* p = k >= 32 ? row + 2 * j : t.at(row + 2 * j, 2 * k);
-    if (k >= 32 && (j & 31) == 0) prefetch_stream(row + 2 * j);
-    lo = {eight(p), eight(p + 16)};
-    hi = {eight(p + 32), eight(p + 48)};
-  }
 };
 
-struct RefF16 {
+struct F16Widen {
   static __m256 eight(const uint8_t* p) {
     return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
   }
-  void load(const uint8_t* row, size_t j, size_t k, CmpLanes::V& lo, CmpLanes::V& hi) const {
-    Tail t;
-    const uint8_t* p = k >= 32 ? row + 2 * j : t.at(row + 2 * j, 2 * k);
-    if (k >= 32 && (j & 31) == 0) prefetch_stream(row + 2 * j);
-    lo = {eight(p), eight(p + 16)};
-    hi = {eight(p + 32), eight(p + 48)};
-  }
 };
+
+using RefBf16 = Ref16<Bf16Widen>;
+using RefF16 = Ref16<F16Widen>;
 
 struct RefF32 {
   void load(const uint8_t* row, size_t j, size_t k, CmpLanes::V& lo, CmpLanes::V& hi) const {
