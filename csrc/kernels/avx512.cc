@@ -20,6 +20,7 @@ namespace ckptscan::kernels::avx512 {
 namespace {
 
 #include "kernels/per_isa.h"
+#include "kernels/per_x86.h"
 
 inline __mmask64 tail_mask64(size_t k) {  // k < 64 low bits set
   return _cvtu64_mask64(_bzhi_u64(~uint64_t{0}, static_cast<unsigned>(k)));
@@ -41,17 +42,6 @@ inline uint8_t hmax_u8(__m512i v) {
   x = _mm_max_epu8(x, _mm_srli_si128(x, 2));
   x = _mm_max_epu8(x, _mm_srli_si128(x, 1));
   return static_cast<uint8_t>(_mm_cvtsi128_si32(x) & 0xFF);
-}
-
-// Software prefetch for streaming kernels, at two distances: into L1 shortly
-// before use and into L2 four times further ahead, so that enough lines are in
-// flight to reach the memory bandwidth. Measured on one Sapphire Rapids thread
-// (AVX-512 FP8 statistics over 1 GiB): no prefetch 10 GB/s, L1 only 10-13 GB/s
-// (65-86% of the read probe), both 13.5 GB/s (93%).
-constexpr size_t kPrefetch = 2048;
-inline void prefetch_stream(const uint8_t* p) {
-  _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetch), _MM_HINT_T0);
-  _mm_prefetch(reinterpret_cast<const char*>(p + 4 * kPrefetch), _MM_HINT_T1);
 }
 
 inline __m512i sad(__m512i acc) { return _mm512_sad_epu8(acc, _mm512_setzero_si512()); }
@@ -154,7 +144,7 @@ void fp8_stats(const uint8_t* p, size_t n, Fp8Format f, detail::Fp8Raw* out) {
 // summed every 255 vectors; a block's NaN / Inf / saturated counts are popcounts
 // of the masks; partial vectors are masked loads.
 template <Fp8Format F>
-struct Fp8Lanes {
+struct Fp8Lanes : Xmm16Results {  // V16 ops: per_x86.h
   using f = Fmt<F>;
   using V = __m512i;
   static constexpr size_t kW = 64;
@@ -257,25 +247,6 @@ struct Fp8Lanes {
   static inline __m512i load(const uint8_t* p) { return _mm512_loadu_si512(p); }
   static inline __m512i max(__m512i a, __m512i b) { return _mm512_max_epu8(a, b); }
   static inline uint8_t hmax(__m512i v) { return hmax_u8(v); }
-
-  using V16 = __m128i;  // 16 blocks' results
-  static inline __m128i zero16() { return _mm_setzero_si128(); }
-  static inline __m128i max16(__m128i a, __m128i b) { return _mm_max_epu8(a, b); }
-  static inline void store16(uint8_t* p, __m128i x) {
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), x);
-  }
-  static inline uint64_t sum16(__m128i x) {
-    const __m128i s = _mm_sad_epu8(x, _mm_setzero_si128());
-    return static_cast<uint64_t>(_mm_cvtsi128_si64(s)) +
-           static_cast<uint64_t>(_mm_extract_epi64(s, 1));
-  }
-  static inline uint8_t hmax16(__m128i x) {
-    x = _mm_max_epu8(x, _mm_srli_si128(x, 8));
-    x = _mm_max_epu8(x, _mm_srli_si128(x, 4));
-    x = _mm_max_epu8(x, _mm_srli_si128(x, 2));
-    x = _mm_max_epu8(x, _mm_srli_si128(x, 1));
-    return static_cast<uint8_t>(_mm_cvtsi128_si32(x) & 0xFF);
-  }
 
   // Byte max (or sum) of each BC-byte block of G = 16 * BC / 64 vectors: the
   // two halves of every block paired until each block is one dword, then
