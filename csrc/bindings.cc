@@ -409,6 +409,20 @@ k::Status run_guarded(F&& kernel, bool release_gil = true) {
   return st;
 }
 
+// A kernel over float32 scales, run guarded: scales at an offset not aligned to
+// 4 (legal in safetensors) are read through an aligned copy, made under the
+// fault guard like the rest. kernel(const float* scales).
+template <class F>
+k::Status run_guarded_on_floats(const Bytes& s, F&& kernel) {
+  const bool copy = reinterpret_cast<uintptr_t>(s.data()) % alignof(float) != 0;
+  std::vector<float> aligned(copy ? s.size() / 4 : 0);
+  float* ap = aligned.data();
+  return run_guarded([&] {
+    if (copy) std::memcpy(ap, s.data(), s.size());
+    return kernel(copy ? ap : reinterpret_cast<const float*>(s.data()));
+  });
+}
+
 // Turns a kernel status into the Python exception it stands for.
 void check(k::Status st, const std::string& context = "") {
   switch (st) {
@@ -770,15 +784,8 @@ static void bind_kernels(py::module_& m) {
         Bytes s(scale_inv, false, "scale_inv");
         Bytes o(out, true, "out");
         kbind::check_scale_out(s, o, width, out_dtype);
-        // A scale at an offset not aligned to 4 (legal in safetensors) is read
-        // through an aligned copy, made under the fault guard like the rest.
-        const bool copy = reinterpret_cast<uintptr_t>(s.data()) % alignof(float) != 0;
-        std::vector<float> aligned(copy ? s.size() / 4 : 0);
-        float* ap = aligned.data();
         void* op = o.mutable_data();
-        check(kbind::run_guarded([&] {
-                if (copy) std::memcpy(ap, s.data(), s.size());
-                const float* sp = copy ? ap : reinterpret_cast<const float*>(s.data());
+        check(kbind::run_guarded_on_floats(s, [&](const float* sp) {
                 return k::fp8_dequantize(q.data(), q.size(), batch, rows, cols, f, sp, srows,
                                          scols, s.size() / 4, g.br, g.bc, ot, op,
                                          o.size() / width);
@@ -820,13 +827,8 @@ static void bind_kernels(py::module_& m) {
         Bytes s(scale, false, "scale");
         Bytes o(out, true, "out");
         kbind::check_scale_out(s, o, width, out_dtype);
-        const bool copy = reinterpret_cast<uintptr_t>(s.data()) % alignof(float) != 0;
-        std::vector<float> aligned(copy ? s.size() / 4 : 0);
-        float* ap = aligned.data();
         void* op = o.mutable_data();
-        check(kbind::run_guarded([&] {
-                if (copy) std::memcpy(ap, s.data(), s.size());
-                const float* sp = copy ? ap : reinterpret_cast<const float*>(s.data());
+        check(kbind::run_guarded_on_floats(s, [&](const float* sp) {
                 return k::fp4_dequantize(q.data(), q.size(), batch, rows, cols, sp, srows, scols,
                                          s.size() / 4, g.br, g.bc, ot, op, o.size() / width);
               }),
@@ -902,13 +904,8 @@ static void bind_kernels(py::module_& m) {
     o.bad = static_cast<uint64_t*>(a_bad.mutable_data());
     o.ref_bad = static_cast<uint64_t*>(a_rbad.mutable_data());
     o.len = g.blocks;
-    const bool copy = reinterpret_cast<uintptr_t>(s.data()) % alignof(float) != 0;
-    std::vector<float> aligned(copy ? s.size() / 4 : 0);
-    float* ap = aligned.data();
     const float lim = static_cast<float>(clip);
-    check(kbind::run_guarded([&] {
-            if (copy) std::memcpy(ap, s.data(), s.size());
-            const float* sp = copy ? ap : reinterpret_cast<const float*>(s.data());
+    check(kbind::run_guarded_on_floats(s, [&](const float* sp) {
             return fp4 ? k::fp4_compare(q.data(), q.size(), batch, rows, cols, sp, srows, scols,
                                         s.size() / 4, g.br, g.bc, r.data(), r.size() / rwidth,
                                         rf, lim, rb, o)
