@@ -212,13 +212,8 @@ def _scan(spec: CheckpointSpec, options: ScanOptions, cache: dict[Any, Any],
         spec = remote.spec  # as read: a file that could not be had is an error
     problems: list[Problem] = [] if remote is None else list(remote.problems)
     head = _head if remote is None else remote.head
-    readable: list[FileStat] = []
-    for fs in spec.shards:
-        p = file_problem(fs)
-        if p is None:
-            readable.append(fs)
-        else:
-            problems.append(p)
+    readable, unreadable = readable_shards(spec.shards)
+    problems += unreadable
     if spec.format != "safetensors":
         return _other_format(spec, readable, problems, t0, head)
 
@@ -300,6 +295,19 @@ def _scan(spec: CheckpointSpec, options: ScanOptions, cache: dict[Any, Any],
     rows = shard_rows(spec, shards)
     ckpt.close()
     return Outcome(spec.path, report, rows, time.perf_counter() - t0, opened)
+
+
+def readable_shards(shards: Sequence[FileStat]) -> tuple[list[FileStat], list[Problem]]:
+    """The shards that can be opened, and a problem for each one that cannot."""
+    readable: list[FileStat] = []
+    problems: list[Problem] = []
+    for fs in shards:
+        p = file_problem(fs)
+        if p is None:
+            readable.append(fs)
+        else:
+            problems.append(p)
+    return readable, problems
 
 
 def file_problem(fs: FileStat) -> Problem | None:

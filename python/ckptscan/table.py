@@ -262,16 +262,9 @@ def open_spec(spec: CheckpointSpec, io_jobs: int | None = None) -> Checkpoint:
     from .checkpoint import Checkpoint, load_shards, read_index
     from .config import MAX_CONFIG_BYTES
     from .errors import Problem
-    from .pipeline import file_problem
+    from .pipeline import file_problem, readable_shards
 
-    problems: list[Problem] = []
-    readable = []
-    for fs in spec.shards:
-        p = file_problem(fs)
-        if p is None:
-            readable.append(fs)
-        else:
-            problems.append(p)
+    readable, problems = readable_shards(spec.shards)
     shards = load_shards([fs.path for fs in readable], io_jobs) if spec.format == \
         "safetensors" else []
     index = config = None
