@@ -327,6 +327,16 @@ def _list(path: str) -> list[os.DirEntry[str]]:
         return sorted(it, key=lambda e: e.name)
 
 
+def _list_noted(path: str, out: Discovery) -> list[os.DirEntry[str]] | None:
+    """A directory's entries for discovery, or None with a note when it cannot be listed."""
+    try:
+        return _list(path)
+    except OSError as exc:
+        out.notes.append(Note(path, f"cannot list directory: {exc.strerror or exc}"))
+        out.unlisted.append(path)
+        return None
+
+
 # ---------------------------------------------------------------- the Hugging Face cache
 
 
@@ -604,11 +614,8 @@ def _walk(top: str, top_stat: os.stat_result, visited: dict[tuple[int, int], str
                 out.notes.append(Note(path, f"same directory as {visited[key]}; scanned once"))
             continue
         visited[key] = path
-        try:
-            entries = _list(path)
-        except OSError as exc:
-            out.notes.append(Note(path, f"cannot list directory: {exc.strerror or exc}"))
-            out.unlisted.append(path)
+        entries = _list_noted(path, out)
+        if entries is None:
             continue
         hf = _hf_snapshot_of(path)
         name = os.path.basename(path)
@@ -617,11 +624,8 @@ def _walk(top: str, top_stat: os.stat_result, visited: dict[tuple[int, int], str
             # A Hugging Face cache repo: only its snapshots are checkpoints
             # (blobs/ holds the same data under hashes, refs/ names revisions).
             snaps = os.path.join(path, "snapshots")
-            try:
-                revs = _list(snaps)
-            except OSError as exc:
-                out.notes.append(Note(snaps, f"cannot list directory: {exc.strerror or exc}"))
-                out.unlisted.append(snaps)
+            revs = _list_noted(snaps, out)
+            if revs is None:
                 continue
             snapshots = [(e.path, s) for e in revs if (s := _dir_stat(e)) is not None]
             stack.extend((p, s, (*ancestors, key)) for p, s in reversed(snapshots))

@@ -227,23 +227,23 @@ class TemplateTable:
         self, template_ids: npt.ArrayLike, layer_index: npt.ArrayLike | None = None
     ) -> npt.NDArray[np.uint8]:
         """Role code per tensor; ``layer_index`` (-1 = none) enables the MTP-by-layer rule."""
-        ids = np.asarray(template_ids, dtype=np.intp)
-        roles = self.role[ids]
-        past = self._past_stack(ids, layer_index)
-        if past is not None:
-            roles[past] = ROLE_CODE[MTP]
-        return roles
+        return self._per_tensor(self.role, ROLE_CODE[MTP], template_ids, layer_index)
 
     def components(
         self, template_ids: npt.ArrayLike, layer_index: npt.ArrayLike | None = None
     ) -> npt.NDArray[np.uint8]:
         """Component code per tensor (into ``COMPONENTS``), with the MTP-by-layer rule."""
+        return self._per_tensor(self.component, COMPONENT_CODE[MTP], template_ids, layer_index)
+
+    def _per_tensor(self, column: npt.NDArray[np.uint8], mtp: int, template_ids: npt.ArrayLike,
+                    layer_index: npt.ArrayLike | None) -> npt.NDArray[np.uint8]:
+        """A per-template column per tensor, ``mtp`` where a layer lies past the stack."""
         ids = np.asarray(template_ids, dtype=np.intp)
-        comps = self.component[ids]
+        out = column[ids]
         past = self._past_stack(ids, layer_index)
         if past is not None:
-            comps[past] = COMPONENT_CODE[MTP]
-        return comps
+            out[past] = mtp
+        return out
 
     def unknown_templates(self) -> list[str]:
         """Templates no rule knows (role ``other``): what a report should list."""
