@@ -28,7 +28,7 @@ import threading
 import time
 from pathlib import Path
 
-from machine import describe
+from benchlib import describe
 
 LAYOUT_NAMES = ("minimax_m2", "deepseek_v3")
 SHORT = {"minimax_m2": "m2", "deepseek_v3": "ds"}

@@ -38,16 +38,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-SRC = HERE.parent / "python"
+from benchlib import SRC, ensure_importable
+
 DEFAULT_DIR = Path("/tmp/ckptscan-bench/minimax_m2")
-
-
-def _ensure_importable() -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("ckptscan") is None:
-        sys.path.insert(0, str(SRC))
 
 
 def shard_paths(d: Path) -> list[str]:
@@ -277,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         first, median, n = timeit(reader(args.child, args.dir), args.repeat)
         print(first, median, n)
         return 0
-    _ensure_importable()
+    ensure_importable()
 
     written = prepare(args.dir, args.keep)
     paths = shard_paths(args.dir)

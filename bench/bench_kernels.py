@@ -33,9 +33,9 @@ from typing import Any
 
 import ckptscan
 import numpy as np
+from benchlib import describe
 from ckptscan import _core
 from ckptscan import kernels as K
-from machine import describe
 
 COLS = 7168
 BLOCK = 128

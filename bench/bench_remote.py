@@ -43,16 +43,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-SRC = HERE.parent / "python"
+from benchlib import SRC, ensure_importable
+
 DEFAULT_ROOT = Path("/tmp/ckptscan-bench/remote")
-
-
-def _ensure_importable() -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("ckptscan") is None:
-        sys.path.insert(0, str(SRC))
 
 
 # ---------------------------------------------------------------- children
@@ -121,7 +114,7 @@ def main() -> None:
     ap.add_argument("--skip-hub-client", action="store_true")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     a = ap.parse_args()
-    _ensure_importable()
+    ensure_importable()
     if a.child:
         print(json.dumps(child_hub_client(a.child[1], a.child[2])))
         return

@@ -33,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from machine import describe
+from benchlib import describe
 
 ROWS, COLS, TILE = 4096, 8192, 128
 PER_SHARD = 4
