@@ -51,7 +51,9 @@ def build_farm(root: Path, per_layout: int) -> None:
 
 
 def subset(root: Path, n: int, tmp: Path) -> Path:
-    """A directory of symlinks to n checkpoints (half of each layout)."""
+    """A directory of symlinks to n checkpoints (half of each layout); scanned
+    with follow_symlinks, since a farm does not follow directory links that
+    leave its root by default."""
     d = tmp / f"farm-{n}"
     if d.exists():
         shutil.rmtree(d)
@@ -111,11 +113,13 @@ def child(args: argparse.Namespace) -> None:
 
             prof = cProfile.Profile()
             result = prof.runcall(scan_farm, [args.farm], db=args.db, jobs=args.jobs,
-                                  processes=args.mode == "processes", io_jobs=args.io_jobs)
+                                  processes=args.mode == "processes", io_jobs=args.io_jobs,
+                                  follow_symlinks=True)
             pstats.Stats(prof, stream=sys.stderr).sort_stats("tottime").print_stats(25)
         else:
             result = scan_farm([args.farm], db=args.db, jobs=args.jobs,
-                               processes=args.mode == "processes", io_jobs=args.io_jobs)
+                               processes=args.mode == "processes", io_jobs=args.io_jobs,
+                               follow_symlinks=True)
         wall = time.perf_counter() - t0
         cpu = time.process_time() - c0
     ch = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -146,7 +150,7 @@ def cli_seconds(farm: Path, db: Path) -> float:
     code = "import sys; from ckptscan.cli import main; sys.exit(main(sys.argv[1:]))"
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-c", code, "farm", str(farm), "--db", str(db),
-                    "--format", "csv", "-o", os.devnull], check=True,
+                    "--follow-symlinks", "--format", "csv", "-o", os.devnull], check=True,
                    stderr=subprocess.DEVNULL)
     return time.perf_counter() - t0
 
